@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv with the CPU build of torch and this project (editable) plus its dev tools.
+# Re-running when nothing changed returns in about a second (a stamp holds the inputs' hash).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${VENV:-.venv}"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"   # CPU build; letting pip choose pulls a multi-GB CUDA build
+
+stamp_inputs() { cat pyproject.toml scripts/setup.sh; echo "$TORCH_SPEC"; "$PYTHON" --version; }
+want="$(stamp_inputs | sha256sum | cut -d' ' -f1)"
+stamp="$VENV/.rag-setup-stamp"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/rag" ]; then
+  exit 0
+fi
+
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rag needs Python 3.11 or newer")'
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --quiet)
+"${PIP[@]}" install --upgrade pip
+if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+  echo "setup: installing $TORCH_SPEC (CPU build)"
+  "${PIP[@]}" install "$TORCH_SPEC"
+fi
+echo "setup: installing rag and its dependencies"
+"${PIP[@]}" install -e ".[dev]"
+echo "$want" > "$stamp"
+echo "setup: done ($VENV)"

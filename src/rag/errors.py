@@ -1,0 +1,50 @@
+"""The library's own exceptions. Each message says what is wrong and how to fix it.
+
+The CLI turns a :class:`RagError` into one line on stderr and exit code 2; the app into ``st.error``.
+"""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class: a problem the user can fix (bad input, missing index, missing model)."""
+
+
+class BadQuestion(RagError, ValueError):
+    """The question is empty or unusable."""
+
+
+class BadSetting(RagError, ValueError):
+    """A setting has a value outside what is allowed."""
+
+
+class CorpusEmpty(RagError):
+    """The corpus folder has no readable documents."""
+
+
+class ModelUnavailable(RagError):
+    """The embedding model cannot be loaded offline."""
+
+
+class IndexError_(RagError):
+    """Base for index problems (named with a trailing underscore to not shadow the builtin)."""
+
+
+class IndexMissing(IndexError_):
+    """No index at the given path."""
+
+
+class IndexStale(IndexError_):
+    """The corpus or the settings changed since the index was built."""
+
+
+class IndexCorrupt(IndexError_):
+    """An index file is missing, truncated or edited."""
+
+
+class IndexMismatch(IndexError_):
+    """The index was built with another model, dimension or format version."""
+
+
+class IndexLocked(IndexError_):
+    """Another process is building this index."""

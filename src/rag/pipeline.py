@@ -1,0 +1,118 @@
+"""The Python API used by the CLI and the app: an :class:`Assistant` loaded once from an index
+folder, with :meth:`Assistant.search` and :meth:`Assistant.ask`. Safe to share between threads
+(queries only read the index)."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .answer import Answer, compose, passage, score_sentences
+from .errors import BadQuestion
+from .index import IndexData, load_index
+from .lexical import tokenize
+from .retrieve import Hit, search
+from .settings import MODES, Settings
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    notices: tuple[str, ...] = ()
+
+
+def clean_question(raw: object, max_chars: int) -> Question:
+    """Validate a question: strip control characters, refuse empty, truncate very long ones."""
+    if not isinstance(raw, str):
+        raise BadQuestion(f"the question must be text, got {type(raw).__name__}")
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in raw)
+    text = " ".join(text.split())
+    if not text:
+        raise BadQuestion("the question is empty: type a question about the documents")
+    notices = []
+    if len(text) > max_chars:
+        notices.append(f"the question was {len(text):,} characters; only the first {max_chars:,} were used")
+        text = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+    return Question(text, tuple(notices))
+
+
+class Assistant:
+    def __init__(self, settings: Settings, data: IndexData, embedder=None) -> None:
+        self.settings = settings
+        self.data = data
+        self._embedder = embedder
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, check_fresh: bool = True, embedder=None) -> "Assistant":
+        settings = settings or Settings()
+        return cls(settings, load_index(settings, check_fresh=check_fresh), embedder)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .embed import get_embedder
+
+            self._embedder = get_embedder(self.settings.model, str(self.settings.cache_dir))
+        return self._embedder
+
+    def _encode(self, text: str) -> np.ndarray:
+        return _encode_cached(self.embedder, text)
+
+    def _resolve(self, k: int | None, mode: str | None) -> tuple[int, str]:
+        k = self.settings.k if k is None else k
+        mode = self.settings.mode if mode is None else mode
+        if not isinstance(k, int) or k < 1:
+            raise BadQuestion(f"k must be >= 1, got {k}")
+        if mode not in MODES:
+            raise BadQuestion(f"unknown retrieval mode {mode!r}; expected one of: {', '.join(MODES)}")
+        return k, mode
+
+    def search(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+        k, mode = self._resolve(k, mode)
+        q = clean_question(question, self.settings.max_question_chars)
+        qvec = self._encode(q.text) if mode != "lexical" else None
+        return search(self.data, qvec, tokenize(q.text), k, mode)
+
+    def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+        t0 = time.perf_counter()
+        k, mode = self._resolve(k, mode)
+        q = clean_question(question, self.settings.max_question_chars)
+        qtokens = tokenize(q.text)
+        qvec = self._encode(q.text)  # also used to score sentences in lexical mode
+        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode)
+        if mode == "lexical":  # dense cosines for the answer step
+            hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
+        t1 = time.perf_counter()
+        scored = score_sentences(self.data, hits, qvec, qtokens)
+        answer, abstained, message, cits, support = compose(
+            q.text, hits, scored, self.settings.abstain_below, self.settings.max_answer_words, qtokens
+        )
+        t2 = time.perf_counter()
+        return Answer(
+            question=q.text,
+            answer=answer,
+            abstained=abstained,
+            message=message,
+            citations=cits,
+            passages=tuple(passage(h) for h in hits),
+            support=support,
+            timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000, "total": (t2 - t0) * 1000},
+            notices=q.notices,
+        )
+
+
+def _with_dense(data: IndexData, h: Hit, qvec: np.ndarray) -> Hit:
+    from dataclasses import replace
+
+    return replace(h, dense=float(data.vectors.reconstruct(h.index) @ qvec))
+
+
+@lru_cache(maxsize=1024)
+def _encode_cached(embedder, text: str) -> np.ndarray:
+    v = embedder.embed([text])[0]
+    v.setflags(write=False)
+    return v

