@@ -87,7 +87,7 @@ class Assistant:
         if mode == "lexical":  # dense cosines for the answer step
             hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
         t1 = time.perf_counter()
-        scored = score_sentences(self.data, hits, qvec, qtokens)
+        scored = score_sentences(self.data, hits, qvec, qtokens, question=q.text)
         answer, abstained, message, cits, support = compose(
             q.text, hits, scored, self.settings.abstain_below, self.settings.max_answer_words, qtokens
         )

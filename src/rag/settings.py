@@ -46,7 +46,7 @@ class Settings:
     #: Largest corpus file that is read; bigger files are skipped and reported.
     max_file_mb: float = 50.0
     #: Answers with a support score under this abstain ("The documents do not say ...").
-    abstain_below: float = 0.40
+    abstain_below: float = 0.60
     max_answer_words: int = 60
 
     def __post_init__(self) -> None:

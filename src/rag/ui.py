@@ -1,0 +1,281 @@
+"""Pure helpers for the chat app (``app.py``): safe Markdown from document text, highlight
+segments, context windows, labels, build progress and the Markdown export of a conversation.
+
+No Streamlit here, so everything is unit-testable. The app renders every piece of document text
+through :func:`md_text` / :func:`segments_markdown`, never with ``unsafe_allow_html``: all
+characters that Markdown, HTML, GFM autolinks, math (``$``) or Streamlit directives
+(``:color[...]``) could interpret are backslash-escaped, so a document containing
+``<script>`` or ``[x](javascript:...)`` shows as literal text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+from .answer import Answer, Citation
+
+#: Every character CommonMark may treat as syntax plus what GFM and Streamlit add: ``$`` (math),
+#: ``:`` (``:red[...]`` directives and ``http://`` autolinks), ``&`` (entities), ``=`` (setext
+#: headings). CommonMark allows a backslash escape before any ASCII punctuation character.
+MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|<>~$:&=")
+HIGHLIGHT = "orange-background"  # Streamlit's ``:orange-background[...]``
+CONTEXT_CHARS = 600
+_WS = re.compile(r"\s+")
+
+
+def escape_markdown(text: str) -> str:
+    """Backslash-escape every Markdown/HTML-significant character; the rendered result is ``text``."""
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in text)
+
+
+def collapse_ws(text: str) -> str:
+    """Every run of whitespace (newlines included) becomes one space; no strip."""
+    return _WS.sub(" ", text)
+
+
+def md_text(text: str) -> str:
+    """Document or user text as one safe Markdown paragraph (whitespace collapsed, so OCR line
+    breaks and indentation cannot start a code block or a list)."""
+    return escape_markdown(collapse_ws(text).strip())
+
+
+def message_markdown(message: str) -> str:
+    """A library message (error, notice) as safe Markdown, keeping its `command` spans as code.
+
+    Code spans render their content literally, so only the text between them needs escaping."""
+    parts = message.split("`")
+    if len(parts) % 2 == 0:  # unpaired backtick: escape everything
+        return md_text(message)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 and part.strip():
+            out.append(f"`{collapse_ws(part)}`")
+        else:
+            out.append(escape_markdown(collapse_ws(part)))
+    return "".join(out).strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Highlighting
+
+
+class Segment(NamedTuple):
+    text: str
+    marked: bool
+
+
+def merge_spans(spans: Iterable[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """Spans clipped to ``[lo, hi)``, sorted, overlapping or touching ones merged, empty ones dropped."""
+    clipped = sorted((max(s, lo), min(e, hi)) for s, e in spans)
+    out: list[tuple[int, int]] = []
+    for s, e in clipped:
+        if s >= e:
+            continue
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def segments(text: str, spans: Iterable[tuple[int, int]], offset: int = 0) -> tuple[Segment, ...]:
+    """Cut ``text`` into plain and marked pieces. ``spans`` are absolute offsets; ``text`` starts at
+    ``offset`` in the same coordinates (e.g. a passage ``doc[start:end]`` with ``offset=start``).
+    The pieces concatenate back to ``text``."""
+    out: list[Segment] = []
+    pos = 0
+    for s, e in merge_spans(spans, offset, offset + len(text)):
+        s, e = s - offset, e - offset
+        if s > pos:
+            out.append(Segment(text[pos:s], False))
+        out.append(Segment(text[s:e], True))
+        pos = e
+    if pos < len(text):
+        out.append(Segment(text[pos:], False))
+    return tuple(out)
+
+
+def segments_markdown(segs: Sequence[Segment], style: str = HIGHLIGHT) -> str:
+    """Safe Markdown for segments: plain text escaped, marked text escaped inside ``:style[...]``.
+
+    Whitespace is collapsed; a marked piece's leading and trailing spaces go outside the marker."""
+    out = []
+    for seg in segs:
+        text = collapse_ws(seg.text)
+        core = text.strip()
+        if not seg.marked or not core:
+            out.append(escape_markdown(text))
+            continue
+        lead = " " if text[:1] == " " else ""
+        trail = " " if text[-1:] == " " else ""
+        out.append(f"{lead}:{style}[{escape_markdown(core)}]{trail}")
+    return "".join(out).strip()
+
+
+def passage_markdown(c: Citation, doc_text: str | None = None) -> str:
+    """The cited passage with its supporting sentences highlighted. Needs the document text for the
+    exact offsets; without it (or if the offsets do not fit) the passage is shown unhighlighted."""
+    if doc_text is None or not (0 <= c.start <= c.end <= len(doc_text)):
+        return md_text(c.text)
+    return segments_markdown(segments(doc_text[c.start : c.end], c.highlights, offset=c.start))
+
+
+class Window(NamedTuple):
+    start: int  # absolute offsets of the shown part of the document
+    end: int
+
+
+def context_window(text: str, start: int, end: int, chars: int = CONTEXT_CHARS) -> Window:
+    """About ``chars`` characters either side of ``[start, end)`` in ``text``, widened to whole
+    words (by at most 40 characters each side)."""
+    n = len(text)
+    start, end = max(0, min(start, n)), max(0, min(end, n))
+    lo, hi = max(0, start - chars), min(n, end + chars)
+    while lo > 0 and not text[lo - 1].isspace() and start - lo < chars + 40:
+        lo -= 1
+    while hi < n and not text[hi].isspace() and hi - end < chars + 40:
+        hi += 1
+    return Window(lo, hi)
+
+
+def context_markdown(doc_text: str, start: int, end: int, chars: int = CONTEXT_CHARS) -> str:
+    """The document around a cited span, the span highlighted, ``…`` where the window is cut."""
+    w = context_window(doc_text, start, end, chars)
+    body = segments_markdown(segments(doc_text[w.start : w.end], [(start, end)], offset=w.start))
+    return ("… " if w.start > 0 else "") + body + (" …" if w.end < len(doc_text) else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels and status
+
+
+def shorten(text: str, limit: int) -> str:
+    text = collapse_ws(text).strip()
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def citation_label(c: Citation, tag: str, title_chars: int = 70) -> str:
+    """Expander label ``[n] title · p. X · section · score`` as safe Markdown (labels render Markdown)."""
+    parts = [f"{escape_markdown(tag)} {escape_markdown(shorten(c.title or c.doc, title_chars))}"]
+    if c.page:
+        parts.append(f"p. {c.page}")
+    if c.section:
+        parts.append(escape_markdown(shorten(c.section, 80)))
+    parts.append(f"{c.score:.2f}")
+    return " · ".join(parts)
+
+
+def built_date(created: object) -> str:
+    """``2026-11-25T00:10:52+0000`` as ``2026-11-25 00:10``; anything else as given."""
+    if not isinstance(created, str):
+        return "unknown"
+    try:
+        return datetime.strptime(created, "%Y-%m-%dT%H:%M:%S%z").strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return created
+
+
+def index_status_lines(manifest: Mapping[str, object], reasons: Sequence[str]) -> list[str]:
+    """Sidebar lines (safe Markdown) describing an index manifest and whether it is up to date."""
+    counts = manifest.get("counts") or {}
+    model = manifest.get("model") or {}
+    counts = counts if isinstance(counts, Mapping) else {}
+    model_id = model.get("id", "?") if isinstance(model, Mapping) else "?"
+    seconds = manifest.get("build_seconds")
+    lines = [
+        f"**Documents:** {counts.get('documents', '?')}",
+        f"**Chunks:** {counts.get('chunks', '?')}",
+        f"**Model:** {escape_markdown(str(model_id))}",
+        f"**Build time:** {seconds:.1f} s" if isinstance(seconds, (int, float)) else "**Build time:** ?",
+        f"**Built:** {escape_markdown(built_date(manifest.get('created')))}",
+        "**Status:** stale" if reasons else "**Status:** up to date",
+    ]
+    return lines
+
+
+class BuildStep(NamedTuple):
+    fraction: float
+    text: str
+
+
+# Share of the whole build each stage covers (embedding dominates).
+_STAGES = {
+    "load": (0.00, 0.03, "Reading documents"),
+    "chunk": (0.03, 0.06, "Cutting passages"),
+    "embed passages": (0.06, 0.30, "Embedding passages"),
+    "embed sentences": (0.30, 0.95, "Embedding sentences"),
+    "lexical index": (0.95, 0.99, "Building the keyword index"),
+    "done": (1.00, 1.00, "Done"),
+}
+
+
+def build_step(stage: str, done: int, total: int) -> BuildStep:
+    """Overall progress (0..1) and a label for one ``build_index`` progress callback."""
+    lo, hi, label = _STAGES.get(stage, (0.0, 0.0, stage.capitalize()))
+    part = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    text = f"{label} ({done}/{total})" if stage.startswith("embed") else f"{label}…"
+    return BuildStep(round(lo + (hi - lo) * part, 4), text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversation
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One question and what came back: an answer, or a one-line error."""
+
+    id: int
+    question: str
+    answer: Answer | None = None
+    error: str | None = None
+    mode: str = ""
+    k: int = 0
+
+
+def _source_lines(c: Citation, tag: str, doc_text: str | None, quote_chars: int) -> list[str]:
+    where = [escape_markdown(shorten(c.title or c.doc, 120))]
+    if c.page:
+        where.append(f"p. {c.page}")
+    if c.section:
+        where.append(escape_markdown(collapse_ws(c.section)))
+    head = f"- {escape_markdown(tag)} " + ", ".join(where) + f" (score {c.score:.2f})"
+    if doc_text is not None and c.highlights and 0 <= c.start <= c.end <= len(doc_text):
+        quotes = [doc_text[s:e] for s, e in merge_spans(c.highlights, 0, len(doc_text))]
+    else:
+        quotes = [c.text]
+    return [head] + [f"  > {md_text(shorten(q, quote_chars))}" for q in quotes if q.strip()]
+
+
+def conversation_markdown(
+    turns: Sequence[Turn],
+    docs: Mapping[str, str] | None = None,
+    title: str = "Conversation",
+    quote_chars: int = 400,
+) -> str:
+    """The conversation as a Markdown document with every answer's sources (and, for abstentions,
+    the closest passages). ``docs`` maps document id to text, to quote the supporting sentences."""
+    docs = docs or {}
+    lines = [f"# {escape_markdown(title)}", ""]
+    for i, t in enumerate(turns, 1):
+        lines += [f"## {i}. {md_text(t.question)}", ""]
+        a = t.answer
+        if a is None:
+            lines += [f"*Error:* {md_text(t.error or 'no answer')}", ""]
+            continue
+        lines += [md_text(a.message), ""]
+        if a.abstained:
+            if a.passages:
+                lines += ["**Closest passages**", ""]
+                for j, p in enumerate(a.passages[:3], 1):
+                    lines += _source_lines(p, f"#{j}", docs.get(p.doc), quote_chars)
+                lines.append("")
+        elif a.citations:
+            lines += ["**Sources**", ""]
+            for c in a.citations:
+                lines += _source_lines(c, f"[{c.n}]", docs.get(c.doc), quote_chars)
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
