@@ -113,7 +113,7 @@ def _ask(args: argparse.Namespace) -> int:
     if args.batch is not None and args.question is not None:
         raise BadQuestion("give either a question or --batch, not both")
     items = _read_batch(args.batch) if args.batch else [(None, args.question)]
-    assistant = Assistant.load(_settings(args))
+    assistant = Assistant.load(_settings(args)).warm_up()
     for item_id, question in items:
         try:
             ans = assistant.ask(question, k=args.k, mode=args.mode)

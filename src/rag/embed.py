@@ -42,6 +42,8 @@ def _offline_env() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def bundled_model_zip() -> Path | None:
@@ -120,6 +122,12 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise ModelUnavailable("sentence-transformers is not installed: run `make setup`") from exc
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+        except ImportError:  # pragma: no cover
+            pass
         try:
             return SentenceTransformer(where, device="cpu")
         except Exception as exc:  # noqa: BLE001 - any load failure becomes one actionable message

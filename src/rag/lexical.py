@@ -43,6 +43,15 @@ def fold(text: str) -> str:
     return "".join(c for c in s if not unicodedata.combining(c))
 
 
+def _bm25s():
+    import logging
+
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import
+    return bm25s
+
+
 def tokenize(text: str) -> list[str]:
     words = [w for w in _TOKEN.findall(fold(text)) if w not in STOPWORDS]
     return _stemmer().stemWords(words)
@@ -58,8 +67,7 @@ class LexicalIndex:
 
     @classmethod
     def build(cls, texts: Sequence[str]) -> "LexicalIndex":
-        import bm25s
-
+        bm25s = _bm25s()
         tokens = [tokenize(t) or [""] for t in texts]
         bm25 = bm25s.BM25()
         bm25.index(tokens, show_progress=False)
@@ -73,9 +81,7 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> "LexicalIndex":
-        import bm25s
-
-        bm25 = bm25s.BM25.load(str(folder), allow_pickle=False, mmap=False, show_progress=False)
+        bm25 = _bm25s().BM25.load(str(folder), allow_pickle=False, mmap=False, show_progress=False)
         meta = json.loads((folder / "df.json").read_text(encoding="utf-8"))
         return cls(bm25, meta["df"], int(meta["n_docs"]))
 

@@ -59,6 +59,11 @@ class Assistant:
             self._embedder = get_embedder(self.settings.model, str(self.settings.cache_dir))
         return self._embedder
 
+    def warm_up(self) -> "Assistant":
+        """Load the model now (otherwise the first question pays for it)."""
+        self._encode("warm up")
+        return self
+
     def _encode(self, text: str) -> np.ndarray:
         return _encode_cached(self.embedder, text)
 
