@@ -62,6 +62,16 @@ def build(settings: Settings, force: bool) -> None:
     st.success(f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks.")
 
 
+def check_index(settings: Settings) -> tuple[dict | None, RagError | None]:
+    """(manifest, None) for a readable index, (None, None) when there is none, (None, error) otherwise."""
+    try:
+        return read_manifest(settings.index_dir), None
+    except IndexMissing:
+        return None, None
+    except RagError as exc:
+        return None, exc
+
+
 def manifest_stamp(settings: Settings) -> int:
     try:
         return (Path(settings.index_dir) / MANIFEST).stat().st_mtime_ns
@@ -128,22 +138,13 @@ with st.sidebar:
 
 # Index: build when missing or asked to, then check it before loading.
 forced = st.session_state.pop("rebuild", False)
-try:
-    manifest = read_manifest(settings.index_dir)
-except IndexMissing:
-    manifest = None
-except RagError as exc:
-    manifest, problem = None, exc
-else:
-    problem = None
-if forced or (manifest is None and problem is None):
-    if manifest is None and problem is None:
+manifest, problem = check_index(settings)
+missing = manifest is None and problem is None
+if forced or missing:
+    if missing:
         st.info("No index yet: building it from the documents (this happens once).")
     build(settings, force=forced)
-    try:
-        manifest, problem = read_manifest(settings.index_dir), None
-    except RagError as exc:
-        manifest, problem = None, exc
+    manifest, problem = check_index(settings)
 
 if problem is not None:
     status_box.markdown("**Status:** unusable")

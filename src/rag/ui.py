@@ -112,7 +112,7 @@ def segments_markdown(segs: Sequence[Segment], style: str = HIGHLIGHT) -> str:
         lead = " " if text[:1] == " " else ""
         trail = " " if text[-1:] == " " else ""
         out.append(f"{lead}:{style}[{escape_markdown(core)}]{trail}")
-    return "".join(out).strip()
+    return re.sub(" {2,}", " ", "".join(out)).strip()
 
 
 def passage_markdown(c: Citation, doc_text: str | None = None) -> str:
