@@ -356,7 +356,15 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
             f"ask for {settings.model!r}: rebuild with `rag index --force`, or set RAG_MODEL to the index's model"
         )
     if check_fresh:
-        reasons = stale_reasons(manifest, settings)
+        corpus_dir = Path(settings.corpus_dir)
+        if not corpus_dir.is_dir():  # e.g. run from another folder: check against the corpus it was built from
+            corpus_dir = Path(manifest.get("corpus_dir", ""))
+        if corpus_dir.is_dir():
+            reasons = stale_reasons(manifest, settings, corpus_dir)
+        else:
+            log.warning("corpus folder %s not found: cannot check that the index is up to date", settings.corpus_dir)
+            reasons = [r for r in stale_reasons(manifest, settings, corpus_dir) if not r.startswith("file removed")]
+            reasons = [r for r in reasons if "meta.json" not in r]
         if reasons:
             raise IndexStale(f"index at {index_dir} is out of date ({'; '.join(reasons[:3])}): run `rag index`")
     verify_files(index_dir, manifest)
