@@ -29,6 +29,7 @@ FURNITURE_PATTERNS: tuple[re.Pattern[str], ...] = (
 #: Markers that start a list item. ">" marks a "next step" item in tables such as the default annex.
 _BULLET = re.compile(r"^(?:[•▪◦●■□◆\-–*]|o(?=\s+[A-Z0-9])|\(?[a-z0-9]{1,2}[.)](?=\s+[A-Z]))\s+")
 _STEP = re.compile(r"^>\s*")
+_MD_HEADING = re.compile(r"^(#{1,6})\s+\S")
 _TERMINAL = (".", "!", "?", ":", ";", ",")
 
 
@@ -179,6 +180,8 @@ def _looks_like_heading(ln: _Line, prev: _Line | None, nxt: _Line | None, prev_u
         return False
     if not (ln.blank_before or ln.page_break_before or prev is None or prev_unit_closed):
         return False
+    if nxt is not None and nxt.text[:1].islower() and not nxt.page_break_before:
+        return False  # the sentence goes on after a blank line
     if nxt is None or nxt.blank_before or nxt.page_break_before or nxt.furniture or _marker(nxt.text):
         return True
     # heading directly followed by its text: a short line, then a capitalised line
@@ -210,7 +213,9 @@ def _build_units(content: list[_Line]) -> list[Unit]:
         cur_closed = cur is None or cur[0] in ("heading", "furniture") or cur[2].text.endswith((".", "!", "?", ":"))
         s = ln.text
         mk = _marker(s)
-        if mk:
+        if _MD_HEADING.match(s):
+            units.append(["heading", ln, ln])
+        elif mk:
             units.append([mk, ln, ln])
         elif cur is not None and cur[0] == "heading" and _is_all_caps(s) and _is_all_caps(cur[2].text) \
                 and not ln.blank_before and not ln.page_break_before:
@@ -257,6 +262,11 @@ def _merge_caps_headings(units: list[Unit], text: str) -> list[Unit]:
             i += 1
             continue
         raw = text[u.start : u.end]
+        md = _MD_HEADING.match(raw)
+        if md:  # Markdown: the number of #s is the level
+            out.append(Unit("heading", u.start, u.end, u.page, u.page_end, min(len(md.group(1)), 5), u.lines))
+            i += 1
+            continue
         if not _is_all_caps(raw):
             level = 4 if raw.rstrip().endswith(":") else 5 if is_place(raw) else 3
             out.append(Unit("heading", u.start, u.end, u.page, u.page_end, level, u.lines))
@@ -286,7 +296,7 @@ def _merge_caps_headings(units: list[Unit], text: str) -> list[Unit]:
 
 def heading_title(raw: str) -> str:
     """Display form of a heading: whitespace collapsed, trailing colon dropped, ALL CAPS title-cased."""
-    s = collapse_ws(raw).rstrip(":").strip()
+    s = collapse_ws(raw).lstrip("#").strip().rstrip(":").strip()
     if _is_all_caps(s):
         small = {"and", "of", "the", "for", "in", "on", "to", "a"}
         words = s.lower().split()

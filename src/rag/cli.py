@@ -22,11 +22,18 @@ from .errors import RagError
 EXIT_USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2), like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"rag: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rag", description="Ask questions of your documents; every answer cited.")
+    p = _Parser(prog="rag", description="Ask questions of your documents; every answer cited.")
     p.add_argument("--version", action="version", version=f"rag {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     pi = sub.add_parser("index", help="build the index from the corpus (only if something changed)")
     pi.add_argument("--corpus", type=Path, help="corpus folder (default: corpus/ or RAG_CORPUS_DIR)")

@@ -36,7 +36,10 @@ def clean_question(raw: object, max_chars: int) -> Question:
     notices = []
     if len(text) > max_chars:
         notices.append(f"the question was {len(text):,} characters; only the first {max_chars:,} were used")
-        text = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+        cut = text[:max_chars]
+        if text[max_chars] != " " and " " in cut:  # do not end inside a word
+            cut = cut.rsplit(" ", 1)[0]
+        text = cut.strip()
     return Question(text, tuple(notices))
 
 
