@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any, Mapping
 
 import streamlit as st
 
 from rag import ui
+from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
-from rag.index import MANIFEST, build_index, read_manifest, stale_reasons
+from rag.index import MANIFEST, DocRecord, build_index, read_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import MODES, Settings
 
@@ -62,7 +64,7 @@ def build(settings: Settings, force: bool) -> None:
     st.success(f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks.")
 
 
-def check_index(settings: Settings) -> tuple[dict | None, RagError | None]:
+def check_index(settings: Settings) -> tuple[dict[str, Any] | None, RagError | None]:
     """(manifest, None) for a readable index, (None, None) when there is none, (None, error) otherwise."""
     try:
         return read_manifest(settings.index_dir), None
@@ -79,14 +81,14 @@ def manifest_stamp(settings: Settings) -> int:
         return 0
 
 
-def render_source(c, tag: str, key: str, doc_text: str | None) -> None:
+def render_source(c: Citation, tag: str, key: str, doc_text: str | None) -> None:
     with st.expander(ui.citation_label(c, tag)):
         st.markdown(ui.passage_markdown(c, doc_text))
         if doc_text is not None and st.toggle("Show in context", key=key):
             st.markdown(ui.context_markdown(doc_text, c.start, c.end))
 
 
-def render_turn(turn: ui.Turn, docs: dict) -> None:
+def render_turn(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
     with st.chat_message("user"):
         st.markdown(ui.md_text(turn.question))
     with st.chat_message("assistant"):
@@ -109,7 +111,7 @@ def render_turn(turn: ui.Turn, docs: dict) -> None:
         st.caption(f"{turn.mode} · k = {turn.k} · {a.timings_ms.get('total', 0):.0f} ms")
 
 
-def _text(docs: dict, doc_id: str) -> str | None:
+def _text(docs: Mapping[str, DocRecord], doc_id: str) -> str | None:
     rec = docs.get(doc_id)
     return rec.text if rec is not None else None
 

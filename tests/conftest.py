@@ -19,8 +19,13 @@ from pathlib import Path
 from typing import Mapping
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from rag.settings import ChunkSettings, Settings, default_cache_dir
+
+# No example database: property tests leave no .hypothesis/ folder in the working tree.
+hypothesis_settings.register_profile("rag", database=None, deadline=None)
+hypothesis_settings.load_profile("rag")
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_CORPUS = REPO / "corpus"

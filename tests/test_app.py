@@ -31,6 +31,9 @@ HOSTILE = [
     ("costs $5 and $6", r"costs \$5 and \$6"),
     (":red[x] **b** _i_ `c` ~s~ # h | t", r"\:red\[x\] \*\*b\*\* \_i\_ \`c\` \~s\~ \# h \| t"),
     ("a\\b {c} 1. +-= &amp;", r"a\\b \{c\} 1\. \+\-\= \&amp;"),
+    # bare URLs and e-mail addresses: GFM links them after escapes are resolved, so a WORD JOINER breaks them
+    ("see https://evil.example or www.evil.example", "see https\u2060\\://evil\\.example or www\u2060\\.evil\\.example"),
+    ("mail a@b.example", "mail a@\u2060b\\.example"),
 ]
 
 
@@ -53,10 +56,14 @@ def _literal_paragraph(text: str) -> str:
     return "<p>" + html.escape(text, quote=False).replace('"', "&quot;") + "</p>\n"
 
 
+def _visible(rendered: str) -> str:
+    return rendered.replace(ui.WORD_JOINER, "")
+
+
 @pytest.mark.parametrize("raw", [r for r, _ in HOSTILE])
 def test_escaped_hostile_text_renders_as_literal_text(raw):
     pytest.importorskip("markdown_it")
-    assert _render(ui.md_text(raw)) == _literal_paragraph(raw)
+    assert _visible(_render(ui.md_text(raw))) == _literal_paragraph(raw)
 
 
 def test_escaped_text_of_any_printable_characters_renders_literally():
@@ -71,7 +78,7 @@ def test_escaped_text_of_any_printable_characters_renders_literally():
     def check(raw: str) -> None:
         text = ui.collapse_ws(raw).strip()
         if text:
-            assert _render(ui.md_text(raw)) == _literal_paragraph(text)
+            assert _visible(_render(ui.md_text(raw))) == _literal_paragraph(text)
 
     check()
 

@@ -108,6 +108,25 @@ def test_short_intro_joins_its_subsection():
     assert chunk.text == "Intro sentence here. Actions proposed: • Publish the report in January."
 
 
+MARKDOWN = (
+    "# Border Report\n\n"
+    "## Finland\n\n"
+    "Frontex deployed 50 border guards to the eastern border. They arrived in December.\n\n"
+    "## Tunisia\n\n"
+    "> Deliver seven boats to the coast guard.\n"
+    "> Launch the procurement procedures.\n"
+)
+
+
+def test_markdown_headings_become_the_section_path():
+    chunks = chunk_document(doc(MARKDOWN, doc_id="border.md"), SMALL_CHUNKS)
+    finland = _only(chunks, "50 border guards")
+    steps = _only(chunks, "Deliver seven boats")
+    assert finland.section[-1:] == ("Finland",)
+    assert steps.section[-2:] == ("Tunisia", NEXT_STEPS)
+    assert all("#" not in c.text for c in chunks)  # heading lines are not passage text
+
+
 # ---------------------------------------------------------------------------------------------
 # Sizes, pages, furniture, offsets
 
@@ -310,13 +329,28 @@ def test_real_interceptions_chunk_is_under_tunisia_on_page_7(real_chunks):
     assert "Tunisia" in c.section_path
 
 
-def test_real_action_plans_are_on_page_18(real_chunks, real_text):
+def test_real_action_plans_start_on_page_18(real_chunks, real_text):
     layout = analyse(real_text)
     assert layout.page_at(real_text.index("ACTION PLANS")) == 18
     under = [c for c in real_chunks if "Action Plans" in c.section]
     assert under, "no chunk under the ACTION PLANS heading"
-    assert {c.page for c in under} == {18}
+    assert {c.page for c in under} == {18, 19}  # the four action plans run over the last two pages
     assert under[0].section[:3] == ("Annex", "Action Plans", "Western Balkans Action Plan December 2022")
+
+
+@pytest.mark.parametrize(
+    "needle, plan",
+    [
+        ("The total amount of migration-related support for the region", "Western Balkans Action Plan December 2022"),
+        ("Relaunch of the Search and Rescue Contact Group", "Central Mediterranean Action Plan December 2022"),
+        ("Countering migrant smuggling: three projects", "Atlantic and Western Mediterranean Action Plan April 2023"),
+        ("Preventing irregular departures, combatting migrant smuggling", "Eastern Mediterranean Action Plan October 2023"),
+    ],
+)
+def test_real_each_action_plan_is_under_action_plans(real_chunks, needle, plan):
+    # "ACTION PLANS" (page 18) heads the annex's last table: its four plans are siblings under it
+    c = _only(real_chunks, needle)
+    assert c.section[:3] == ("Annex", "Action Plans", plan)
 
 
 def test_real_chunks_have_no_page_furniture(real_chunks):

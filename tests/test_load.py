@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
-
 import pytest
 
 from conftest import make_pdf, write_corpus
-from rag.load import Document, LoadReport, Skipped, UnreadableFile, corpus_files, decode_text, load_corpus, load_file
-
-
-def _by_id(report: LoadReport) -> dict[str, Document]:
-    return {d.doc_id: d for d in report.documents}
+from rag.load import Skipped, UnreadableFile, corpus_files, decode_text, load_corpus, load_file
 
 
 # ---------------------------------------------------------------------------------------------

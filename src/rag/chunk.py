@@ -66,7 +66,7 @@ def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[t
     for m in _END.finditer(text, start, end):
         word = re.search(r"([\w.]+)[.!?]?[\"'”’)\]]*$", text[cur : m.end()])
         token = (word.group(1) if word else "").rstrip(".").lower()
-        if token in _ABBREV or (len(token) == 1 and token.isalpha()):
+        if m.group()[0] == "." and (token in _ABBREV or (len(token) == 1 and token.isalpha())):
             continue
         spans.append((cur, m.end()))
         cur = m.end()

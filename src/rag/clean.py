@@ -255,6 +255,7 @@ def _merge_caps_headings(units: list[Unit], text: str) -> list[Unit]:
     ``WESTERN BALKANS ACTION PLAN DECEMBER 2022``)."""
     out: list[Unit] = []
     i = 0
+    in_parent = False  # under a one-line all-caps parent whose children are wrapped (multi-line) headings
     while i < len(units):
         u = units[i]
         if u.kind != "heading":
@@ -280,8 +281,12 @@ def _merge_caps_headings(units: list[Unit], text: str) -> list[Unit]:
             out.append(Unit("heading", u.start, u.end, u.page, u.page_end, 1, 1))
             rest = group[1:]
             out.append(Unit("heading", rest[0].start, rest[-1].end, rest[0].page, rest[-1].page_end, 2, 1))
+            in_parent = True
         else:
-            out.append(Unit("heading", group[0].start, group[-1].end, group[0].page, group[-1].page_end, 1, 1))
+            # a later wrapped heading under the same parent is a sibling of the first child
+            level = 2 if in_parent and group[0].lines > 1 else 1
+            in_parent = in_parent and level == 2
+            out.append(Unit("heading", group[0].start, group[-1].end, group[0].page, group[-1].page_end, level, 1))
         i = j + 1
         # a narrow, multi-line block right under an all-caps heading is its subtitle (a table's
         # first column: "Strengthening external borders and prevention of irregular Migration")

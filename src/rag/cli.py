@@ -113,14 +113,17 @@ def _index(args: argparse.Namespace) -> int:
 
 def _ask(args: argparse.Namespace) -> int:
     from .errors import BadQuestion
-    from .pipeline import Assistant
+    from .pipeline import Assistant, clean_question
 
     if args.batch is None and args.question is None:
         raise BadQuestion('give a question, e.g. rag ask "What did the Commission decide?", or --batch FILE.jsonl')
     if args.batch is not None and args.question is not None:
         raise BadQuestion("give either a question or --batch, not both")
     items = _read_batch(args.batch) if args.batch else [(None, args.question)]
-    assistant = Assistant.load(_settings(args)).warm_up()
+    settings = _settings(args)
+    if args.batch is None:  # a bad question fails before the model loads
+        clean_question(args.question, settings.max_question_chars)
+    assistant = Assistant.load(settings).warm_up()
     for item_id, question in items:
         try:
             ans = assistant.ask(question, k=args.k, mode=args.mode)

@@ -83,8 +83,17 @@ class BuildResult:
 # Freshness
 
 
+def _code_fingerprint() -> str:
+    """Hash of the code that decides what goes into an index (cleaning, chunking, tokenising):
+    changing it makes existing indexes stale, so `rag index` rebuilds them."""
+    h = hashlib.sha256()
+    for name in ("clean.py", "chunk.py", "lexical.py"):
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
-    return {"model": settings.model, "chunking": dataclasses.asdict(settings.chunking)}
+    return {"model": settings.model, "chunking": dataclasses.asdict(settings.chunking), "code": _code_fingerprint()}
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any]:
@@ -119,6 +128,8 @@ def stale_reasons(manifest: dict[str, Any], settings: Settings, corpus_dir: Path
         reasons.append(f"model changed: index has {manifest.get('settings', {}).get('model')!r}, settings say {fp['model']!r}")
     if manifest.get("settings", {}).get("chunking") != fp["chunking"]:
         reasons.append("chunking settings changed")
+    if manifest.get("settings", {}).get("code") != fp["code"]:
+        reasons.append("rag's cleaning or chunking code changed since the build")
     corpus_dir = Path(corpus_dir or settings.corpus_dir)
     recorded: dict[str, dict] = manifest.get("files", {})
     current = {p.relative_to(corpus_dir).as_posix(): p for p in corpus_files(corpus_dir)} if corpus_dir.is_dir() else {}

@@ -3,9 +3,12 @@ segments, context windows, labels, build progress and the Markdown export of a c
 
 No Streamlit here, so everything is unit-testable. The app renders every piece of document text
 through :func:`md_text` / :func:`segments_markdown`, never with ``unsafe_allow_html``: all
-characters that Markdown, HTML, GFM autolinks, math (``$``) or Streamlit directives
-(``:color[...]``) could interpret are backslash-escaped, so a document containing
-``<script>`` or ``[x](javascript:...)`` shows as literal text.
+characters that Markdown, HTML, math (``$``) or Streamlit directives (``:color[...]``) could
+interpret are backslash-escaped, and bare URLs get an invisible WORD JOINER so GFM does not link
+them; a document containing ``<script>`` or ``[x](javascript:...)`` shows as literal text.
+
+Known cosmetic limits (not security): Streamlit still turns emoji shortcodes such as ``:smile:``
+and arrows such as ``->`` in the *rendered* text into symbols.
 """
 
 from __future__ import annotations
@@ -18,17 +21,31 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 from .answer import Answer, Citation
 
 #: Every character CommonMark may treat as syntax plus what GFM and Streamlit add: ``$`` (math),
-#: ``:`` (``:red[...]`` directives and ``http://`` autolinks), ``&`` (entities), ``=`` (setext
-#: headings). CommonMark allows a backslash escape before any ASCII punctuation character.
+#: ``:`` (``:red[...]`` directives), ``&`` (entities), ``=`` (setext headings). CommonMark allows a
+#: backslash escape before any ASCII punctuation character.
 MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|<>~$:&=")
 HIGHLIGHT = "orange-background"  # Streamlit's ``:orange-background[...]``
 CONTEXT_CHARS = 600
 _WS = re.compile(r"\s+")
 
 
+#: GFM turns bare URLs and e-mail addresses into links by pattern-matching the *rendered* text, so
+#: backslashes cannot stop it. A WORD JOINER (U+2060, invisible) inside the pattern does: after
+#: ``http``/``https``/``www`` and after ``@``, only where GFM would otherwise make a link.
+WORD_JOINER = "\u2060"
+_AUTOLINK_URL = re.compile(r"(?<![0-9a-z])(https?(?=://)|www(?=\.))(?=\W*[\w-]*\.[\w.-]*)", re.IGNORECASE)
+_AUTOLINK_EMAIL = re.compile(r"(?<=[\w+.-])@(?=[\w-]+(?:\.[\w-]+)+)")
+
+
+def defuse_autolinks(text: str) -> str:
+    """Insert an invisible WORD JOINER where GFM would turn a bare URL or e-mail address into a link."""
+    return _AUTOLINK_EMAIL.sub("@" + WORD_JOINER, _AUTOLINK_URL.sub(r"\1" + WORD_JOINER, text))
+
+
 def escape_markdown(text: str) -> str:
-    """Backslash-escape every Markdown/HTML-significant character; the rendered result is ``text``."""
-    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in text)
+    """Backslash-escape every Markdown/HTML-significant character (and defuse bare-URL autolinks):
+    Streamlit renders the result as exactly ``text``, never as a link, image, HTML or math."""
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in defuse_autolinks(text))
 
 
 def collapse_ws(text: str) -> str:
