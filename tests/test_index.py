@@ -7,6 +7,7 @@ must rebuild do so (a tiny build takes well under a second once the model is loa
 from __future__ import annotations
 
 import dataclasses
+import re
 import fcntl
 import hashlib
 import json
@@ -58,7 +59,12 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
     assert result.manifest == m
     assert m["format_version"] == FORMAT_VERSION == 1
     assert m["model"] == {"id": DEFAULT_MODEL, "dim": 384}
-    assert m["settings"] == {"model": DEFAULT_MODEL, "chunking": dataclasses.asdict(ChunkSettings())}
+    assert m["settings"] == {
+        "model": DEFAULT_MODEL,
+        "chunking": dataclasses.asdict(ChunkSettings()),
+        "code": m["settings"]["code"],
+    }
+    assert re.fullmatch(r"[0-9a-f]{16}", m["settings"]["code"])  # hash of the cleaning/chunking code
     assert m["settings"]["chunking"] == {"target_words": 90, "max_words": 200, "min_words": 40}
     # every corpus file, skipped ones included, with the sha256 of its bytes
     assert sorted(m["files"]) == ["border.md", "empty.txt", "notes.txt"]

@@ -80,7 +80,9 @@ def test_fusion_never_returns_duplicates(dense, lexical, k, method):
     got = fuse(dense, lexical, k, method)
     ids = [i for i, _ in got]
     assert len(ids) == len(set(ids))
-    assert len(ids) == min(k, len({i for i, _ in dense} | {i for i, _ in lexical}))
+    # every candidate with evidence is kept (a BM25 score of 0 is no lexical evidence for weighted fusion)
+    lexical_evidence = {i for i, s in lexical if s > 0 or method == "rrf"}
+    assert len(ids) == min(k, len({i for i, _ in dense} | lexical_evidence))
     assert set(ids) <= {i for i, _ in dense} | {i for i, _ in lexical}
     scores = [s for _, s in got]
     assert scores == sorted(scores, reverse=True)

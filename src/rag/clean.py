@@ -155,7 +155,7 @@ def _mark_furniture(content: list[_Line], pages: int) -> None:
     if pages >= 4:  # repeated running headers/footers: same short line on many pages
         seen: dict[str, set[int]] = defaultdict(set)
         for ln in content:
-            if len(ln.text) <= 80:
+            if len(ln.text) <= 80 and not ln.text.endswith((".", "!", "?")):  # headers are not sentences
                 seen[collapse_ws(ln.text).lower()].add(ln.page)
         repeated = {t for t, ps in seen.items() if len(ps) >= max(3, pages // 2)}
         for ln in content:

@@ -76,7 +76,7 @@ def weighted(
     """Convex combination of the cosine and the max-normalised BM25 score."""
     d = dict(dense)
     top = max((s for _, s in lexical), default=0.0)
-    lx = {i: s / top for i, s in lexical} if top > 0 else {}
+    lx = {i: s / top for i, s in lexical if s > 0}  # a BM25 score of 0 is no lexical evidence
     floor = min(d.values(), default=0.0)  # a passage outside the dense top-N gets the lowest seen cosine
     ids = set(d) | set(lx)
     acc = {i: alpha * d.get(i, floor) + (1 - alpha) * lx.get(i, 0.0) for i in ids}
