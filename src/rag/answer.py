@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .chunk import SECTION_SEP
-from .clean import collapse_ws
+from .clean import MONTHS, collapse_ws
 from .index import IndexData
 from .lexical import tokenize, weighted_overlap
 from .retrieve import Hit
@@ -29,9 +29,9 @@ SECOND_RATIO = 0.80  # a further sentence joins the answer when it scores this c
 # ---------------------------------------------------------------------------------------------
 # Expected answer type: "how many" wants a quantity, "when" a date. Cheap, language-specific cues.
 
-_MONTHS = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+
 _DATE = re.compile(
-    rf"\b(?:\d{{1,2}}(?:\s*[-–/]\s*\d{{1,2}})?\s*{_MONTHS}\w*|{_MONTHS}\w*|(?:19|20)\d\d|Q[1-4]|H[12]|"
+    rf"\b(?:\d{{1,2}}(?:\s*[-–/]\s*\d{{1,2}})?\s*{MONTHS}\w*|{MONTHS}\w*|(?:19|20)\d\d|Q[1-4]|H[12]|"
     r"spring|summer|autumn|winter|end of (?:the )?year|next year|this year|last year|early|mid-|"
     r"today|yesterday|tomorrow|week|month|\d{1,2}/\d{1,2}/\d{2,4})\b",
     re.I,
@@ -55,7 +55,7 @@ def has_type(text: str, kind: str | None) -> bool:
     if kind == "date":
         return bool(_DATE.search(text))
     # quantity: a number that is not part of a date, or a number word
-    stripped = re.sub(rf"\b\d{{1,2}}(?:\s*[-–]\s*\d{{1,2}})?\s+{_MONTHS}\b|\b(?:19|20)\d\d\b|\bQ[1-4]\b|\b\d+(?:st|nd|rd|th)\b", " ", text)
+    stripped = re.sub(rf"\b\d{{1,2}}(?:\s*[-–]\s*\d{{1,2}})?\s+{MONTHS}\b|\b(?:19|20)\d\d\b|\bQ[1-4]\b|\b\d+(?:st|nd|rd|th)\b", " ", text)
     return bool(re.search(r"\d", stripped) or _QTY_WORD.search(stripped))
 
 

@@ -83,7 +83,6 @@ class _Line:
 
 def _split_lines(text: str) -> list[_Line]:
     lines: list[_Line] = []
-    pos = 0
     for m in re.finditer(r"[^\n\f]*(\n|\f|$)", text):
         if m.start() == len(text) and m.group() == "":
             break
@@ -91,7 +90,6 @@ def _split_lines(text: str) -> list[_Line]:
         lines.append(_Line(m.start(), body_end, text[m.start() : body_end]))
         if m.group(1) == "\f":
             lines.append(_Line(m.end(), m.end(), "\f"))  # sentinel: page break
-        pos = m.end()
         if m.group(1) == "":
             break
     return lines
@@ -111,14 +109,13 @@ def analyse(text: str) -> Layout:
     single_indent = [ln for ln in content if re.match(r"^ \S", ln.raw)]
     indent_marks_page = 0 < len(single_indent) <= max(1, len(content) // 20)
 
-    page, blanks, seen, prev_blankless = 1, 0, False, None
+    page, blanks, seen = 1, 0, False
     page_starts = [0]
     for ln in lines:
         if ln.raw == "\f":
             page += 1
             page_starts.append(ln.start)
             blanks, ln.page = 0, page
-            seen_break = True
             continue
         if ln.blank:
             blanks += 1
@@ -144,7 +141,7 @@ def analyse(text: str) -> Layout:
 
     _mark_furniture(content, page)
     furniture = tuple((ln.start, ln.end) for ln in content if ln.furniture)
-    units = _build_units([ln for ln in content if not ln.furniture or True])
+    units = _build_units(content)
     return Layout(tuple(_merge_caps_headings(units, text)), tuple(page_starts), furniture)
 
 
@@ -320,6 +317,8 @@ _HOMOGLYPHS = str.maketrans({
     "о": "o", "р": "p", "с": "c", "х": "x", "\u00a0": " ", "’": "'", "‘": "'", "“": '"', "”": '"',
 })
 
+MONTHS = "(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+
 #: OCR slips seen in EU documents: (pattern, replacement). Applied to the search form only.
 OCR_FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), r)
@@ -334,9 +333,9 @@ OCR_FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"\bSehinas\b", "Schinas"),
         (r"\b(\d)lh\b", r"\1th"),
         (r"\bMol\b", "MoI"),
-        (r"\bI (January|February|March|April|May|June|July|August|September|October|November|December)\b", r"1 \1"),
-        (r"\b(\d+)(January|February|March|April|May|June|July|August|September|October|November|December)\b", r"\1 \2"),
-        (r"\b(January|February|March|April|May|June|July|August|September|October|November|December)and\b", r"\1 and"),
+        (rf"\bI ({MONTHS})\b", r"1 \1"),
+        (rf"\b(\d+)({MONTHS})\b", r"\1 \2"),
+        (rf"\b({MONTHS})and\b", r"\1 and"),
         (r"\blake forward\b", "take forward"),
         (r"\bBruxetles\b", "Bruxelles"),
         (r"\bBELG1Ë\b", "BELGIË"),

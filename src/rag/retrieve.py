@@ -113,8 +113,6 @@ def search(
     else:
         ranked = fuse(dense, lexical, k, fusion)
     dmap, lmap = dict(dense), dict(lexical)
-    if qvec is not None and mode == "lexical":
-        dmap = {}
     hits = []
     for i, s in ranked:
         dscore = dmap.get(i)
