@@ -3,6 +3,7 @@
     rag index [--corpus DIR] [--index DIR] [--force]
     rag ask "QUESTION" [-k N] [--mode hybrid|dense|lexical] [--index DIR] [--json]
     rag ask --batch FILE.jsonl --json
+    rag eval [--qa eval/qa.jsonl] [--beir DIR [--split test]] [--json]
 
 User errors print one line on stderr and exit with code 2; no traceback.
 """
@@ -49,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pa.add_argument("--json", action="store_true", help="print the answer as JSON")
     pa.add_argument("--batch", type=Path, help="JSON lines file, each with 'question' and optional 'id'")
+    pe = sub.add_parser("eval", help="score retrieval and answers on a question set (or a BEIR dataset)")
+    pe.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"), help="curated question set (JSON lines)")
+    pe.add_argument("--index", type=Path, help="index folder")
+    pe.add_argument("--corpus", type=Path, help="corpus folder")
+    pe.add_argument("--beir", type=Path, help="a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)")
+    pe.add_argument("--split", default="test", help="BEIR qrels split (default test; tune on train)")
+    pe.add_argument("--rows", default="hybrid,dense,lexical,hybrid-rrf", help="comma-separated rows: MODE or MODE-FUSION")
+    pe.add_argument("--no-langchain", action="store_true", help="skip the stock LangChain baseline row")
+    pe.add_argument("--out", type=Path, default=Path("eval/reports"), help="where latest.json/.md and plots go")
+    pe.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    pe.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -58,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "index":
             return _index(args)
+        if args.command == "eval":
+            return _eval(args)
         return _ask(args)
     except RagError as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
@@ -136,6 +150,61 @@ def _ask(args: argparse.Namespace) -> int:
             print(json.dumps(ans.to_json(item_id), ensure_ascii=False), flush=True)
         else:
             _print_human(ans)
+    return 0
+
+
+def _progress_bar(disabled: bool):
+    """A progress callback drawing one tqdm bar per stage on stderr, and a function to close it."""
+    state: dict[str, Any] = {"bar": None}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if disabled or total <= 1:
+            return
+        from tqdm import tqdm
+
+        bar = state["bar"]
+        if bar is None or bar.desc != stage:
+            if bar is not None:
+                bar.close()
+            bar = state["bar"] = tqdm(total=total, desc=stage, unit="item", file=sys.stderr)
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+
+    return progress, close
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .evaluate import format_table, run_eval, write_report
+
+    settings = _settings(args)
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    progress, close = _progress_bar(args.no_progress)
+    try:
+        if args.beir:
+            from .beir import run_beir
+
+            report = run_beir(settings, args.beir, split=args.split, rows=rows, progress=progress)
+            stem = f"beir-{Path(args.beir).resolve().name}-{args.split}"
+        else:
+            if not args.qa.is_file():
+                from .errors import RagError as _E
+
+                raise _E(f"question set {args.qa} not found: give --qa FILE.jsonl")
+            report = run_eval(settings, args.qa, rows=rows, include_langchain=not args.no_langchain, progress=progress)
+            stem = "latest"
+    finally:
+        close()
+    paths = write_report(report, args.out, stem)
+    if args.json:
+        out = report.to_json()
+        out.pop("questions", None) if args.beir else None
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        print(format_table(report))
+        print("\nreport: " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 

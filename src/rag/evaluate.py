@@ -114,43 +114,79 @@ def percentile(values: Sequence[float], p: float) -> float:
 @dataclass
 class QAResult:
     item: QAItem
-    rank: int | None  # 1-based rank of the first relevant passage
+    rank: int | None  # 1-based rank of the first relevant passage in the top 10
     rels: list[int]
-    answer: str
-    abstained: bool
-    correct: bool
-    cited_ok: bool
+    answer: str | None  # None for rows that only retrieve
+    abstained: bool | None
+    correct: bool | None
+    cited_ok: bool | None
     timings: dict[str, float] = field(default_factory=dict)
+    passage_words: list[int] = field(default_factory=list)  # words of the top-k passages
+    cited_words: list[int] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        if not self.item.answerable:
+            return bool(self.abstained)
+        return bool(self.correct) if self.correct is not None else self.rank is not None and self.rank <= 5
 
 
-def run_qa(assistant, items: Sequence[QAItem], k: int = 10, mode: str | None = None, answer_k: int | None = None) -> list[QAResult]:
-    data = assistant.data
+def gold_spans(docs: dict[str, str], item: QAItem) -> list[tuple[str, int, int]]:
+    spans = []
+    for quote in item.evidence:
+        for doc_id, text in docs.items():
+            sp = locate(text, quote)
+            if sp:
+                spans.append((doc_id, *sp))
+                break
+    return spans
+
+
+def _overlaps(spans, doc: str, start: int, end: int) -> bool:
+    return any(d == doc and start < e and s < end for d, s, e in spans)
+
+
+def run_qa(assistant, items: Sequence[QAItem], k: int = 10, mode: str | None = None, answer_k: int | None = None,
+           progress=None) -> list[QAResult]:
+    """Ask every question (timed from a cold query cache), then score retrieval on the top ``k``."""
+    from .pipeline import _encode_cached
+
+    _encode_cached.cache_clear()  # each row pays for its own query encodings
+    docs = {d: r.text for d, r in assistant.data.docs.items()}
     results = []
-    for it in items:
-        spans = []
-        for quote in it.evidence:
-            for doc_id, d in data.docs.items():
-                sp = locate(d.text, quote)
-                if sp:
-                    spans.append((doc_id, *sp))
-                    break
-        hits = assistant.search(it.question, k=k, mode=mode)
-        rels = [int(any(h.chunk.doc_id == d and h.chunk.start < e and s < h.chunk.end for d, s, e in spans)) for h in hits]
-        rank = next((i + 1 for i, r in enumerate(rels) if r), None)
+    for n, it in enumerate(items):
+        spans = gold_spans(docs, it)
         ans = assistant.ask(it.question, k=answer_k, mode=mode)
+        hits = assistant.search(it.question, k=k, mode=mode)
+        rels = [int(_overlaps(spans, h.chunk.doc_id, h.chunk.start, h.chunk.end)) for h in hits]
+        rank = next((i + 1 for i, r in enumerate(rels) if r), None)
         correct = it.answerable and not ans.abstained and answer_matches(ans.answer, it.answer, it.aliases)
-        cited_ok = any(
-            c.doc == d and c.start < e and s < c.end for c in ans.citations for d, s, e in spans
-        ) if spans else False
-        results.append(QAResult(it, rank, rels, ans.answer, ans.abstained, correct, cited_ok, dict(ans.timings_ms)))
+        cited_ok = any(_overlaps(spans, c.doc, c.start, c.end) for c in ans.citations) if spans else False
+        results.append(QAResult(
+            it, rank, rels, ans.answer, ans.abstained, correct, cited_ok, dict(ans.timings_ms),
+            [len(p.text.split()) for p in ans.passages], [len(c.text.split()) for c in ans.citations],
+            [{"n": c.n, "page": c.page, "section": c.section, "start": c.start, "end": c.end, "text": c.text}
+             for c in ans.citations],
+        ))
+        if progress:
+            progress("questions", n + 1, len(items))
     return results
 
 
 def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
+    """One row of the report. Answer fields are None for rows that only retrieve."""
     ans = [r for r in results if r.item.answerable]
     una = [r for r in results if not r.item.answerable]
     ranks = [r.rank for r in ans]
-    out = {
+    answering = bool(results) and results[0].answer is not None
+    spoke = [r for r in ans if answering and not r.abstained]
+    totals = [r.timings.get("total", 0.0) for r in results]
+
+    def share(xs) -> float | None:
+        return (sum(xs) / len(xs)) if answering and xs else (0.0 if answering else None)
+
+    return {
         "questions": len(results),
         "answerable": len(ans),
         "recall@1": recall_at(ranks, 1),
@@ -159,12 +195,252 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         "recall@10": recall_at(ranks, 10),
         "mrr@10": mrr_at(ranks, 10),
         "ndcg@10": ndcg_at([r.rels for r in ans], 10),
-        "accuracy": sum(r.correct for r in ans) / len(ans) if ans else 0.0,
-        "citation_support": sum(r.cited_ok for r in ans if not r.abstained) / max(1, sum(not r.abstained for r in ans)),
-        "false_abstention": sum(r.abstained for r in ans) / len(ans) if ans else 0.0,
-        "abstention_recall": sum(r.abstained for r in una) / len(una) if una else 0.0,
-        "answer_words_median": percentile([len(r.answer.split()) for r in ans if not r.abstained], 50),
-        "total_ms_p50": percentile([r.timings.get("total", 0.0) for r in results], 50),
-        "total_ms_p95": percentile([r.timings.get("total", 0.0) for r in results], 95),
+        "answer_accuracy": share([bool(r.correct) for r in ans]),
+        "citation_support": share([bool(r.cited_ok) for r in spoke]) if spoke or not answering else 0.0,
+        "abstention_recall": share([bool(r.abstained) for r in una]),
+        "false_abstention": share([bool(r.abstained) for r in ans]),
+        "median_answer_words": percentile([len(r.answer.split()) for r in spoke], 50) if answering else None,
+        "median_passage_words": percentile([w for r in results for w in r.passage_words], 50),
+        "median_cited_words": percentile([w for r in spoke for w in r.cited_words], 50) if answering else None,
+        "p50_ms": percentile(totals, 50),
+        "p95_ms": percentile(totals, 95),
+        "retrieve_p50_ms": percentile([r.timings.get("retrieve", 0.0) for r in results], 50),
+        "answer_p50_ms": percentile([r.timings.get("answer", 0.0) for r in results], 50) if answering else None,
     }
+
+
+def recall_curve(results: Sequence[QAResult], max_k: int = 10) -> list[float]:
+    ranks = [r.rank for r in results if r.item.answerable]
+    return [recall_at(ranks, k) for k in range(1, max_k + 1)]
+
+
+def accuracy_by_kind(results: Sequence[QAResult]) -> dict[str, float]:
+    kinds: dict[str, list[bool]] = {}
+    for r in results:
+        kinds.setdefault(r.item.kind, []).append(r.passed)
+    return {k: sum(v) / len(v) for k, v in sorted(kinds.items())}
+
+
+# ---------------------------------------------------------------------------------------------
+# The stock LangChain tutorial pipeline, on the same corpus and questions
+
+
+def langchain_stock(docs: dict[str, str], items: Sequence[QAItem], model_path: str, k: int = 10, answer_k: int = 5,
+                    progress=None) -> list[QAResult]:
+    """RecursiveCharacterTextSplitter(1000, 200) + HuggingFaceEmbeddings (same model) + LangChain FAISS +
+    similarity_search: what most people build from LangChain's tutorial. Retrieval only."""
+    try:
+        from langchain_community.vectorstores import FAISS
+        from langchain_huggingface import HuggingFaceEmbeddings
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+    except ImportError as exc:
+        from .errors import RagError
+
+        raise RagError("the LangChain baseline needs the eval extra: pip install -e '.[eval]'") from exc
+    splitter = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200, add_start_index=True)
+    lc_docs = splitter.create_documents(list(docs.values()), metadatas=[{"doc": d} for d in docs])
+    emb = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"})
+    store = FAISS.from_documents(lc_docs, emb)
+    results = []
+    for n, it in enumerate(items):
+        spans = gold_spans(docs, it)
+        t0 = time.perf_counter()
+        found = store.similarity_search(it.question, k=k)
+        ms = (time.perf_counter() - t0) * 1000
+        rels = []
+        for d in found:
+            start = int(d.metadata["start_index"])
+            rels.append(int(_overlaps(spans, d.metadata["doc"], start, start + len(d.page_content))))
+        rank = next((i + 1 for i, r in enumerate(rels) if r), None)
+        results.append(QAResult(it, rank, rels, None, None, None, None, {"total": ms, "retrieve": ms},
+                                [len(d.page_content.split()) for d in found[:answer_k]]))
+        if progress:
+            progress("questions", n + 1, len(items))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# One run, many rows, and its report
+
+
+@dataclass
+class EvalReport:
+    dataset: str
+    model: str
+    created: str
+    config: dict[str, Any]
+    rows: dict[str, dict[str, Any]]
+    curves: dict[str, list[float]] = field(default_factory=dict)  # recall@1..10 per row
+    by_kind: dict[str, float] = field(default_factory=dict)  # pass rate per question kind (primary row)
+    questions: list[dict[str, Any]] = field(default_factory=list)  # per question (primary row)
+    references: dict[str, float] = field(default_factory=dict)  # published figures to compare with
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset, "model": self.model, "created": self.created, "config": self.config,
+            "rows": self.rows, "curves": self.curves, "by_kind": self.by_kind, "references": self.references,
+            "questions": self.questions,
+        }
+
+
+ROWS = ("hybrid", "dense", "lexical", "hybrid-rrf")
+
+
+def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langchain: bool = True,
+             progress=None, assistant=None) -> EvalReport:
+    """Score every retrieval mode (plus RRF fusion and the stock LangChain pipeline) on one question set,
+    in one run. ``progress(stage, done, total)`` is called as questions are answered."""
+    from .embed import resolve_model
+    from .pipeline import Assistant
+
+    items = load_qa(qa_path)
+    if assistant is None:
+        assistant = Assistant.load(settings).warm_up()
+    out_rows: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[float]] = {}
+    primary: list[QAResult] = []
+    for row in rows:
+        mode, _, fusion = row.partition("-")
+        a = assistant if not fusion else Assistant(assistant.settings.with_(fusion=fusion), assistant.data, assistant.embedder)
+        stage = f"{row}"
+        res = run_qa(a, items, mode=mode, progress=(lambda s, d, t, _st=stage: progress(_st, d, t)) if progress else None)
+        out_rows[row] = summarize(res)
+        curves[row] = recall_curve(res)
+        if row == rows[0]:
+            primary = res
+    if include_langchain:
+        docs = {d: r.text for d, r in assistant.data.docs.items()}
+        path = resolve_model(assistant.settings.model, assistant.settings.cache_dir)
+        res = langchain_stock(docs, items, path,
+                              progress=(lambda s, d, t: progress("langchain-stock", d, t)) if progress else None)
+        out_rows["langchain-stock"] = summarize(res)
+        curves["langchain-stock"] = recall_curve(res)
+    manifest = assistant.data.manifest
+    return EvalReport(
+        dataset=str(qa_path),
+        model=assistant.settings.model,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        config={"k": assistant.settings.k, "mode": assistant.settings.mode, "fusion": assistant.settings.fusion,
+                "abstain_below": assistant.settings.abstain_below, "index": str(assistant.data.path),
+                "corpus_files": {d: f.get("sha256") for d, f in manifest.get("files", {}).items()},
+                "chunks": manifest.get("counts", {}).get("chunks")},
+        rows=out_rows,
+        curves=curves,
+        by_kind=accuracy_by_kind(primary),
+        questions=[_question_row(r) for r in primary],
+    )
+
+
+def _question_row(r: QAResult) -> dict[str, Any]:
+    it = r.item
+    return {"id": it.id, "question": it.question, "kind": it.kind, "section": it.section, "page": it.page,
+            "gold": it.answer, "aliases": list(it.aliases), "answer": r.answer, "abstained": r.abstained,
+            "rank": r.rank, "passed": r.passed, "citations": r.citations}
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+TABLE_COLUMNS = (
+    ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@10", "R@10"), ("mrr@10", "MRR@10"), ("ndcg@10", "nDCG@10"),
+    ("recall@100", "R@100"), ("answer_accuracy", "acc"), ("citation_support", "cited"),
+    ("abstention_recall", "abst"), ("false_abstention", "false-abst"), ("median_passage_words", "words"),
+    ("p50_ms", "p50 ms"),
+)
+
+
+def format_table(report: EvalReport) -> str:
+    cols = [(k, h) for k, h in TABLE_COLUMNS if any(k in row for row in report.rows.values())]
+    width = max(len(r) for r in report.rows) + 2
+    lines = [f"{report.dataset}  ·  model {report.model}", "row".ljust(width) + "".join(h.rjust(11) for _, h in cols)]
+    for name, row in report.rows.items():
+        cells = []
+        for k, _ in cols:
+            v = row.get(k)
+            cells.append(("—" if v is None else f"{v:.0f}" if k in ("median_passage_words",) else
+                          f"{v:.1f}" if k.endswith("_ms") else f"{v:.3f}").rjust(11))
+        lines.append(name.ljust(width) + "".join(cells))
+    for name, v in report.references.items():
+        lines.append(f"  reference: {name} nDCG@10 {v:.3f}")
+    return "\n".join(lines)
+
+
+def write_report(report: EvalReport, out_dir: Path, stem: str = "latest") -> dict[str, Path]:
+    """``{stem}.json``, ``{stem}.md`` and PNG plots (recall@k per row; pass rate by question kind)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "md": out_dir / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        paths.update(_plots(report, out_dir, stem))
+    except ImportError:  # matplotlib is in the eval extra
+        pass
+    paths["md"].write_text(_markdown(report, {k: p.name for k, p in paths.items()}), encoding="utf-8")
+    return paths
+
+
+def _plots(report: EvalReport, out_dir: Path, stem: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    if report.curves:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for name, curve in report.curves.items():
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+        ax.set_xlabel("k (passages retrieved)")
+        ax.set_ylabel("Recall@k")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title("Recall@k per retrieval row")
+        fig.tight_layout()
+        out["recall_png"] = out_dir / f"{stem}-recall.png"
+        fig.savefig(out["recall_png"], dpi=110)
+        plt.close(fig)
+    if report.by_kind:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        kinds = list(report.by_kind)
+        ax.barh(kinds, [report.by_kind[k] for k in kinds], color="#4C78A8")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("pass rate (answer correct; unanswerable: abstained)")
+        ax.set_title(f"By question kind ({next(iter(report.rows), '')})")
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+        out["kinds_png"] = out_dir / f"{stem}-kinds.png"
+        fig.savefig(out["kinds_png"], dpi=110)
+        plt.close(fig)
     return out
+
+
+def _markdown(report: EvalReport, files: dict[str, str]) -> str:
+    cols = [(k, h) for k, h in TABLE_COLUMNS if any(k in row for row in report.rows.values())]
+    md = [f"# Evaluation: {report.dataset}", "", f"- model: `{report.model}`", f"- date: {report.created}"]
+    md += [f"- {k}: `{v}`" for k, v in report.config.items() if k != "corpus_files"]
+    for d, sha in report.config.get("corpus_files", {}).items():
+        md.append(f"- corpus file `{d}` sha256 `{sha}`")
+    md += ["", "| row | " + " | ".join(h for _, h in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in report.rows.items():
+        vals = ["—" if row.get(k) is None else f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k, _ in cols]
+        md.append(f"| {name} | " + " | ".join(vals) + " |")
+    if report.references:
+        md += ["", "Published references (nDCG@10): " + "; ".join(f"{k} {v:.3f}" for k, v in report.references.items())]
+    for key in ("recall_png", "kinds_png"):
+        if key in files:
+            md += ["", f"![{key}]({files[key]})"]
+    if report.questions:
+        failed = [q for q in report.questions if not q["passed"]]
+        md += ["", f"## Questions ({len(failed)} of {len(report.questions)} failed)", "",
+               "| id | kind | question | gold | our answer | rank | pass |", "|---|---|---|---|---|---|---|"]
+        for q in sorted(report.questions, key=lambda q: (q["passed"], q["id"])):
+            ans = "(abstained)" if q["abstained"] else (q["answer"] or "")
+            md.append("| " + " | ".join(_cell(x) for x in (q["id"], q["kind"], q["question"], q["gold"], ans,
+                                                        q["rank"] if q["rank"] is not None else "—",
+                                                        "pass" if q["passed"] else "FAIL")) + " |")
+    return "\n".join(md) + "\n"
+
+
+def _cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")

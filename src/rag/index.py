@@ -214,27 +214,43 @@ def build_index(
         if not report.documents:
             names = "; ".join(f"{s.doc_id}: {s.reason}" for s in report.skipped) or "no .txt, .md or .pdf files"
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
-        progress("chunk", 0, len(report.documents))
-        chunks = chunk_documents(report.documents, settings.chunking)
-        progress("chunk", len(report.documents), len(report.documents))
-
-        if embedder is None:
-            from .embed import get_embedder
-
-            embedder = get_embedder(settings.model, str(settings.cache_dir))
-        tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        try:
-            manifest = _write(tmp, settings, report, chunks, embedder, progress)
-            manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
-            _write_json(tmp / MANIFEST, manifest)
-            _swap_into_place(tmp, index_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        progress("done", 1, 1)
+        manifest = write_index(settings, index_dir, report, progress, embedder, started=t0)
         return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons))
+
+
+def write_index(
+    settings: Settings,
+    index_dir: Path,
+    report: LoadReport,
+    progress: Progress = _noop,
+    embedder=None,
+    extra: dict[str, Any] | None = None,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Chunk, embed and write ``report``'s documents to ``index_dir`` (temporary folder, then rename).
+    The caller holds the lock. ``extra`` is merged into the manifest."""
+    t0 = time.perf_counter() if started is None else started
+    progress("chunk", 0, len(report.documents))
+    chunks = chunk_documents(report.documents, settings.chunking)
+    progress("chunk", len(report.documents), len(report.documents))
+    if embedder is None:
+        from .embed import get_embedder
+
+        embedder = get_embedder(settings.model, str(settings.cache_dir))
+    tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _write(tmp, settings, report, chunks, embedder, progress)
+        manifest.update(extra or {})
+        manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
+        _write_json(tmp / MANIFEST, manifest)
+        _swap_into_place(tmp, index_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    progress("done", 1, 1)
+    return manifest
 
 
 def _batched_embed(embedder, texts: list[str], stage: str, progress: Progress, batch: int = 64) -> np.ndarray:

@@ -83,7 +83,7 @@ class Assistant:
         k, mode = self._resolve(k, mode)
         q = clean_question(question, self.settings.max_question_chars)
         qvec = self._encode(q.text) if mode != "lexical" else None
-        return search(self.data, qvec, tokenize(q.text), k, mode)
+        return search(self.data, qvec, tokenize(q.text), k, mode, self.settings.fusion)
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         t0 = time.perf_counter()
@@ -91,7 +91,7 @@ class Assistant:
         q = clean_question(question, self.settings.max_question_chars)
         qtokens = tokenize(q.text)
         qvec = self._encode(q.text)  # also used to score sentences in lexical mode
-        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode)
+        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion)
         if mode == "lexical":  # dense cosines for the answer step
             hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
         t1 = time.perf_counter()

@@ -14,9 +14,7 @@ import numpy as np
 from .chunk import Chunk
 from .clean import collapse_ws
 from .index import IndexData
-from .settings import MODES
-
-FUSIONS = ("rrf", "weighted")
+from .settings import FUSIONS, MODES
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import Any
 from .errors import BadSetting
 
 MODES = ("hybrid", "dense", "lexical")
+FUSIONS = ("rrf", "weighted")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -39,6 +40,9 @@ class Settings:
     model: str = DEFAULT_MODEL
     cache_dir: Path = field(default_factory=default_cache_dir)
     mode: str = "hybrid"
+    #: How hybrid mode fuses dense and lexical scores: "weighted" (cosine and max-normalised BM25,
+    #: measured better on eval/qa.jsonl) or "rrf" (reciprocal rank fusion).
+    fusion: str = "weighted"
     k: int = 5
     chunking: ChunkSettings = ChunkSettings()
     #: Questions longer than this are truncated (with a notice), never an out-of-memory.
@@ -52,6 +56,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise BadSetting(f"unknown retrieval mode {self.mode!r}; expected one of: {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise BadSetting(f"unknown fusion {self.fusion!r}; expected one of: {', '.join(FUSIONS)}")
         if self.k < 1:
             raise BadSetting(f"k must be >= 1, got {self.k}")
         if self.max_question_chars < 10:
