@@ -45,18 +45,31 @@ def _read_jsonl(path: Path):
                 yield json.loads(line)
 
 
-def load_beir(folder: Path, split: str = "test") -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
-    folder = Path(folder)
-    corpus, queries, qrels_path = folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
-    for p in (corpus, queries, qrels_path):
+def _require(folder: Path, split: str) -> tuple[Path, Path, Path]:
+    paths = (folder / "corpus.jsonl", folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv")
+    for p in paths:
         if not p.is_file():
             raise RagError(f"{p} not found: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/{split}.tsv")
+    return paths
+
+
+def load_beir_documents(folder: Path) -> list[Document]:
+    corpus = Path(folder) / "corpus.jsonl"
+    if not corpus.is_file():
+        raise RagError(f"{corpus} not found: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/")
     docs = []
     for d in _read_jsonl(corpus):
         title, text = (d.get("title") or "").strip(), (d.get("text") or "").strip()
         body = f"{title}\n\n{text}" if title else text
         docs.append(Document(str(d["_id"]), corpus, title or str(d["_id"]), body,
                              hashlib.sha256(body.encode()).hexdigest(), {}))
+    return docs
+
+
+def load_beir(folder: Path, split: str = "test") -> tuple[list[Document], dict[str, str], dict[str, dict[str, int]]]:
+    folder = Path(folder)
+    _, queries, qrels_path = _require(folder, split)
+    docs = load_beir_documents(folder)
     qrels: dict[str, dict[str, int]] = {}
     with open(qrels_path, encoding="utf-8") as fh:
         for row in csv.reader(fh, delimiter="\t"):
@@ -73,6 +86,8 @@ def beir_index(settings, folder: Path, progress: Progress = _noop, force: bool =
     from .index import load_index
 
     folder = Path(folder)
+    if not (folder / "corpus.jsonl").is_file():
+        raise RagError(f"{folder / 'corpus.jsonl'} not found: a BEIR folder holds corpus.jsonl, queries.jsonl and qrels/")
     bsettings = settings.with_(
         corpus_dir=folder, index_dir=Path(settings.cache_dir) / "beir" / folder.resolve().name, chunking=BEIR_CHUNKING
     )
@@ -85,7 +100,7 @@ def beir_index(settings, folder: Path, progress: Progress = _noop, force: bool =
             fresh = m.get("beir_source") == source and m.get("settings") == _settings_fingerprint(bsettings)
         if not fresh:
             progress("load", 0, 1)
-            docs, _, _ = load_beir(folder)
+            docs = load_beir_documents(folder)
             write_index(bsettings, index_dir, LoadReport(tuple(docs), ()), progress, extra={"beir_source": source, "files": {}})
     return bsettings, load_index(bsettings, check_fresh=False)
 
@@ -121,6 +136,7 @@ def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = 
     from .pipeline import Assistant, _encode_cached
 
     folder = Path(folder)
+    _require(folder, split)  # a bad folder fails before any indexing
     bsettings, data = beir_index(settings, folder, progress, force=force_index)
     _, queries, qrels = load_beir(folder, split)
     base = Assistant(bsettings, data).warm_up()

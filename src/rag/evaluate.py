@@ -71,7 +71,8 @@ def answer_matches(answer: str, gold: str, aliases: Iterable[str] = ()) -> bool:
     a = f" {normalize_answer(answer)} "
     for g in (gold, *aliases):
         ng = normalize_answer(g)
-        if ng and re.search(rf"(?<![\w]){re.escape(ng)}(?![\w])", a):
+        # word boundaries; a decimal point inside a number is not one ("50" is not in "50.5")
+        if ng and re.search(rf"(?<!\w)(?<!\d\.){re.escape(ng)}(?!\w)(?!\.\d)", a):
             return True
     return False
 
