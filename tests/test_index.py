@@ -65,7 +65,7 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
         "code": m["settings"]["code"],
     }
     assert re.fullmatch(r"[0-9a-f]{16}", m["settings"]["code"])  # hash of the cleaning/chunking code
-    assert m["settings"]["chunking"] == {"target_words": 90, "max_words": 200, "min_words": 40}
+    assert m["settings"]["chunking"] == {"target_words": 40, "max_words": 120, "min_words": 20}
     # every corpus file, skipped ones included, with the sha256 of its bytes
     assert sorted(m["files"]) == ["border.md", "empty.txt", "notes.txt"]
     for name, info in m["files"].items():
