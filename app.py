@@ -2,13 +2,21 @@
 
     streamlit run app.py        (settings from RAG_* environment variables, e.g. RAG_INDEX_DIR)
 
-Widgets and session state only; escaping, highlighting, context windows and the export live in
-:mod:`rag.ui`. Document text is always escaped and never rendered as HTML.
+Two views (sidebar): the chat, and "Evaluation", which runs :func:`rag.evaluate.run_eval` on a
+question set (``*.jsonl`` in ``eval/``, or in ``RAG_EVAL_DIR``) and writes its report to
+``eval/reports/`` like `rag eval`.
+
+Widgets and session state only; escaping, highlighting, context windows, the export and the eval
+tables live in :mod:`rag.ui`, upload checks in :mod:`rag.upload`. Document text is always escaped
+and never rendered as HTML.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,8 +28,11 @@ from rag.errors import BadQuestion, IndexMissing, RagError
 from rag.index import MANIFEST, DocRecord, build_index, read_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import MODES, Settings
+from rag.upload import save_upload
 
 log = logging.getLogger("rag.app")
+VIEWS = ("Chat", "Evaluation")
+EVAL_DIR = Path(os.environ.get("RAG_EVAL_DIR") or Path(__file__).resolve().parent / "eval")
 
 st.set_page_config(page_title="Ask the documents", page_icon=":material/menu_book:")
 
@@ -62,6 +73,28 @@ def build(settings: Settings, force: bool) -> None:
     load_assistant.clear()
     counts = result.manifest.get("counts", {})
     st.success(f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks.")
+
+
+def add_documents(settings: Settings, files: list[Any], replace: bool) -> int:
+    """Save uploaded files into the corpus (each checked by :func:`rag.upload.save_upload`); one
+    message per file; returns how many were added."""
+    added = 0
+    for f in files:
+        try:
+            saved = save_upload(settings.corpus_dir, f.name, f.getvalue(), max_file_mb=settings.max_file_mb, overwrite=replace)
+        except RagError as exc:
+            st.error(ui.message_markdown(str(exc)))
+        else:
+            st.success(ui.md_text(saved.message))
+            added += 1
+    return added
+
+
+def upload_limit(settings: Settings) -> dict[str, int]:
+    """The browser-side size limit, where this Streamlit has it (1.5x); rag.upload checks it anyway."""
+    if "max_upload_size" not in inspect.signature(st.file_uploader).parameters:
+        return {}
+    return {"max_upload_size": max(1, math.ceil(settings.max_file_mb))}
 
 
 def check_index(settings: Settings) -> tuple[dict[str, Any] | None, RagError | None]:
@@ -111,6 +144,103 @@ def render_turn(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
         st.caption(f"{turn.mode} · k = {turn.k} · {a.timings_ms.get('total', 0):.0f} ms")
 
 
+def render_eval(settings: Settings, assistant: Assistant) -> None:
+    """The Evaluation view: choose a question set and rows, run, then the report and a drill-down."""
+    from rag import evaluate  # only this view needs it
+
+    sets = sorted(p.name for p in EVAL_DIR.glob("*.jsonl"))
+    if not sets:
+        st.info(ui.message_markdown(f"No question sets (`*.jsonl`) in {EVAL_DIR}."))
+        return
+    default = sets.index("qa.jsonl") if "qa.jsonl" in sets else 0
+    qa_name = st.selectbox("Question set", sets, index=default, key="eval_qa")
+    rows = st.multiselect("Rows (retrieval mode, or mode-fusion)", evaluate.ROWS, default=list(evaluate.ROWS), key="eval_rows")
+    langchain = st.checkbox("Include the stock LangChain baseline (slower; needs the eval extra)", key="eval_langchain")
+    if st.button("Run the evaluation", type="primary", disabled=not rows, key="eval_run"):
+        st.session_state.eval_result = run_evaluation(settings, assistant, EVAL_DIR / qa_name, rows, langchain)
+    result = st.session_state.get("eval_result")
+    if result is not None:
+        render_report(*result, docs=assistant.data.docs, answer_k=settings.k)
+
+
+def run_evaluation(settings: Settings, assistant: Assistant, qa_path: Path, rows: list[str], langchain: bool):
+    """Run the suite with a progress bar and write the report; (report, {"md"/plot name: bytes}) or
+    None on an error. The files' bytes are kept, so a later `rag eval` cannot swap them under this table."""
+    from rag import evaluate
+
+    stages = [*rows, *(["langchain-stock"] if langchain else [])]
+    bar = st.progress(0.0, text="Starting the evaluation…")
+
+    def progress(stage: str, done: int, total: int) -> None:
+        step = ui.eval_step(stage, done, total, stages)
+        bar.progress(step.fraction, text=step.text)
+
+    try:
+        report = evaluate.run_eval(settings, qa_path, rows=rows, include_langchain=langchain, progress=progress, assistant=assistant)
+    except RagError as exc:
+        bar.empty()
+        st.error(ui.message_markdown(str(exc)))
+        return None
+    bar.empty()
+    try:
+        paths = evaluate.write_report(report, EVAL_DIR / "reports")
+        files = {k: Path(paths[k]).read_bytes() for k in ("md", "recall_png", "kinds_png") if k in paths}
+    except OSError as exc:
+        st.warning(ui.md_text(f"the report could not be written to {EVAL_DIR / 'reports'}: {exc}"))
+        files = {}
+    return report, files
+
+
+def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, DocRecord], answer_k: int) -> None:
+    n = len(report.questions)
+    st.caption(ui.md_text(f"{Path(report.dataset).name} · {n} questions · model {report.model} · {report.created}"))
+    st.dataframe(ui.metrics_rows(report.rows), hide_index=True)
+    plots = [files[k] for k in ("recall_png", "kinds_png") if k in files]
+    for col, png in zip(st.columns(len(plots)) if plots else [], plots):
+        col.image(png)
+    if "md" in files:
+        st.download_button("Download the report (Markdown)", files["md"], file_name="eval-report.md",
+                           mime="text/markdown", key="eval_download")
+
+    failed = sum(1 for q in report.questions if not q.get("passed"))
+    st.subheader(f"Questions: {failed} of {n} failed" + (f" ({next(iter(report.rows))})" if report.rows else ""))
+    only_failed = st.toggle("Only failed questions", key="eval_only_failed")
+    table = ui.question_rows(report.questions, only_failed=only_failed)
+    if not table:
+        st.success("Every question passed.")
+        return
+    st.dataframe(table, hide_index=True)
+    by_id = {q.get("id"): q for q in report.questions}
+    choice = st.selectbox("Show a question", [r["Id"] for r in table], format_func=lambda i: ui.question_label(by_id[i]), key="eval_question")
+    q = by_id[choice]
+    if q.get("passed"):
+        st.success("Pass")
+    else:
+        st.error(ui.md_text("Fail: " + ui.failure_reason(q, answer_k)))
+    st.markdown(ui.question_markdown(q))
+    cits = q.get("citations") or []
+    if cits:
+        st.caption("Cited passages:")
+    for i, c in enumerate(cits):
+        with st.expander(ui.eval_citation_label(c)):
+            st.markdown(ui.md_text(str(c.get("text", ""))))
+            doc_text = _text(docs, str(c["doc"])) if c.get("doc") else None  # the report may not name it
+            start, end = c.get("start"), c.get("end")
+            if doc_text is not None and isinstance(start, int) and isinstance(end, int):
+                if st.toggle("Show in context", key=f"eval-ctx-{q.get('id')}-{i}"):
+                    st.markdown(ui.context_markdown(doc_text, start, end))
+
+
+def render_export(box: Any, docs: Mapping[str, DocRecord]) -> None:
+    if st.session_state.turns:
+        box.download_button(
+            "Export conversation (Markdown)",
+            ui.conversation_markdown(st.session_state.turns, {d: r.text for d, r in docs.items()}),
+            file_name="conversation.md",
+            mime="text/markdown",
+        )
+
+
 def _text(docs: Mapping[str, DocRecord], doc_id: str) -> str | None:
     rec = docs.get(doc_id)
     return rec.text if rec is not None else None
@@ -118,7 +248,6 @@ def _text(docs: Mapping[str, DocRecord], doc_id: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 
-st.title("Ask the documents")
 st.session_state.setdefault("turns", [])
 st.session_state.setdefault("next_id", 0)
 
@@ -129,6 +258,7 @@ except RagError as exc:
     st.stop()
 
 with st.sidebar:
+    view = st.radio("View", VIEWS, horizontal=True, key="view")
     st.header("Retrieval")
     mode = st.selectbox("Retrieval mode", MODES, index=MODES.index(settings.mode), key="mode")
     k = st.slider("Passages (k)", 1, 10, value=min(max(settings.k, 1), 10), key="k")
@@ -137,12 +267,22 @@ with st.sidebar:
     st.button("Rebuild index", key="rebuild_sidebar", on_click=request_rebuild)
     st.button("Clear chat", on_click=clear_chat)
     export_box = st.container()
+    st.header("Add documents")
+    # No `type=` filter: Streamlit raises inside the script on a disallowed name sent by a client;
+    # rag.upload checks name, type and content itself and says what is wrong.
+    with st.form("upload", clear_on_submit=True, border=False):
+        uploads = st.file_uploader("Files (.txt, .md, .pdf)", accept_multiple_files=True, key="uploads", **upload_limit(settings))
+        replace = st.checkbox("Replace files with the same name", key="replace")
+        add = st.form_submit_button("Add to the corpus and re-index")
+
+st.title("Ask the documents" if view == "Chat" else "Evaluation")
+added = add_documents(settings, uploads, replace) if add and uploads else 0
 
 # Index: build when missing or asked to, then check it before loading.
 forced = st.session_state.pop("rebuild", False)
 manifest, problem = check_index(settings)
 missing = manifest is None and problem is None
-if forced or missing:
+if forced or missing or added:
     if missing:
         st.info("No index yet: building it from the documents (this happens once).")
     build(settings, force=forced)
@@ -168,6 +308,11 @@ except RagError as exc:
     st.stop()
 
 docs = assistant.data.docs
+if view == "Evaluation":
+    render_export(export_box, docs)
+    render_eval(settings, assistant)
+    st.stop()
+
 for turn in st.session_state.turns:
     render_turn(turn, docs)
 
@@ -194,10 +339,4 @@ if prompt is not None:
             st.session_state.turns.append(turn)
             render_turn(turn, docs)
 
-if st.session_state.turns:
-    export_box.download_button(
-        "Export conversation (Markdown)",
-        ui.conversation_markdown(st.session_state.turns, {d: r.text for d, r in docs.items()}),
-        file_name="conversation.md",
-        mime="text/markdown",
-    )
+render_export(export_box, docs)

@@ -1,8 +1,9 @@
 """The chat app (app.py) headless with Streamlit's AppTest, and its pure helpers (rag.ui).
 
 Unit tests pin exact outputs of escaping, highlighting, context windows and the export. App tests
-use the real model and a copy of the real corpus with an index built once per session; they point
-the app at temporary folders through RAG_CORPUS_DIR / RAG_INDEX_DIR.
+use the real model and the session copy of the real corpus with its index (conftest's
+``real_settings`` / ``real_index``, shared with the other integration tests); they point the app at
+those folders, or at private copies, through RAG_CORPUS_DIR / RAG_INDEX_DIR.
 """
 
 from __future__ import annotations
@@ -198,16 +199,10 @@ def _citation(**changes) -> Citation:
 
 
 @pytest.fixture(scope="session")
-def built_index(tmp_path_factory) -> tuple[Path, Path]:
-    """A copy of the real corpus and its index, built once per session."""
-    from rag.index import build_index
-    from rag.settings import Settings
-
-    root = tmp_path_factory.mktemp("app")
-    corpus, index = root / "corpus", root / "index"
-    shutil.copytree(CORPUS, corpus)
-    build_index(Settings(corpus_dir=corpus, index_dir=index))
-    return corpus, index
+def built_index(real_settings, real_index) -> tuple[Path, Path]:
+    """The session copy of the real corpus and its index (conftest's ``real_index``, built once for
+    the whole test session). Tests copy it before they change anything."""
+    return Path(real_settings.corpus_dir), Path(real_settings.index_dir)
 
 
 @pytest.fixture(autouse=True)
@@ -280,6 +275,8 @@ def test_app_abstains_plainly_and_lists_the_closest_passages(monkeypatch, built_
     assert reply.markdown[0].value.startswith("The documents do not say")
     assert 1 <= len(reply.expander) <= 3
     assert reply.expander[0].label.startswith(r"\#1 ")
+    assert "Closest passages:" in [c.value for c in reply.caption]
+    assert not any(e.label.startswith(r"\[") for e in reply.expander)  # no citations, only passages
 
 
 @pytest.mark.slow
@@ -349,3 +346,255 @@ def test_app_reports_a_corrupt_index_in_one_line_with_a_rebuild_button(monkeypat
     assert len(at.error) == 1 and r"chunks\.faiss is 9 bytes" in at.error[0].value
     assert at.button(key="rebuild_load")
     assert not at.chat_message
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads (checked in detail in test_upload.py; here: the app's messages and the re-index)
+
+MALTA = (
+    "# Ferry inspections\n\n"
+    "Ferry inspections in Malta found 14 vessels without enough life jackets in 2023. "
+    "The port authority of Valletta carried out the inspections.\n"
+)
+
+
+def _blank_pdf() -> bytes:
+    import io
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def _upload(at, files, replace: bool = False):
+    at.file_uploader(key="uploads").set_value(files)
+    at.checkbox(key="replace").set_value(replace)
+    [submit] = [b for b in at.button if b.label == "Add to the corpus and re-index"]
+    submit.click()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.mark.slow
+def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_path):
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    letter = next(CORPUS.glob("*.txt")).read_text(encoding="utf-8")
+    (corpus / "letter.txt").write_text(letter[:2500], encoding="utf-8")
+    at = _app(monkeypatch, corpus, index)
+    assert "**Documents:** 1" in at.sidebar.markdown[0].value
+
+    _upload(at, [
+        ("../Malta ferries.md", MALTA.encode(), "text/markdown"),
+        ("scan.pdf", _blank_pdf(), "application/pdf"),
+        ("x.exe", b"MZ\x90\x00", "application/octet-stream"),
+    ])
+    assert [s.value for s in at.success][:1] == [
+        ui.md_text(f"Added Malta_ferries.md ({len(MALTA)} characters of text), uploaded as '../Malta ferries.md'"),
+    ]
+    assert [s.value.startswith("Index built: 2 documents, ") for s in at.success][1:] == [True]
+    assert [e.value for e in at.error] == [
+        ui.message_markdown("scan.pdf: no extractable text: run OCR first"),
+        ui.message_markdown("'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
+    ]
+    assert sorted(p.name for p in corpus.iterdir()) == ["Malta_ferries.md", "letter.txt"]
+    assert "**Documents:** 2" in at.sidebar.markdown[0].value and "**Status:** up to date" in at.sidebar.markdown[0].value
+
+    _ask(at, "How many vessels did the ferry inspections in Malta find without enough life jackets?")
+    reply = _last_assistant(at)
+    assert "14 vessels" in reply.markdown[0].value
+    assert reply.expander[0].label.startswith(r"\[1\] Ferry inspections")
+    assert not at.success and not at.error  # the submitted files are not added again on the next run
+
+
+@pytest.mark.slow
+def test_app_replaces_an_uploaded_file_only_when_asked(monkeypatch, tmp_path):
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    (corpus / "notes.md").write_text(MALTA, encoding="utf-8")
+    at = _app(monkeypatch, corpus, index)
+    newer = MALTA.replace("14 vessels", "15 vessels").encode()
+
+    _upload(at, ("notes.md", newer, "text/markdown"))
+    assert [e.value for e in at.error] == [
+        ui.message_markdown("notes.md is already in the corpus: allow replacing it, or rename the file")
+    ]
+    assert not at.success and (corpus / "notes.md").read_text(encoding="utf-8") == MALTA
+
+    _upload(at, ("notes.md", newer, "text/markdown"), replace=True)
+    assert not at.error
+    assert [s.value for s in at.success][:1] == [
+        ui.md_text(f"Added notes.md ({len(MALTA)} characters of text), replacing the earlier file of that name"),
+    ]
+    assert [s.value.startswith("Index built: 1 documents, ") for s in at.success][1:] == [True]
+    assert (corpus / "notes.md").read_bytes() == newer
+
+
+# ---------------------------------------------------------------------------------------------
+# rag.ui: the evaluation view's helpers
+
+EVAL_ROWS = {
+    "hybrid": {"questions": 3, "recall@1": 0.5, "recall@5": 1.0, "mrr@10": 0.75, "answer_accuracy": 0.5,
+               "abstention_recall": 0.0, "p50_ms": 12.345, "unknown_metric": 7},
+    "lexical": {"questions": 3, "recall@1": 1 / 3, "recall@5": 1.0, "mrr@10": 0.6666, "answer_accuracy": None,
+                "abstention_recall": None, "p50_ms": 3.0},
+}
+
+
+def test_metrics_rows_keep_known_metrics_in_order_rounded():
+    assert ui.metrics_rows(EVAL_ROWS) == [
+        {"Row": "hybrid", "Recall@1": 0.5, "Recall@5": 1.0, "MRR@10": 0.75, "Answer accuracy": 0.5,
+         "Abstention recall": 0.0, "p50 ms": 12.3},
+        {"Row": "lexical", "Recall@1": 0.333, "Recall@5": 1.0, "MRR@10": 0.667, "Answer accuracy": None,
+         "Abstention recall": None, "p50 ms": 3.0},
+    ]
+    assert ui.metrics_rows({}) == []
+
+
+def test_eval_step_spreads_progress_over_the_rows_in_order():
+    stages = ["hybrid", "dense", "langchain-stock"]
+    assert ui.eval_step("hybrid", 0, 10, stages) == ui.BuildStep(0.0, "hybrid (1/3): question 0 of 10")
+    assert ui.eval_step("dense", 5, 10, stages) == ui.BuildStep(0.5, "dense (2/3): question 5 of 10")
+    assert ui.eval_step("langchain-stock", 10, 10, stages).fraction == 1.0
+    assert ui.eval_step("other", 3, 0, []) == ui.BuildStep(0.0, "other (1/1): question 3 of 0")
+
+
+def _q(**changes) -> dict:
+    base = {"id": "q1", "question": "How many *guards*?", "kind": "numeric", "gold": "50", "aliases": ["fifty"],
+            "answer": "Frontex sent 50 guards. [1]", "abstained": False, "rank": 1, "passed": True,
+            "citations": [{"n": 1, "page": 1, "section": "Letter", "start": 0, "end": 10, "text": "Frontex <b>"}]}
+    base.update(changes)
+    return base
+
+
+@pytest.mark.parametrize(
+    "changes,reason",
+    [
+        ({}, ""),
+        ({"passed": False, "kind": "unanswerable", "gold": ""},
+         "the documents do not answer it, but the assistant answered instead of abstaining"),
+        ({"passed": False, "abstained": True, "answer": ""}, "the assistant abstained, although the gold evidence is at rank 1"),
+        ({"passed": False, "rank": None}, "the gold evidence is not in the top 10, so the answer came from other passages"),
+        ({"passed": False, "rank": 7}, "the gold evidence is at rank 7, below the 5 passages the answer is taken from"),
+        ({"passed": False, "rank": 2}, "the gold evidence is at rank 2, but the answer does not contain the gold answer"),
+        ({"passed": False, "answer": None, "rank": 8}, "the gold evidence is at rank 8 (this row only retrieves)"),
+    ],
+)
+def test_failure_reason_says_why_a_question_failed(changes, reason):
+    assert ui.failure_reason(_q(**changes)) == reason
+
+
+def test_question_rows_put_failures_first_and_can_hide_passes():
+    qs = [_q(id="q2"), _q(id="q3", passed=False, abstained=True, answer=""), _q(id="q1")]
+    assert [r["Id"] for r in ui.question_rows(qs)] == ["q3", "q1", "q2"]
+    assert ui.question_rows(qs, only_failed=True) == [
+        {"Id": "q3", "Result": "FAIL", "Kind": "numeric", "Rank": 1, "Question": "How many *guards*?",
+         "Gold answer": "50", "Our answer": "(abstained)"}
+    ]
+
+
+def test_question_markdown_and_labels_escape_everything_from_the_report():
+    assert ui.question_markdown(_q()) == (
+        r"**Question:** How many \*guards\*?" "  \n"
+        "**Kind:** numeric  \n"
+        "**Gold answer:** 50 (also: fifty)  \n"
+        r"**Our answer:** Frontex sent 50 guards\. \[1\]" "  \n"
+        "**Rank of the gold evidence:** 1"
+    )
+    unanswerable = ui.question_markdown(_q(kind="unanswerable", gold="", aliases=[], abstained=True, rank=None))
+    assert unanswerable.splitlines()[2:] == [
+        r"**Gold answer:** \(none\: the documents do not answer it\)  ",
+        "**Our answer:** *(abstained)*  ",
+        "**Rank of the gold evidence:** not in the top 10",
+    ]
+    assert ui.question_label(_q()) == "✓ q1 · How many *guards*?"
+    assert ui.question_label(_q(passed=False, question="x" * 200), chars=10) == "✗ q1 · xxxxxxxxx…"
+    assert ui.eval_citation_label(_q()["citations"][0]) == r"\[1\] · p. 1 · Letter"
+    assert ui.eval_citation_label({"n": 2, "doc": "a_b.txt", "section": "[x](y)"}) == r"\[2\] a\_b\.txt · \[x\]\(y\)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluation view, headless (3 questions, 2 rows, no LangChain: a few seconds)
+
+EVAL_IDS = ("q001", "q003", "q011")  # two answerable, one unanswerable
+
+
+def _eval_dir(tmp_path: Path) -> Path:
+    lines = [ln for ln in (REPO / "eval" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
+             if any(f'"id": "{i}"' in ln for i in EVAL_IDS)]
+    assert len(lines) == 3
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / "tiny.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "broken.jsonl").write_text('{"id": "x", "question": \n', encoding="utf-8")
+    return folder
+
+
+@pytest.mark.slow
+def test_app_eval_view_runs_the_suite_and_drills_down_into_each_question(monkeypatch, built_index, tmp_path):
+    import json
+
+    folder = _eval_dir(tmp_path)
+    monkeypatch.setenv("RAG_EVAL_DIR", str(folder))
+    at = _app(monkeypatch, *built_index)
+    at.radio(key="view").set_value("Evaluation").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Evaluation"] and not at.chat_input
+    assert at.selectbox(key="eval_qa").options == ["broken.jsonl", "tiny.jsonl"]
+    at.selectbox(key="eval_qa").set_value("tiny.jsonl")
+    at.multiselect(key="eval_rows").set_value(["hybrid", "lexical"])
+    at.button(key="eval_run").click().run()
+    assert not at.exception
+    assert all(e.value.startswith("Fail") for e in at.error)  # only the drill-down's verdict
+
+    metrics = at.dataframe[0].value
+    assert list(metrics["Row"]) == ["hybrid", "lexical"]
+    assert {"Recall@1", "Recall@5", "MRR@10", "nDCG@10", "Answer accuracy", "Abstention recall"} <= set(metrics.columns)
+    saved = json.loads((folder / "reports" / "latest.json").read_text(encoding="utf-8"))
+    assert [q["id"] for q in saved["questions"]] == list(EVAL_IDS)
+    assert (folder / "reports" / "latest.md").is_file()
+    if (folder / "reports" / "latest-recall.png").is_file():  # plots need matplotlib (eval extra)
+        assert len(at.get("image")) == 2  # the recall curve and the pass rate by question kind
+
+    questions = at.dataframe[1].value
+    assert sorted(questions["Id"]) == list(EVAL_IDS)
+    by_id = {q["id"]: q for q in saved["questions"]}
+    failed = sum(not q["passed"] for q in by_id.values())
+    assert at.subheader[0].value == f"Questions: {failed} of 3 failed (hybrid)"
+    for qid in EVAL_IDS:
+        at.selectbox(key="eval_question").set_value(qid).run()
+        assert not at.exception
+        q = by_id[qid]
+        detail = at.markdown[-1].value if not q["citations"] else next(
+            m.value for m in at.markdown if m.value.startswith("**Question:**"))
+        assert detail == ui.question_markdown(q)
+        if q["passed"]:
+            assert [s.value for s in at.success] == ["Pass"]
+        else:
+            assert [e.value for e in at.error] == [ui.md_text("Fail: " + ui.failure_reason(q))]
+        assert [e.label for e in at.expander] == [ui.eval_citation_label(c) for c in q["citations"]]
+    assert "(none" in ui.question_markdown(by_id["q011"])  # the unanswerable one shows no gold answer
+
+    at.toggle(key="eval_only_failed").set_value(True).run()
+    assert not at.exception
+    if failed:
+        assert len(at.dataframe[1].value) == failed
+    else:
+        assert "Every question passed." in [s.value for s in at.success]
+
+
+@pytest.mark.slow
+def test_app_eval_view_reports_a_malformed_question_set_in_one_line(monkeypatch, built_index, tmp_path):
+    monkeypatch.setenv("RAG_EVAL_DIR", str(_eval_dir(tmp_path)))
+    at = _app(monkeypatch, *built_index)
+    at.radio(key="view").set_value("Evaluation").run()
+    at.selectbox(key="eval_qa").set_value("broken.jsonl")
+    at.button(key="eval_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1 and r"broken\.jsonl\:1\: each line needs a JSON object" in at.error[0].value
+    assert not at.dataframe

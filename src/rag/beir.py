@@ -133,7 +133,7 @@ def score_run(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> di
 
 def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = ("hybrid", "dense", "lexical", "hybrid-rrf"),
              progress: Progress = _noop, force_index: bool = False) -> EvalReport:
-    from .pipeline import Assistant, _encode_cached
+    from .pipeline import Assistant
 
     folder = Path(folder)
     _require(folder, split)  # a bad folder fails before any indexing
@@ -144,7 +144,7 @@ def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = 
     for row in rows:
         mode, _, fusion = row.partition("-")
         a = base if not fusion else Assistant(bsettings.with_(fusion=fusion), data, base.embedder)
-        _encode_cached.cache_clear()
+        a.clear_cache()
         run, times = {}, []
         for n, (qid, text) in enumerate(sorted(queries.items())):
             t0 = time.perf_counter()

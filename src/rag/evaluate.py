@@ -37,11 +37,21 @@ class QAItem:
 
 
 def load_qa(path: Path) -> list[QAItem]:
+    from .errors import RagError
+
     items = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RagError(f"cannot read question set {path}: {exc}") from exc
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        d = json.loads(line)
+        try:
+            d = json.loads(line)
+            d["id"], d["question"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RagError(f"{path}:{n}: each line needs a JSON object with 'id' and 'question' ({exc})") from exc
         ev = tuple(e for e in (d.get("evidence"), d.get("evidence2")) if e)
         items.append(QAItem(d["id"], d["question"], d.get("answer", ""), tuple(d.get("aliases", [])), ev,
                             d.get("kind", ""), d.get("section", ""), d.get("page")))
@@ -151,9 +161,7 @@ def _overlaps(spans, doc: str, start: int, end: int) -> bool:
 def run_qa(assistant, items: Sequence[QAItem], k: int = 10, mode: str | None = None, answer_k: int | None = None,
            progress=None) -> list[QAResult]:
     """Ask every question (timed from a cold query cache), then score retrieval on the top ``k``."""
-    from .pipeline import _encode_cached
-
-    _encode_cached.cache_clear()  # each row pays for its own query encodings
+    assistant.clear_cache()  # each row pays for its own query encodings
     docs = {d: r.text for d, r in assistant.data.docs.items()}
     results = []
     for n, it in enumerate(items):
@@ -167,7 +175,7 @@ def run_qa(assistant, items: Sequence[QAItem], k: int = 10, mode: str | None = N
         results.append(QAResult(
             it, rank, rels, ans.answer, ans.abstained, correct, cited_ok, dict(ans.timings_ms),
             [len(p.text.split()) for p in ans.passages], [len(c.text.split()) for c in ans.citations],
-            [{"n": c.n, "page": c.page, "section": c.section, "start": c.start, "end": c.end, "text": c.text}
+            [{"n": c.n, "doc": c.doc, "page": c.page, "section": c.section, "start": c.start, "end": c.end, "text": c.text}
              for c in ans.citations],
         ))
         if progress:
@@ -302,7 +310,8 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
     primary: list[QAResult] = []
     for row in rows:
         mode, _, fusion = row.partition("-")
-        a = assistant if not fusion else Assistant(assistant.settings.with_(fusion=fusion), assistant.data, assistant.embedder)
+        # a fresh assistant per row: its own (cold) query cache, the shared index and model
+        a = Assistant(assistant.settings.with_(fusion=fusion or None), assistant.data, assistant.embedder)
         stage = f"{row}"
         res = run_qa(a, items, mode=mode, progress=(lambda s, d, t, _st=stage: progress(_st, d, t)) if progress else None)
         out_rows[row] = summarize(res)

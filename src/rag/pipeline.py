@@ -48,6 +48,7 @@ class Assistant:
         self.settings = settings
         self.data = data
         self._embedder = embedder
+        self._encode = lru_cache(maxsize=1024)(self._encode_raw)  # per assistant: repeated questions are free
 
     @classmethod
     def load(cls, settings: Settings | None = None, check_fresh: bool = True, embedder=None) -> "Assistant":
@@ -67,8 +68,14 @@ class Assistant:
         self._encode("warm up")
         return self
 
-    def _encode(self, text: str) -> np.ndarray:
-        return _encode_cached(self.embedder, text)
+    def _encode_raw(self, text: str) -> np.ndarray:
+        v = self.embedder.embed([text])[0]
+        v.setflags(write=False)
+        return v
+
+    def clear_cache(self) -> None:
+        """Forget this assistant's cached query vectors (the eval suite times cold queries)."""
+        self._encode.cache_clear()
 
     def _resolve(self, k: int | None, mode: str | None) -> tuple[int, str]:
         k = self.settings.k if k is None else k
@@ -117,10 +124,3 @@ def _with_dense(data: IndexData, h: Hit, qvec: np.ndarray) -> Hit:
     from dataclasses import replace
 
     return replace(h, dense=float(data.vectors.reconstruct(h.index) @ qvec))
-
-
-@lru_cache(maxsize=1024)
-def _encode_cached(embedder, text: str) -> np.ndarray:
-    v = embedder.embed([text])[0]
-    v.setflags(write=False)
-    return v

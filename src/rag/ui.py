@@ -1,5 +1,6 @@
 """Pure helpers for the chat app (``app.py``): safe Markdown from document text, highlight
-segments, context windows, labels, build progress and the Markdown export of a conversation.
+segments, context windows, labels, build progress, the Markdown export of a conversation, and the
+Evaluation view's tables, progress and per-question drill-down.
 
 No Streamlit here, so everything is unit-testable. The app renders every piece of document text
 through :func:`md_text` / :func:`segments_markdown`, never with ``unsafe_allow_html``: all
@@ -296,3 +297,123 @@ def conversation_markdown(
                 lines += _source_lines(c, f"[{c.n}]", docs.get(c.doc), quote_chars)
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation view (the report of rag.evaluate.run_eval: rows of metrics and per-question results)
+
+#: Metric columns of the table, in order, with their headers; those no row has are left out.
+METRIC_COLUMNS = (
+    ("recall@1", "Recall@1"),
+    ("recall@3", "Recall@3"),
+    ("recall@5", "Recall@5"),
+    ("recall@10", "Recall@10"),
+    ("mrr@10", "MRR@10"),
+    ("ndcg@10", "nDCG@10"),
+    ("answer_accuracy", "Answer accuracy"),
+    ("citation_support", "Citation support"),
+    ("abstention_recall", "Abstention recall"),
+    ("false_abstention", "False abstention"),
+    ("p50_ms", "p50 ms"),
+    ("p95_ms", "p95 ms"),
+)
+
+
+def metrics_rows(rows: Mapping[str, Mapping[str, object]]) -> list[dict[str, object]]:
+    """The report's rows as table records: ``Row`` then each known metric any row has, floats
+    rounded to 3 decimals (milliseconds to 1); a metric a row lacks (or has as None) is None."""
+    present = [(k, h) for k, h in METRIC_COLUMNS if any(r.get(k) is not None for r in rows.values())]
+    out = []
+    for name, row in rows.items():
+        rec: dict[str, object] = {"Row": name}
+        for key, header in present:
+            v = row.get(key)
+            rec[header] = round(v, 1 if key.endswith("_ms") else 3) if isinstance(v, float) else v
+        out.append(rec)
+    return out
+
+
+def eval_step(stage: str, done: int, total: int, stages: Sequence[str]) -> BuildStep:
+    """Overall progress of an eval run whose ``stages`` (rows) run one after the other."""
+    i = list(stages).index(stage) if stage in stages else 0
+    part = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
+    n = max(len(stages), 1)
+    return BuildStep(round(min((i + part) / n, 1.0), 4), f"{stage} ({i + 1}/{n}): question {done} of {total}")
+
+
+def failure_reason(q: Mapping[str, object], answer_k: int = 5) -> str:
+    """Why a question of the report failed, in one sentence (empty when it passed)."""
+    if q.get("passed"):
+        return ""
+    rank = q.get("rank")
+    found = f"the gold evidence is at rank {rank}" if isinstance(rank, int) else "the gold evidence is not in the top 10"
+    if q.get("kind") == "unanswerable":
+        return "the documents do not answer it, but the assistant answered instead of abstaining"
+    if q.get("answer") is None:
+        return f"{found} (this row only retrieves)"
+    if q.get("abstained"):
+        return f"the assistant abstained, although {found}"
+    if not isinstance(rank, int):
+        return f"{found}, so the answer came from other passages"
+    if rank > answer_k:
+        return f"{found}, below the {answer_k} passages the answer is taken from"
+    return f"{found}, but the answer does not contain the gold answer"
+
+
+def question_label(q: Mapping[str, object], chars: int = 90) -> str:
+    """Plain text (for a select box): pass mark, id and the question, shortened."""
+    mark = "✓" if q.get("passed") else "✗"
+    return f"{mark} {q.get('id', '?')} · {shorten(str(q.get('question', '')), chars)}"
+
+
+def question_rows(questions: Sequence[Mapping[str, object]], only_failed: bool = False) -> list[dict[str, object]]:
+    """Per-question table records, failed ones first (then by id)."""
+    qs = [q for q in questions if not (only_failed and q.get("passed"))]
+    qs = sorted(qs, key=lambda q: (bool(q.get("passed")), str(q.get("id", ""))))
+    return [
+        {
+            "Id": q.get("id"),
+            "Result": "pass" if q.get("passed") else "FAIL",
+            "Kind": q.get("kind"),
+            "Rank": q.get("rank"),
+            "Question": q.get("question"),
+            "Gold answer": q.get("gold"),
+            "Our answer": "(abstained)" if q.get("abstained") else q.get("answer"),
+        }
+        for q in qs
+    ]
+
+
+def question_markdown(q: Mapping[str, object]) -> str:
+    """One question of the report as safe Markdown: question, kind, gold answer (and aliases),
+    our answer (or that we abstained), and where the gold evidence was retrieved."""
+    gold = str(q.get("gold") or "") or "(none: the documents do not answer it)"
+    aliases = [str(a) for a in (q.get("aliases") or [])]
+    if q.get("answer") is None:
+        ours = "*(this row only retrieves)*"
+    elif q.get("abstained"):
+        ours = "*(abstained)*"
+    else:
+        ours = md_text(str(q.get("answer") or "")) or "*(empty)*"
+    rank = q.get("rank")
+    where = f"{rank}" if isinstance(rank, int) else "not in the top 10"
+    lines = [
+        f"**Question:** {md_text(str(q.get('question', '')))}",
+        f"**Kind:** {md_text(str(q.get('kind') or '?'))}",
+        f"**Gold answer:** {md_text(gold)}" + (f" (also: {md_text(', '.join(aliases))})" if aliases else ""),
+        f"**Our answer:** {ours}",
+        f"**Rank of the gold evidence:** {where}",
+    ]
+    return "  \n".join(lines)
+
+
+def eval_citation_label(c: Mapping[str, object]) -> str:
+    """Expander label for a citation of the report (``[n] p. X · section``), safe Markdown."""
+    parts = [escape_markdown(f"[{c.get('n', '?')}]")]
+    if c.get("doc"):
+        parts[0] += " " + escape_markdown(shorten(str(c["doc"]), 60))
+    if c.get("page"):
+        parts.append(f"p. {c['page']}")
+    if c.get("section"):
+        parts.append(escape_markdown(shorten(str(c["section"]), 80)))
+    return " · ".join(parts)

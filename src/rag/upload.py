@@ -67,8 +67,8 @@ class Saved:
 
     @property
     def message(self) -> str:
-        """One line for a person, e.g. ``added notes.txt (1,234 characters of text)``."""
-        msg = f"added {self.name} ({self.chars:,} characters of text)"
+        """One line for a person, e.g. ``Added notes.txt (1,234 characters of text)``."""
+        msg = f"Added {self.name} ({self.chars:,} characters of text)"
         if self.original and self.original != self.name:
             msg += f", uploaded as {self.original!r}"
         if self.replaced:
