@@ -55,7 +55,9 @@ _ABBREV = {
     "fig", "approx", "inc", "ltd", "co", "jr", "sr", "para", "paras", "p", "pp", "vol", "op", "ca", "eds",
     "ed", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "prof", "gen",
 }
-_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s+[\"'“‘(\[•>A-Z0-9ÀÉÎÖÜ])")
+# a sentence ends at . ! ? (and closing quotes or brackets) before a space and anything that does
+# not continue it: not a lower-case word, not closing punctuation
+_END = re.compile(r"[.!?][\"'”’)\]]*(?=\s+[^\sa-z,;:)\]])")
 
 
 def split_sentences(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

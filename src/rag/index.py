@@ -237,8 +237,10 @@ def write_index(
         from .embed import get_embedder
 
         embedder = get_embedder(settings.model, str(settings.cache_dir))
+    for leftover in index_dir.parent.glob(f".{index_dir.name}.*-*"):  # from builds that were killed
+        if leftover.is_dir() and leftover.name.split(".")[-1].startswith(("tmp-", "old-")):
+            shutil.rmtree(leftover, ignore_errors=True)
     tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         manifest = _write(tmp, settings, report, chunks, embedder, progress)
@@ -409,6 +411,11 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise IndexCorrupt(f"index at {index_dir} cannot be read ({type(exc).__name__}: {exc}): rebuild with `rag index --force`") from exc
     dim = manifest["model"]["dim"]
+    if vectors.d != dim:
+        raise IndexMismatch(
+            f"index at {index_dir} holds {vectors.d}-dimension vectors but its manifest says {dim}: "
+            "rebuild with `rag index --force`"
+        )
     n_sent = sum(len(c.sentences) for c in chunks)
     if vectors.ntotal != len(chunks) or vectors.d != dim or svecs.shape != (n_sent, dim) or lexical.n_docs != len(chunks):
         raise IndexCorrupt(f"index at {index_dir} is inconsistent (vector and chunk counts differ): rebuild with `rag index --force`")

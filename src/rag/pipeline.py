@@ -4,6 +4,7 @@ folder, with :meth:`Assistant.search` and :meth:`Assistant.ask`. Safe to share b
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ def clean_question(raw: object, max_chars: int) -> Question:
     """Validate a question: strip control characters, refuse empty, truncate very long ones."""
     if not isinstance(raw, str):
         raise BadQuestion(f"the question must be text, got {type(raw).__name__}")
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in raw)
+    # control and format characters become spaces; lone surrogates (undecodable bytes) are dropped
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+                   for ch in raw if unicodedata.category(ch) != "Cs")
     text = " ".join(text.split())
     if not text:
         raise BadQuestion("the question is empty: type a question about the documents")
@@ -41,6 +44,19 @@ def clean_question(raw: object, max_chars: int) -> Question:
             cut = cut.rsplit(" ", 1)[0]
         text = cut.strip()
     return Question(text, tuple(notices))
+
+
+_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_TAG = re.compile(r"</?[A-Za-z][^>]*>")
+_LINK_TARGET = re.compile(r"\]\([^)]*\)")
+
+
+def search_text(question: str) -> str:
+    """What is searched for: the question without HTML elements or Markdown link targets (markup in a
+    question is not part of what is asked, and must not pull hostile passages into an answer)."""
+    s = _LINK_TARGET.sub("]", _TAG.sub(" ", _SCRIPT.sub(" ", question)))
+    s = " ".join(s.replace("![", "[").split())
+    return s or question
 
 
 class Assistant:
@@ -89,20 +105,22 @@ class Assistant:
     def search(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
         k, mode = self._resolve(k, mode)
         q = clean_question(question, self.settings.max_question_chars)
-        qvec = self._encode(q.text) if mode != "lexical" else None
-        return search(self.data, qvec, tokenize(q.text), k, mode, self.settings.fusion)
+        text = search_text(q.text)
+        qvec = self._encode(text) if mode != "lexical" else None
+        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion)
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         t0 = time.perf_counter()
         k, mode = self._resolve(k, mode)
         q = clean_question(question, self.settings.max_question_chars)
-        qtokens = tokenize(q.text)
-        qvec = self._encode(q.text)  # also used to score sentences in lexical mode
+        text = search_text(q.text)
+        qtokens = tokenize(text)
+        qvec = self._encode(text)  # also used to score sentences in lexical mode
         hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion)
         if mode == "lexical":  # dense cosines for the answer step
             hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
         t1 = time.perf_counter()
-        scored = score_sentences(self.data, hits, qvec, qtokens, question=q.text)
+        scored = score_sentences(self.data, hits, qvec, qtokens, question=text)
         answer, abstained, message, cits, support = compose(
             q.text, hits, scored, self.settings.abstain_below, self.settings.max_answer_words, qtokens
         )
