@@ -4,6 +4,7 @@
     rag ask "QUESTION" [-k N] [--mode hybrid|dense|lexical] [--index DIR] [--json]
     rag ask --batch FILE.jsonl --json
     rag eval [--qa eval/qa.jsonl] [--beir DIR [--split test]] [--json]
+    rag bench [--json] [--questions N] [--scale 10000,100000] (see `rag bench --help`)
 
 User errors print one line on stderr and exit with code 2; no traceback.
 """
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--out", type=Path, default=Path("eval/reports"), help="where latest.json/.md and plots go")
     pe.add_argument("--json", action="store_true", help="print the report as one JSON object")
     pe.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pb = sub.add_parser("bench", help="measure speed and memory of every stage (and scale, with --scale)")
+    from .bench import add_arguments as _bench_arguments  # light: bench.py imports heavy things lazily
+
+    _bench_arguments(pb)
     return p
 
 
@@ -72,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _index(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "bench":
+            from .bench import run_cli
+
+            return run_cli(args, _settings(args))
         return _ask(args)
     except RagError as exc:
         print(f"rag: error: {exc}", file=sys.stderr)
