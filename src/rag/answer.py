@@ -71,6 +71,9 @@ class Citation:
     text: str
     score: float
     highlights: tuple[tuple[int, int], ...] = ()  # supporting sentence spans (absolute offsets)
+    #: Does the passage back what the answer says with this marker? Extractive answers quote it, so
+    #: always; generated answers are checked (rag.generate.verify).
+    supported: bool = True
 
     def to_json(self, with_n: bool = True) -> dict[str, Any]:
         d = asdict(self)
@@ -102,6 +105,13 @@ class Answer:
     support: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     notices: tuple[str, ...] = ()
+    mode: str = "extractive"  # how the answer was written: "extractive" or "llm"
+    #: Generated sentences that no cited passage supports (flagged in the app and the JSON).
+    unsupported_sentences: tuple[str, ...] = ()
+    #: Markers the model wrote that named no given passage (removed from the answer).
+    invalid_citations: tuple[int, ...] = ()
+    #: The question as typed, when a follow-up was rewritten into ``question`` before retrieval.
+    original_question: str | None = None
 
     def to_json(self, id: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {} if id is None else {"id": id}
@@ -114,7 +124,12 @@ class Answer:
             citations=[c.to_json() for c in self.citations],
             passages=[p.to_json(with_n=False) for p in self.passages],
             timings_ms={k: round(v, 2) for k, v in self.timings_ms.items()},
+            mode=self.mode,
+            unsupported_sentences=list(self.unsupported_sentences),
+            invalid_citations=list(self.invalid_citations),
         )
+        if self.original_question is not None:
+            out["original_question"] = self.original_question
         if self.notices:
             out["notices"] = list(self.notices)
         return out

@@ -7,8 +7,11 @@ from __future__ import annotations
 import re
 import time
 import unicodedata
-from dataclasses import dataclass
+import logging
+import threading
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -17,7 +20,9 @@ from .errors import BadQuestion
 from .index import IndexData, load_index
 from .lexical import tokenize
 from .retrieve import Hit, search
-from .settings import MODES, Settings
+from .settings import ANSWER_MODES, MODES, Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -60,16 +65,27 @@ def search_text(question: str) -> str:
 
 
 class Assistant:
-    def __init__(self, settings: Settings, data: IndexData, embedder=None) -> None:
+    def __init__(self, settings: Settings, data: IndexData, embedder=None, chat=None) -> None:
         self.settings = settings
         self.data = data
         self._embedder = embedder
+        self._chat = chat  # a LangChain chat model for answer="llm"; built from the settings when first needed
+        self._chat_lock = threading.Lock()
         self._encode = lru_cache(maxsize=1024)(self._encode_raw)  # per assistant: repeated questions are free
 
     @classmethod
     def load(cls, settings: Settings | None = None, check_fresh: bool = True, embedder=None) -> "Assistant":
         settings = settings or Settings()
         return cls(settings, load_index(settings, check_fresh=check_fresh), embedder)
+
+    def chat_model(self):
+        """The configured chat model (raises rag.generate.LLMUnavailable with the fix if it cannot be built)."""
+        with self._chat_lock:
+            if self._chat is None:
+                from .generate import make_chat_model
+
+                self._chat = make_chat_model(self.settings)
+            return self._chat
 
     @property
     def embedder(self):
@@ -109,10 +125,49 @@ class Assistant:
         qvec = self._encode(text) if mode != "lexical" else None
         return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion)
 
-    def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+    def standalone(self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None) -> str:
+        """``question`` rewritten with the conversation (pairs of earlier question and answer) when it is a
+        follow-up such as "and what about Egypt?"; unchanged otherwise. The LLM rewrites in "llm" mode
+        (falling back to the deterministic rewrite if it fails); extractive mode uses rag.followup."""
+        from .followup import is_follow_up, rewrite
+
+        if not history or not is_follow_up(question):
+            return question
+        if (answer or self.settings.answer) == "llm":
+            try:
+                from .generate import rewrite_with_llm
+
+                out = rewrite_with_llm(self.chat_model(), history, question)
+                if out.strip():
+                    return out
+            except Exception as exc:  # the backend failed: the deterministic rewrite still works
+                log.warning("follow-up rewrite by the LLM failed (%s); using the deterministic rewrite", exc)
+        return rewrite(question, [h[0] for h in history])
+
+    def ask(
+        self,
+        question: str,
+        k: int | None = None,
+        mode: str | None = None,
+        *,
+        answer: str | None = None,
+        history: Sequence[tuple[str, str]] = (),
+        on_token: Callable[[str], None] | None = None,
+    ) -> Answer:
+        """Answer ``question``. ``answer`` is "extractive" or "llm" (default: the settings); ``history``
+        holds earlier (question, answer) pairs of a chat, used to rewrite follow-ups; ``on_token`` gets
+        the LLM's text as it streams (before verification)."""
         t0 = time.perf_counter()
         k, mode = self._resolve(k, mode)
+        answer_mode = self.settings.answer if answer is None else answer
+        if answer_mode not in ANSWER_MODES:
+            raise BadQuestion(f"unknown answer mode {answer_mode!r}; expected one of: {', '.join(ANSWER_MODES)}")
         q = clean_question(question, self.settings.max_question_chars)
+        original = None
+        if history:
+            rewritten = self.standalone(q.text, history, answer_mode)
+            if rewritten != q.text:
+                original, q = q.text, replace(q, text=clean_question(rewritten, self.settings.max_question_chars).text)
         text = search_text(q.text)
         qtokens = tokenize(text)
         qvec = self._encode(text)  # also used to score sentences in lexical mode
@@ -125,7 +180,7 @@ class Assistant:
             q.text, hits, scored, self.settings.abstain_below, self.settings.max_answer_words, qtokens
         )
         t2 = time.perf_counter()
-        return Answer(
+        result = Answer(
             question=q.text,
             answer=answer,
             abstained=abstained,
@@ -135,7 +190,47 @@ class Assistant:
             support=support,
             timings_ms={"retrieve": (t1 - t0) * 1000, "answer": (t2 - t1) * 1000, "total": (t2 - t0) * 1000},
             notices=q.notices,
+            original_question=original,
         )
+        if answer_mode == "llm":
+            result = self._generate(result, hits, on_token, t0)
+        return result
+
+    def _generate(self, extractive: Answer, hits: list[Hit], on_token, t0: float) -> Answer:
+        """The LLM's answer, verified; the extractive one with a notice if the model cannot answer."""
+        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, stream_text, verify
+
+        if not hits:
+            return replace(extractive, mode="llm")
+        t1 = time.perf_counter()
+        try:
+            text = stream_text(self.chat_model(), build_messages(extractive.question, hits), on_token)
+        except LLMUnavailable as exc:
+            return replace(extractive, notices=extractive.notices + (f"{exc}; showing the extractive answer instead",))
+        except Exception as exc:  # any backend failure (connection refused, timeout, bad reply): fall back
+            log.warning("LLM call failed: %r", exc)
+            why = f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
+            return replace(extractive, notices=extractive.notices + (
+                f"the language model ({backend_label(self.settings)}) could not answer ({why}); "
+                "showing the extractive answer instead",))
+        t2 = time.perf_counter()
+        v = verify(text, hits, self.data, self.embedder.embed, extractive.question)
+        t3 = time.perf_counter()
+        timings = dict(extractive.timings_ms, generate=(t2 - t1) * 1000, verify=(t3 - t2) * 1000, total=(t3 - t0) * 1000)
+        notices = list(extractive.notices)
+        if v.invalid_citations:
+            notices.append("removed citation markers that named no passage: " + ", ".join(f"[{n}]" for n in v.invalid_citations))
+        if v.unsupported_sentences:
+            notices.append(f"{len(v.unsupported_sentences)} sentence(s) of this answer are not supported by the cited passages")
+        if v.refused:
+            q = extractive.question.strip().rstrip("?")
+            return replace(extractive, answer="", abstained=True, message=f"The documents do not say: {q}? ({REFUSAL})",
+                           citations=(), support=0.0, timings_ms=timings, notices=tuple(notices), mode="llm",
+                           invalid_citations=v.invalid_citations)
+        support = min((c.support for c in v.claims), default=0.0)
+        return replace(extractive, answer=v.answer, abstained=False, message=v.answer, citations=v.citations,
+                       support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
+                       unsupported_sentences=v.unsupported_sentences, invalid_citations=v.invalid_citations)
 
 
 def _with_dense(data: IndexData, h: Hit, qvec: np.ndarray) -> Hit:
