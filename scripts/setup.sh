@@ -25,6 +25,6 @@ if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
   "${PIP[@]}" install "$TORCH_SPEC"
 fi
 echo "setup: installing rag and its dependencies"
-"${PIP[@]}" install -e ".[dev,eval,ollama,openai]"
+"${PIP[@]}" install -e ".[dev,eval,langchain,ollama,openai]"
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

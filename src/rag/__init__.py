@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Assistant", "Settings", "build_index", "RagError", "__version__"]
+__all__ = ["Assistant", "Settings", "build_index", "RagError", "RagRetriever", "RagEmbeddings", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .errors import RagError
@@ -38,4 +38,8 @@ def __getattr__(name: str) -> Any:
         from .errors import RagError
 
         return RagError
+    if name in ("RagRetriever", "RagEmbeddings"):  # LangChain adapters (needs langchain-core)
+        from . import lc
+
+        return getattr(lc, name)
     raise AttributeError(f"module 'rag' has no attribute {name!r}")
