@@ -3,6 +3,8 @@
     rag index [--corpus DIR] [--index DIR] [--force]
     rag ask "QUESTION" [-k N] [--mode hybrid|dense|lexical] [--index DIR] [--json]
     rag ask --batch FILE.jsonl --json
+    rag ask "QUESTION" --answer llm      (a LangChain chat model writes the answer; citations verified)
+    rag chat [--answer extractive|llm]   (questions from stdin; follow-ups are rewritten)
     rag eval [--qa eval/qa.jsonl] [--beir DIR [--split test]] [--json]
     rag bench [--json] [--questions N] [--scale 10000,100000] (see `rag bench --help`)
 
@@ -51,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pa.add_argument("--json", action="store_true", help="print the answer as JSON")
     pa.add_argument("--batch", type=Path, help="JSON lines file, each with 'question' and optional 'id'")
+    _answer_arguments(pa)
+
+    pc = sub.add_parser("chat", help="a conversation on the terminal: one question per line, follow-ups understood")
+    pc.add_argument("-k", type=int, help="number of passages to retrieve (default 5)")
+    pc.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
+    pc.add_argument("--index", type=Path, help="index folder")
+    pc.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
+    pc.add_argument("--json", action="store_true", help="print each answer as one JSON line")
+    _answer_arguments(pc)
     pe = sub.add_parser("eval", help="score retrieval and answers on a question set (or a BEIR dataset)")
     pe.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"), help="curated question set (JSON lines)")
     pe.add_argument("--index", type=Path, help="index folder")
@@ -69,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _answer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--answer", choices=["extractive", "llm"],
+                   help="extractive (default, offline) or llm (RAG_LLM_BACKEND: ollama, openai or llamacpp)")
+    p.add_argument("--llm-backend", choices=["ollama", "openai", "llamacpp"], help="chat model backend for --answer llm")
+    p.add_argument("--llm-model", help="chat model name (or RAG_LLM_MODEL)")
+    p.add_argument("--llm-base-url", help="server address (or RAG_LLM_BASE_URL)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -77,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _index(args)
         if args.command == "eval":
             return _eval(args)
+        if args.command == "chat":
+            return _chat(args)
         if args.command == "bench":
             from .bench import run_cli
 
@@ -93,7 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _settings(args: argparse.Namespace):
     from .settings import Settings
 
-    return Settings.from_env(corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index", None))
+    return Settings.from_env(
+        corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index", None),
+        answer=getattr(args, "answer", None), llm_backend=getattr(args, "llm_backend", None),
+        llm_model=getattr(args, "llm_model", None), llm_base_url=getattr(args, "llm_base_url", None),
+    )
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -147,9 +172,11 @@ def _ask(args: argparse.Namespace) -> int:
     if args.batch is None:  # a bad question fails before the model loads
         clean_question(args.question, settings.max_question_chars)
     assistant = Assistant.load(settings).warm_up()
+    stream = settings.answer == "llm" and not (args.json or args.batch)
     for item_id, question in items:
+        echo = _Echo()
         try:
-            ans = assistant.ask(question, k=args.k, mode=args.mode)
+            ans = assistant.ask(question, k=args.k, mode=args.mode, on_token=echo if stream else None)
         except BadQuestion as exc:
             if args.batch is None:
                 raise
@@ -158,8 +185,52 @@ def _ask(args: argparse.Namespace) -> int:
         if args.json or args.batch:
             print(json.dumps(ans.to_json(item_id), ensure_ascii=False), flush=True)
         else:
-            _print_human(ans)
+            _print_human(ans, streamed=echo.used)
     return 0
+
+
+class _Echo:
+    """Prints the LLM's text as it streams, and remembers whether anything was printed."""
+
+    def __init__(self) -> None:
+        self.used = False
+
+    def __call__(self, text: str) -> None:
+        self.used = True
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _chat(args: argparse.Namespace) -> int:
+    """Read questions line by line; each answer knows the conversation so far (follow-ups are rewritten)."""
+    from .errors import BadQuestion
+    from .pipeline import Assistant
+
+    settings = _settings(args)
+    assistant = Assistant.load(settings).warm_up()
+    interactive = sys.stdin.isatty()
+    stream = settings.answer == "llm" and not args.json
+    history: list[tuple[str, str]] = []
+    while True:
+        if interactive:
+            print("? ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        echo = _Echo()
+        try:
+            ans = assistant.ask(line, k=args.k, mode=args.mode, history=history, on_token=echo if stream else None)
+        except BadQuestion as exc:
+            print(f"rag: {exc}", file=sys.stderr)
+            continue
+        history.append((ans.question, ans.answer or ans.message))
+        if args.json:
+            print(json.dumps(ans.to_json(), ensure_ascii=False), flush=True)
+        else:
+            _print_human(ans, streamed=echo.used)
+            print()
 
 
 def _progress_bar(disabled: bool):
@@ -238,15 +309,24 @@ def _read_batch(path: Path) -> list[tuple[Any, str]]:
     return items
 
 
-def _print_human(ans) -> None:
+def _print_human(ans, streamed: bool = False) -> None:
+    if streamed:  # the raw text is on screen already; what follows is the checked answer
+        print("\n")
+        if ans.mode == "llm":
+            print("Checked answer:")
+    if ans.original_question is not None:
+        print(f"(searched for: {ans.question})")
     for n in ans.notices:
         print(f"note: {n}")
     print(ans.message)
+    for s in ans.unsupported_sentences:
+        print(f"  ⚠ not supported by its citations: {s}")
     print()
     shown = ans.citations if not ans.abstained else ()
     if shown:
         for c in shown:
-            print(f"[{c.n}] {c.title} · p. {c.page} · {c.section} · chars {c.start}-{c.end}")
+            flag = "" if c.supported else " · ⚠ does not support the answer"
+            print(f"[{c.n}] {c.title} · p. {c.page} · {c.section} · chars {c.start}-{c.end}{flag}")
             print(f"    {c.text[:300]}{'…' if len(c.text) > 300 else ''}")
     else:
         print("Closest passages:")
