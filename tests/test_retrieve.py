@@ -253,3 +253,55 @@ def test_tokenize_folds_accents_repairs_ocr_and_drops_stop_words():
     assert tokenize("Türkiye and the Tiirkiye border; NA TO's guards") == ["turkiy", "turkiy", "border", "nato", "s", "guard"]
     assert tokenize("Smuqqling of migrants, 50 European border guards") == ["smuggl", "migrant", "50", "european", "border", "guard"]
     assert tokenize("the of and") == []
+
+
+def loop_dense_search(data, q: np.ndarray, k: int, all_sentences: bool = True) -> list[tuple[int, float]]:
+    """The per-passage Python loop the vectorised :func:`dense_search` replaced: the reference."""
+    n = data.vectors.ntotal
+    k = min(k, n)
+    _, ids = data.vectors.search(q.reshape(1, -1), min(n, 2 * k))
+    sent_scores = data.sentence_vecs @ q
+    cand = {int(i) for i in ids[0] if i >= 0}
+    if all_sentences:
+        top_sent = np.argpartition(-sent_scores, 2 * k - 1)[: 2 * k]
+        cand |= {int(data.sentence_chunk[j]) for j in top_sent}
+    scored = []
+    for i in sorted(cand):
+        p = float(data.vectors.reconstruct(i) @ q)
+        own = sent_scores[data.sentence_chunk == i]
+        best = float(own.max()) if len(own) else p
+        scored.append((i, retrieve.PASSAGE_WEIGHT * p + (1 - retrieve.PASSAGE_WEIGHT) * best))
+    scored.sort(key=lambda t: (-t[1], t[0]))
+    return scored[:k]
+
+
+@pytest.fixture(scope="module")
+def qa_vectors(assistant):
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "eval" / "qa.jsonl"
+    questions = [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return assistant.embedder.embed(questions)
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_vectorised_dense_search_equals_the_per_passage_loop_on_every_eval_question(assistant, qa_vectors, k):
+    assert len(qa_vectors) >= 200
+    for q in qa_vectors:
+        got = dense_search(assistant.data, q, k)
+        want = loop_dense_search(assistant.data, q, k)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)
+
+
+def test_dense_search_without_the_sentence_scan_scores_the_candidates_sentences(assistant, qa_vectors):
+    """The large-corpus path (approximate index): only the sentences of the passage candidates count."""
+    changed = 0
+    for q in qa_vectors[:60]:
+        got = dense_search(assistant.data, q, 10, all_sentences=False)
+        want = loop_dense_search(assistant.data, q, 10, all_sentences=False)
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)
+        changed += got != dense_search(assistant.data, q, 10)
+    assert changed > 0  # the sentence scan does add candidates: the two paths are really different

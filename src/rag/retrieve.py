@@ -13,6 +13,7 @@ import numpy as np
 
 from .chunk import Chunk
 from .clean import collapse_ws
+from .ann import is_exact
 from .index import IndexData
 from .settings import FUSIONS, MODES
 
@@ -31,32 +32,59 @@ class Hit:
 PASSAGE_WEIGHT = 0.7
 
 
-def dense_search(data: IndexData, qvec: np.ndarray, k: int) -> list[tuple[int, float]]:
+def dense_search(data: IndexData, qvec: np.ndarray, k: int, all_sentences: bool | None = None) -> list[tuple[int, float]]:
     """Passages by ``PASSAGE_WEIGHT * cos(passage) + (1 - PASSAGE_WEIGHT) * max cos(sentence)``.
 
-    Candidates are the top passages and the passages of the top sentences; both similarities are
-    then computed exactly for every candidate, so the result equals exhaustive scoring whenever the
-    true top-k is among them."""
+    Candidates are the top ``2k`` passages of the vector index and, when ``all_sentences`` (the
+    default for an exact index), the passages of the top ``2k`` sentences of an exhaustive scan;
+    both similarities are then computed exactly for every candidate, so with an exact index the
+    result equals exhaustive scoring whenever the true top-k is among them. With an approximate
+    index (large corpora) the sentence scan, O(sentences), is skipped: only the sentences of the
+    candidate passages are scored (see ``scale-section`` in BENCHMARKS.md for what that costs)."""
     n = data.vectors.ntotal
     k = min(k, n)
     if k <= 0:
         return []
-    q = qvec.reshape(1, -1).astype(np.float32)
-    _, ids = data.vectors.search(q, min(n, max(k, 2 * k)))
-    sent_scores = data.sentence_vecs @ q[0]
-    m = min(len(sent_scores), 2 * k)
-    top_sent = np.argpartition(-sent_scores, m - 1)[:m] if m else np.zeros(0, dtype=np.int64)
-    cand = sorted(set(int(i) for i in ids[0] if i >= 0) | set(int(data.sentence_chunk[j]) for j in top_sent))
-    first, owner_count = data.sentence_first, np.diff(np.append(data.sentence_first, len(sent_scores)))
-    vecs = data.vectors.reconstruct_batch(np.asarray(cand, dtype=np.int64))
-    passage = vecs @ q[0]
-    scored = []
-    for i, p in zip(cand, passage):
-        cnt = int(owner_count[i])
-        best = float(sent_scores[first[i] : first[i] + cnt].max()) if cnt else float(p)
-        scored.append((i, PASSAGE_WEIGHT * float(p) + (1 - PASSAGE_WEIGHT) * best))
-    scored.sort(key=lambda t: (-t[1], t[0]))
-    return scored[:k]
+    q = np.ascontiguousarray(qvec, dtype=np.float32).reshape(1, -1)
+    _, ids = data.vectors.search(q, min(n, 2 * k))
+    cand = ids[0][ids[0] >= 0]
+    if all_sentences is None:
+        all_sentences = is_exact(data.vectors)
+    sent_scores = None
+    if all_sentences:
+        sent_scores = data.sentence_vecs @ q[0]
+        m = min(len(sent_scores), 2 * k)
+        if m:
+            top_sent = np.argpartition(-sent_scores, m - 1)[:m]
+            cand = np.concatenate([cand, data.sentence_chunk[top_sent]])
+    cand = np.unique(cand).astype(np.int64)  # sorted, like the exhaustive oracle's tie order
+    passage = data.vectors.reconstruct_batch(cand) @ q[0]
+    best = best_sentence(data, cand, q[0], sent_scores, default=passage)
+    score = PASSAGE_WEIGHT * passage.astype(np.float64) + (1 - PASSAGE_WEIGHT) * best.astype(np.float64)
+    order = np.lexsort((cand, -score))[:k]  # score descending, then smaller index
+    return [(int(cand[j]), float(score[j])) for j in order]
+
+
+def best_sentence(
+    data: IndexData, cand: np.ndarray, q: np.ndarray, sent_scores: np.ndarray | None, default: np.ndarray
+) -> np.ndarray:
+    """Best sentence cosine of each passage in ``cand`` (``default`` where a passage has no
+    sentence). Uses ``sent_scores`` when given, else scores only the candidates' sentences."""
+    n_sent = len(data.sentence_vecs) if sent_scores is None else len(sent_scores)
+    first = data.sentence_first[cand]
+    nxt = cand + 1
+    end = np.where(nxt < len(data.sentence_first), data.sentence_first[np.minimum(nxt, len(data.sentence_first) - 1)], n_sent)
+    cnt = (end - first).astype(np.int64)
+    has = cnt > 0
+    out = np.array(default, dtype=np.float32, copy=True)
+    if not has.any():
+        return out
+    c, f = cnt[has], first[has]
+    offsets = np.cumsum(c) - c
+    rows = np.repeat(f - offsets, c) + np.arange(int(c.sum()))  # every sentence of every candidate
+    vals = sent_scores[rows] if sent_scores is not None else np.asarray(data.sentence_vecs[rows]) @ q
+    out[has] = np.maximum.reduceat(vals, offsets)
+    return out
 
 
 def rrf(rankings: Sequence[Sequence[tuple[int, float]]], k: int, c: float = 60.0) -> list[tuple[int, float]]:
@@ -124,13 +152,13 @@ def merge_overlapping(hits: Sequence[Hit], doc_text=None) -> list[Hit]:
     """Hits whose spans overlap in the same document become one: the better-ranked hit keeps its
     place and grows to the union span (``doc_text(doc_id)`` gives the text to re-read it from)."""
     out: list[Hit] = []
+    by_doc: dict[str, list[int]] = {}  # positions in ``out`` of each document's hits, in order
     for h in hits:
         c = h.chunk
-        dup = next(
-            (j for j, o in enumerate(out) if o.chunk.doc_id == c.doc_id and o.chunk.start < c.end and c.start < o.chunk.end),
-            None,
-        )
+        mine = by_doc.setdefault(c.doc_id, [])
+        dup = next((j for j in mine if out[j].chunk.start < c.end and c.start < out[j].chunk.end), None)
         if dup is None:
+            mine.append(len(out))
             out.append(h)
             continue
         o = out[dup]
