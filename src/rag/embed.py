@@ -100,6 +100,8 @@ def _extract(zpath: Path, root: Path) -> Path:
 class SentenceTransformerEmbedder:
     """sentence-transformers model, loaded on first use; vectors are L2-normalised float32."""
 
+    backend = "torch"
+
     def __init__(self, name: str, cache_dir: Path, batch_size: int = 64) -> None:
         self.model_id = name
         self.cache_dir = Path(cache_dir)
@@ -156,7 +158,73 @@ class SentenceTransformerEmbedder:
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-@lru_cache(maxsize=4)
-def get_embedder(name: str, cache_dir: str) -> SentenceTransformerEmbedder:
-    """One loaded model per (name, cache) per process."""
+def default_backend() -> str:
+    """``Settings.embed_backend``'s default (one source of truth for callers that pass no backend)."""
+    from .settings import Settings
+
+    return Settings.__dataclass_fields__["embed_backend"].default
+
+
+def onnx_available() -> bool:
+    """onnxruntime and tokenizers are installed (looked up without importing them)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
+
+
+@lru_cache(maxsize=8)
+def get_embedder(name: str, cache_dir: str, backend: str | None = None):
+    """One loaded model per (name, cache folder, backend) per process.
+
+    ``backend`` is ``Settings.embed_backend``: "onnx" runs the model with onnxruntime (exported once
+    into the cache folder; no torch import when answering), "torch" with sentence-transformers; ``None``
+    means the settings' default. "onnx" falls back to torch, with a log line, when onnxruntime is not
+    installed or the model cannot be exported (see :mod:`rag.onnx_encoder`)."""
+    backend = backend or default_backend()
+    if backend == "onnx":
+        if onnx_available():
+            return _FallbackEmbedder(name, Path(cache_dir))
+        log.info("onnxruntime is not installed: using torch for %s (pip install onnxruntime)", name)
+    elif backend != "torch":
+        raise ModelUnavailable(f"unknown embed backend {backend!r}; expected one of: torch, onnx")
     return SentenceTransformerEmbedder(name, Path(cache_dir))
+
+
+class _FallbackEmbedder:
+    """The ONNX embedder, or sentence-transformers when the model cannot run on ONNX (decided at load)."""
+
+    def __init__(self, name: str, cache_dir: Path) -> None:
+        from .onnx_encoder import OnnxEmbedder
+
+        self.model_id = name
+        self.cache_dir = cache_dir
+        self._onnx = OnnxEmbedder(name, cache_dir)
+        self._impl = None
+        self._lock = threading.Lock()
+
+    @property
+    def impl(self):
+        if self._impl is None:
+            with self._lock:
+                if self._impl is None:
+                    self._impl = self._choose()
+        return self._impl
+
+    def _choose(self):
+        from .onnx_encoder import OnnxUnsupported
+
+        try:
+            _ = self._onnx.encoder  # loads (and exports, the first time)
+            return self._onnx
+        except OnnxUnsupported as exc:
+            log.warning("ONNX backend unavailable for %s, using torch: %s", self.model_id, exc)
+            return SentenceTransformerEmbedder(self.model_id, self.cache_dir)
+
+    @property
+    def backend(self) -> str:
+        return self.impl.backend
+
+    @property
+    def dim(self) -> int:
+        return self.impl.dim
+
+    def embed(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.impl.embed(texts, progress=progress)

@@ -59,7 +59,7 @@ class Settings:
     max_answer_words: int = 60
     #: How the query/passage encoder runs: "torch" (sentence-transformers) or "onnx" (onnxruntime,
     #: exported once into cache_dir; same vectors, faster start).
-    embed_backend: str = "torch"
+    embed_backend: str = "onnx"
     #: "extractive" (default, offline: sentences quoted from the passages) or "llm" (a LangChain chat
     #: model writes the answer; every citation is then verified against its passage).
     answer: str = "extractive"
