@@ -13,6 +13,7 @@ and never rendered as HTML.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -27,7 +28,7 @@ from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
 from rag.index import MANIFEST, DocRecord, build_index, read_manifest, stale_reasons
 from rag.pipeline import Assistant
-from rag.settings import MODES, Settings
+from rag.settings import ANSWER_MODES, LLM_BACKENDS, MODES, Settings
 from rag.upload import save_upload
 
 log = logging.getLogger("rag.app")
@@ -44,6 +45,35 @@ def load_assistant(settings: Settings, manifest_stamp: int) -> Assistant:
     assistant = Assistant.load(settings, check_fresh=False)  # freshness is checked (and shown) below
     _ = assistant.embedder.dim  # load the model now, not on the first question
     return assistant
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_chat_model(settings: Settings) -> Any:
+    """The LangChain chat model of these settings, shared by all sessions (raises LLMUnavailable)."""
+    from rag.generate import make_chat_model
+
+    return make_chat_model(settings)
+
+
+def answer_settings(settings: Settings) -> Settings:
+    """The sidebar's answer mode and LLM backend (kept in session state, so each session has its own)."""
+    st.header("Answers")
+    labels = {"extractive": "Extractive (offline, quoted)", "llm": "Generative (LLM, verified)"}
+    answer = st.radio("Answer mode", ANSWER_MODES, index=ANSWER_MODES.index(settings.answer),
+                      format_func=labels.__getitem__, key="answer_mode")
+    if answer != "llm":
+        return settings.with_(answer=answer)
+    from rag.generate import DEFAULT_MODELS, DEFAULT_URLS
+
+    backend = st.selectbox("LLM backend", LLM_BACKENDS, index=LLM_BACKENDS.index(settings.llm_backend), key="llm_backend")
+    model = st.text_input("Model", value=settings.llm_model or DEFAULT_MODELS[backend], key=f"llm_model_{backend}")
+    if backend == "llamacpp":
+        path = st.text_input("GGUF file", value=settings.llm_model_path, key="llm_model_path")
+        return settings.with_(answer=answer, llm_backend=backend, llm_model=model, llm_model_path=path)
+    url = st.text_input("Server", value=settings.llm_base_url or DEFAULT_URLS.get(backend, ""), key=f"llm_url_{backend}")
+    st.caption("Answers are checked against the passages; unsupported sentences are flagged. "
+               "If the server cannot be reached, the extractive answer is shown.")
+    return settings.with_(answer=answer, llm_backend=backend, llm_model=model, llm_base_url=url)
 
 
 def request_rebuild() -> None:
@@ -125,23 +155,34 @@ def render_turn(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
     with st.chat_message("user"):
         st.markdown(ui.md_text(turn.question))
     with st.chat_message("assistant"):
-        a = turn.answer
-        if a is None:
-            st.error(ui.message_markdown(turn.error or "no answer"))
-            return
-        for notice in a.notices:
-            st.caption(ui.md_text(notice))
-        if a.abstained:
-            st.markdown(ui.md_text(a.message))
-            if a.passages:
-                st.caption("Closest passages:")
-            for i, p in enumerate(a.passages[:3], 1):
-                render_source(p, f"#{i}", f"ctx-{turn.id}-p{i}", _text(docs, p.doc))
-        else:
-            st.markdown(ui.md_text(a.answer))
-            for c in a.citations:
-                render_source(c, f"[{c.n}]", f"ctx-{turn.id}-c{c.n}", _text(docs, c.doc))
-        st.caption(f"{turn.mode} · k = {turn.k} · {a.timings_ms.get('total', 0):.0f} ms")
+        # Same element layout as when the answer was first shown (a placeholder for the streamed text,
+        # then the answer), so expanders and toggles keep their state when the page reruns.
+        st.empty()
+        render_answer(turn, docs)
+
+
+def render_answer(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
+    a = turn.answer
+    if a is None:
+        st.error(ui.message_markdown(turn.error or "no answer"))
+        return
+    if a.original_question is not None:
+        st.caption("Searched for: " + ui.md_text(a.question))
+    for notice in a.notices:
+        st.caption(ui.md_text(notice))
+    if a.abstained:
+        st.markdown(ui.md_text(a.message))
+        if a.passages:
+            st.caption("Closest passages:")
+        for i, p in enumerate(a.passages[:3], 1):
+            render_source(p, f"#{i}", f"ctx-{turn.id}-p{i}", _text(docs, p.doc))
+    else:
+        st.markdown(ui.md_text(a.answer))
+        for sentence in a.unsupported_sentences:
+            st.warning(ui.unsupported_markdown(sentence))
+        for c in a.citations:
+            render_source(c, f"[{c.n}]", f"ctx-{turn.id}-c{c.n}", _text(docs, c.doc))
+    st.caption(ui.answer_caption(a, turn.mode, turn.k))
 
 
 def render_eval(settings: Settings, assistant: Assistant) -> None:
@@ -262,6 +303,7 @@ with st.sidebar:
     st.header("Retrieval")
     mode = st.selectbox("Retrieval mode", MODES, index=MODES.index(settings.mode), key="mode")
     k = st.slider("Passages (k)", 1, 10, value=min(max(settings.k, 1), 10), key="k")
+    asked = answer_settings(settings)
     st.header("Index")
     status_box = st.container()
     st.button("Rebuild index", key="rebuild_sidebar", on_click=request_rebuild)
@@ -323,20 +365,40 @@ if prompt is not None:
     else:
         turn_id = st.session_state.next_id
         st.session_state.next_id += 1
-        try:
-            with st.spinner("Searching the documents…"):
-                answer = assistant.ask(prompt, k=k, mode=mode)
-            turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)
-        except BadQuestion as exc:
-            st.warning(ui.message_markdown(str(exc)))
-            turn = None
-        except RagError as exc:
-            turn = ui.Turn(turn_id, prompt, error=str(exc), mode=mode, k=k)
-        except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback to the log
-            log.exception("question failed")
-            turn = ui.Turn(turn_id, prompt, error=f"Something went wrong ({type(exc).__name__}: {exc})", mode=mode, k=k)
-        if turn is not None:
-            st.session_state.turns.append(turn)
-            render_turn(turn, docs)
+        with st.chat_message("user"):
+            st.markdown(ui.md_text(prompt))
+        with st.chat_message("assistant"):
+            live = st.empty()  # the LLM's text as it streams (escaped), replaced by the checked answer
+            streamed: list[str] = []
+
+            def on_token(text: str) -> None:
+                streamed.append(text)
+                live.markdown(ui.md_text("".join(streamed)) + " ▌")
+
+            try:
+                chat, unavailable = None, None
+                if asked.answer == "llm":
+                    try:
+                        chat = load_chat_model(asked)
+                    except RagError as exc:  # e.g. the backend's extra is not installed: say so, answer extractively
+                        unavailable = f"{exc}; showing the extractive answer instead"
+                live.caption("Searching the documents…")
+                answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
+                                       chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token)
+                if unavailable:
+                    answer = dataclasses.replace(answer, notices=answer.notices + (unavailable,))
+                turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)
+            except BadQuestion as exc:
+                st.warning(ui.message_markdown(str(exc)))
+                turn = None
+            except RagError as exc:
+                turn = ui.Turn(turn_id, prompt, error=str(exc), mode=mode, k=k)
+            except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback to the log
+                log.exception("question failed")
+                turn = ui.Turn(turn_id, prompt, error=f"Something went wrong ({type(exc).__name__}: {exc})", mode=mode, k=k)
+            live.empty()
+            if turn is not None:
+                st.session_state.turns.append(turn)
+                render_answer(turn, docs)
 
 render_export(export_box, docs)

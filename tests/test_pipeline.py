@@ -120,9 +120,11 @@ def test_answer_json_shape(assistant):
     assert list(d)[:4] == ["id", "question", "answer", "abstained"]
     assert {"id", "question", "answer", "abstained", "message", "support", "citations", "passages", "timings_ms"} <= set(d)
     assert d["id"] == "q1" and d["question"] == FINLAND_Q
-    cite_keys = {"n", "doc", "title", "page", "section", "start", "end", "text", "score", "highlights"}
+    cite_keys = {"n", "doc", "title", "page", "section", "start", "end", "text", "score", "highlights", "supported"}
     assert all(set(c) == cite_keys for c in d["citations"])
-    assert all(set(p) == cite_keys - {"n"} for p in d["passages"])
+    assert all(c["supported"] is True for c in d["citations"])  # extractive answers quote their passages
+    assert all(set(p) == cite_keys - {"n", "supported"} for p in d["passages"])
+    assert d["mode"] == "extractive" and d["unsupported_sentences"] == [] and d["invalid_citations"] == []
     assert len(d["passages"]) == 3
     assert "id" not in assistant.ask(FINLAND_Q).to_json()
 

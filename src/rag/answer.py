@@ -78,8 +78,9 @@ class Citation:
     def to_json(self, with_n: bool = True) -> dict[str, Any]:
         d = asdict(self)
         d["highlights"] = [list(h) for h in self.highlights]
-        if not with_n:
+        if not with_n:  # a retrieved passage, not a citation: no number, nothing to support
             d.pop("n")
+            d.pop("supported")
         return d
 
 

@@ -125,7 +125,9 @@ class Assistant:
         qvec = self._encode(text) if mode != "lexical" else None
         return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion)
 
-    def standalone(self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None) -> str:
+    def standalone(
+        self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None, chat=None
+    ) -> str:
         """``question`` rewritten with the conversation (pairs of earlier question and answer) when it is a
         follow-up such as "and what about Egypt?"; unchanged otherwise. The LLM rewrites in "llm" mode
         (falling back to the deterministic rewrite if it fails); extractive mode uses rag.followup."""
@@ -137,7 +139,7 @@ class Assistant:
             try:
                 from .generate import rewrite_with_llm
 
-                out = rewrite_with_llm(self.chat_model(), history, question)
+                out = rewrite_with_llm(chat or self.chat_model(), history, question)
                 if out.strip():
                     return out
             except Exception as exc:  # the backend failed: the deterministic rewrite still works
@@ -153,10 +155,12 @@ class Assistant:
         answer: str | None = None,
         history: Sequence[tuple[str, str]] = (),
         on_token: Callable[[str], None] | None = None,
+        chat=None,
     ) -> Answer:
         """Answer ``question``. ``answer`` is "extractive" or "llm" (default: the settings); ``history``
         holds earlier (question, answer) pairs of a chat, used to rewrite follow-ups; ``on_token`` gets
-        the LLM's text as it streams (before verification)."""
+        the LLM's text as it streams (before verification); ``chat`` is a LangChain chat model to use
+        instead of the one the settings describe."""
         t0 = time.perf_counter()
         k, mode = self._resolve(k, mode)
         answer_mode = self.settings.answer if answer is None else answer
@@ -165,7 +169,7 @@ class Assistant:
         q = clean_question(question, self.settings.max_question_chars)
         original = None
         if history:
-            rewritten = self.standalone(q.text, history, answer_mode)
+            rewritten = self.standalone(q.text, history, answer_mode, chat)
             if rewritten != q.text:
                 original, q = q.text, replace(q, text=clean_question(rewritten, self.settings.max_question_chars).text)
         text = search_text(q.text)
@@ -193,10 +197,10 @@ class Assistant:
             original_question=original,
         )
         if answer_mode == "llm":
-            result = self._generate(result, hits, on_token, t0)
+            result = self._generate(result, hits, on_token, t0, chat)
         return result
 
-    def _generate(self, extractive: Answer, hits: list[Hit], on_token, t0: float) -> Answer:
+    def _generate(self, extractive: Answer, hits: list[Hit], on_token, t0: float, chat=None) -> Answer:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer."""
         from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, stream_text, verify
 
@@ -204,7 +208,7 @@ class Assistant:
             return replace(extractive, mode="llm")
         t1 = time.perf_counter()
         try:
-            text = stream_text(self.chat_model(), build_messages(extractive.question, hits), on_token)
+            text = stream_text(chat or self.chat_model(), build_messages(extractive.question, hits), on_token)
         except LLMUnavailable as exc:
             return replace(extractive, notices=extractive.notices + (f"{exc}; showing the extractive answer instead",))
         except Exception as exc:  # any backend failure (connection refused, timeout, bad reply): fall back

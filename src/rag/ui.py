@@ -183,7 +183,25 @@ def citation_label(c: Citation, tag: str, title_chars: int = 70) -> str:
     if c.section:
         parts.append(escape_markdown(shorten(c.section, 80)))
     parts.append(f"{c.score:.2f}")
+    if not c.supported:
+        parts.append(":warning: does not support the answer")
     return " · ".join(parts)
+
+
+def unsupported_markdown(sentence: str) -> str:
+    """A generated sentence that no cited passage supports, as a flagged line (safe Markdown)."""
+    return f":warning: **Not supported by the cited passages:** {md_text(sentence)}"
+
+
+def answer_caption(a: Answer, mode: str, k: int) -> str:
+    """``llm · hybrid · k = 5 · 812 ms`` under an answer."""
+    return f"{a.mode} answer · {mode} · k = {k} · {a.timings_ms.get('total', 0):.0f} ms"
+
+
+def history_pairs(turns: Sequence["Turn"], last: int = 3) -> list[tuple[str, str]]:
+    """(question as searched, answer) of the last answered turns: the context for follow-ups."""
+    done = [(t.answer.question, t.answer.answer or t.answer.message) for t in turns if t.answer is not None]
+    return done[-last:]
 
 
 def built_date(created: object) -> str:
@@ -284,7 +302,12 @@ def conversation_markdown(
         if a is None:
             lines += [f"*Error:* {md_text(t.error or 'no answer')}", ""]
             continue
+        if a.original_question is not None:
+            lines += [f"*Searched for:* {md_text(a.question)}", ""]
         lines += [md_text(a.message), ""]
+        lines += [unsupported_markdown(u) + "  " for u in a.unsupported_sentences]
+        if a.unsupported_sentences:
+            lines.append("")
         if a.abstained:
             if a.passages:
                 lines += ["**Closest passages**", ""]
