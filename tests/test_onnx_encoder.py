@@ -65,6 +65,21 @@ def test_the_export_was_checked_against_sentence_transformers(onnx_embedder):
     assert (info["pooling"], info["max_seq_length"], info["dim"]) == ("mean", 256, 384)
 
 
+@pytest.mark.slow
+def test_export_into_an_empty_cache_folder_is_checked_and_reused(tmp_path):
+    from rag.onnx_encoder import ensure_exported
+
+    cache = tmp_path / "cache"
+    folder = Path(resolve_model(DEFAULT_MODEL, cache))
+    path = ensure_exported(folder, cache)
+    info = json.loads((path.parent / "export.json").read_text(encoding="utf-8"))
+    assert path.name == "model.onnx" and path.stat().st_size > 1_000_000
+    assert info["min_cosine_vs_torch"] >= MIN_COSINE
+    assert [p.name for p in (cache / "onnx").iterdir()] == [path.parent.name]  # no temporary folder left
+    mtime = path.stat().st_mtime_ns
+    assert ensure_exported(folder, cache) == path and path.stat().st_mtime_ns == mtime  # exported once
+
+
 QUERY_PATH = """
 import json, sys
 from rag.cli import main

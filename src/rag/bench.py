@@ -563,7 +563,10 @@ def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progre
         skipped["app"] = reason
     else:
         progress("app: `streamlit run app.py` until chromium shows the first answer")
-        result.update(time_app(settings, question))
+        try:
+            result.update(time_app(settings, question))
+        except Exception as exc:  # noqa: BLE001 - a browser hiccup should not cost the other figures
+            skipped["app"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if options.scale:
         progress(f"scale: {', '.join(map(str, options.scale))} passages")
         result["scale"] = run_scale_rows(options.scale, progress)

@@ -16,6 +16,7 @@ optionally ``Normalize``, with a fast tokenizer (``tokenizer.json``); anything e
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -114,13 +115,17 @@ def ensure_exported(folder: Path, cache_dir: Path) -> Path:
     """The ONNX file for the model in ``folder``, exported (and checked) on first use.
 
     Written to a temporary folder and renamed into place, so concurrent processes never see half a
-    file. A failed check leaves ``failed.json`` so later processes fall back to torch at once."""
+    file. An export that fails, or whose vectors disagree with sentence-transformers, leaves
+    ``failed.json`` with the reason, so later processes fall back to torch at once instead of retrying."""
     target = export_dir(folder, cache_dir)
     if (target / "model.onnx").is_file():
         return target / "model.onnx"
     if (target / "failed.json").is_file():
         reason = json.loads((target / "failed.json").read_text(encoding="utf-8")).get("reason", "unknown")
-        raise OnnxUnsupported(f"the ONNX export of {folder} failed its check earlier ({reason}); delete {target} to retry")
+        raise OnnxUnsupported(f"the ONNX export of {folder} failed earlier ({reason}); delete {target} to retry")
+    missing = [m for m in ("onnx", "torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:  # not recorded: installing the package fixes it
+        raise OnnxUnsupported(f"exporting the model to ONNX needs {', '.join(missing)}: pip install {' '.join(missing)}")
     with _export_lock:
         if (target / "model.onnx").is_file():
             return target / "model.onnx"
@@ -129,31 +134,27 @@ def ensure_exported(folder: Path, cache_dir: Path) -> Path:
         tmp = target.parent / f".export-{os.getpid()}-{threading.get_ident()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
+        info: dict = {**asdict(layout), "export_version": EXPORT_VERSION, "opset": OPSET}
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
-            try:
-                _export(layout, tmp / "model.onnx")
-                cos = _check(layout, tmp / "model.onnx")
-            except OnnxUnsupported:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any export failure means: use torch
-                raise OnnxUnsupported(f"exporting {folder} to ONNX failed ({type(exc).__name__}: {exc})") from exc
-            info = {**asdict(layout), "export_version": EXPORT_VERSION, "opset": OPSET, "min_cosine_vs_torch": cos,
-                    "seconds": round(time.perf_counter() - t0, 2)}
+            _export(layout, tmp / "model.onnx")
+            info["min_cosine_vs_torch"] = cos = _check(layout, tmp / "model.onnx")
             if cos < MIN_COSINE:
-                (tmp / "model.onnx").unlink()
                 info["reason"] = f"cosine {cos:.6f} against sentence-transformers is under {MIN_COSINE}"
-                (tmp / "failed.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-            else:
-                (tmp / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-            try:
-                os.replace(tmp, target)
-            except OSError:  # another process won the race: use its export
-                shutil.rmtree(tmp, ignore_errors=True)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - any export failure means: use torch
+            info["reason"] = f"{type(exc).__name__}: {exc}"
+        info["seconds"] = round(time.perf_counter() - t0, 2)
+        if "reason" in info:
+            (tmp / "model.onnx").unlink(missing_ok=True)
+            (tmp / "failed.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        else:
+            (tmp / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process won the race: use its result
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        log.info("exported %s to ONNX in %s (min cosine vs torch %.7f)", folder, target, cos)
+        if "reason" not in info:
+            log.info("exported %s to ONNX in %s (min cosine vs torch %.7f)", folder, target, info["min_cosine_vs_torch"])
         return ensure_exported(folder, cache_dir)
 
 
