@@ -15,7 +15,7 @@ from .clean import PLACES
 #: "and what about Egypt?", "how about the annex", "what of Libya", "same for Tunisia", "and in Niger?"
 _ABOUT = re.compile(
     r"^(?:(?:and|but|so|ok(?:ay)?|also|then)[\s,]+)*(?:(?:what|how)\s+about|what\s+of|(?:and\s+)?the\s+same\s+for|same\s+for|"
-    r"and\s+(?:for|in|with|on|from|to)|(?:and|also)\s+(?=[A-Z]))\s+(?P<x>.+?)\s*[?.!]*$",
+    r"and\s+(?:for|in|with|on|from|to)|(?:and|also)(?=\s+(?-i:[A-Z])))\s+(?P<x>.+?)\s*[?.!]*$",
     re.I,
 )
 #: words that point back at the previous question
