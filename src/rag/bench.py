@@ -27,15 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shutil
-import socket
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -59,7 +52,7 @@ FIELDS: dict[str, str] = {
     "encoder_p50_ms": "the floor: one query-encoder forward pass (tokenise, model, pooling), median",
     "encoder_p95_ms": "encoder 95th percentile",
     "encoder_p99_ms": "encoder 99th percentile",
-    "encoder_p50_ms_by_backend": "{backend: median} for each installed backend, interleaved on the same questions",
+    "encoder_p50_ms_by_backend": "{backend: median} for each installed backend (and torch-1-thread), interleaved",
     "ask_p50_ms": "Assistant.ask (retrieve + answer, hybrid, k=5), median, each question encoded afresh",
     "ask_p95_ms": "ask 95th percentile",
     "ask_p99_ms": "ask 99th percentile",
@@ -147,6 +140,10 @@ def bench_questions(items: Sequence, n: int) -> list:
     return out
 
 
+def _median(values: Sequence[float]) -> float:
+    return percentiles(values)[0]
+
+
 def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
     from .evaluate import percentile
 
@@ -218,20 +215,54 @@ def time_warm(assistant, items: Sequence, progress: Progress = _quiet) -> dict[s
 
 
 def time_encoders(settings, items: Sequence, backends: Sequence[str]) -> dict[str, float]:
-    """Median encode time per backend, the backends alternating question by question."""
+    """Median encode time per backend, in turn question by question (order alternated).
+
+    With torch there is a second pass, ``torch-1-thread``, paired with the first backend again: torch's
+    default of one OpenMP thread per core is what the stock pipeline gets, and on a busy machine its
+    thread barriers can cost more than the model; one thread shows torch's own speed. (The thread count
+    is set once per pass: switching it per call would add its own cost.)"""
     from .embed import get_embedder
 
     encoders = {b: get_embedder(settings.model, str(settings.cache_dir), b) for b in backends}
     for e in encoders.values():
         e.embed(["warm up"])
-    times: dict[str, list[float]] = {b: [] for b in backends}
+    out = _alternate(encoders, items)
+    if "torch" in encoders and getattr(encoders["torch"], "backend", "torch") == "torch" and len(backends) > 1:
+        with _torch_threads_set(1):
+            pair = {backends[0]: encoders[backends[0]], "torch-1-thread": encoders["torch"]}
+            out["torch-1-thread"] = _alternate(pair, items)["torch-1-thread"]
+    return out
+
+
+def _alternate(encoders: dict[str, Any], items: Sequence) -> dict[str, float]:
+    names = list(encoders)
+    times: dict[str, list[float]] = {n: [] for n in names}
     for i, it in enumerate(items):
-        order = list(backends) if i % 2 == 0 else list(reversed(backends))
-        for b in order:
+        for n in names if i % 2 == 0 else reversed(names):
             t0 = time.perf_counter()
-            encoders[b].embed([it.question])
-            times[b].append((time.perf_counter() - t0) * 1000)
-    return {b: percentiles(t)[0] for b, t in times.items()}
+            encoders[n].embed([it.question])
+            times[n].append((time.perf_counter() - t0) * 1000)
+    return {n: percentiles(t)[0] for n, t in times.items()}
+
+
+class _torch_threads_set:
+    """``with _torch_threads_set(n):`` torch uses n intra-op threads inside (None: unchanged)."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.before = n, None
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
 
 
 def time_langchain(assistant, items: Sequence) -> dict[str, Any]:
@@ -302,8 +333,10 @@ with open(report, "w") as f:
 """
 
 
-def start_child(cmd: Sequence[str], report: Path, timeout: float = CHILD_TIMEOUT_S, **popen: Any) -> subprocess.Popen:
+def start_child(cmd: Sequence[str], report: Path, timeout: float = CHILD_TIMEOUT_S, **popen: Any):
     """Start ``cmd`` under :data:`LAUNCHER`, which writes its exit code, wall seconds and peak RSS to ``report``."""
+    import subprocess
+
     return subprocess.Popen([sys.executable, "-c", LAUNCHER, str(report), str(timeout), *cmd],
                             stdin=subprocess.DEVNULL, **popen)
 
@@ -316,6 +349,8 @@ def read_report(report: Path) -> tuple[int, float, float]:
 
 def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S) -> ChildRun:
     """Run ``cmd`` to the end: its wall seconds and its own peak RSS."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         out, err, report = Path(tmp) / "out", Path(tmp) / "err", Path(tmp) / "report.json"
         with open(out, "wb") as fo, open(err, "wb") as fe:
@@ -353,13 +388,15 @@ def time_cold_ask(settings, question: str, runs: int) -> dict[str, Any]:
     env = child_env(settings)
     _checked(run_child(cmd, env), "rag ask")  # not counted: fills the file cache
     counted = [_checked(run_child(cmd, env), "rag ask") for _ in range(max(1, runs))]
-    return {"cold_ask_s": statistics.median(r.seconds for r in counted),
+    return {"cold_ask_s": _median([r.seconds for r in counted]),
             "cold_ask_runs_s": [round(r.seconds, 3) for r in counted],
             "peak_rss_cold_ask_mb": max(r.peak_rss_mb for r in counted)}
 
 
 def serving_memory(settings, items: Sequence) -> dict[str, Any]:
     """Peak RSS of one process that loads the index and answers every bench question."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         batch = Path(tmp) / "questions.jsonl"
         batch.write_text("".join(json.dumps({"id": it.id, "question": it.question}) + "\n" for it in items), encoding="utf-8")
@@ -370,6 +407,8 @@ def serving_memory(settings, items: Sequence) -> dict[str, Any]:
 
 def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
     """`rag index` from scratch into a temporary folder, then again with nothing changed."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="rag-bench-") as tmp:
         index = Path(tmp) / "index"
         cmd = [*rag_command(), "index", "--corpus", str(settings.corpus_dir), "--index", str(index), "--no-progress"]
@@ -387,13 +426,15 @@ def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
     return {"index_build_s": built.seconds, "index_build_inproc_s": inproc, "index_passages": passages,
             "index_sentences": sentences, "index_passages_per_s": passages / built.seconds,
             "index_texts_per_s": (passages + sentences) / inproc,
-            "reindex_nochange_s": statistics.median(r.seconds for r in again),
+            "reindex_nochange_s": _median([r.seconds for r in again]),
             "reindex_nochange_runs_s": [round(r.seconds, 3) for r in again],
             "peak_rss_build_mb": built.peak_rss_mb}
 
 
 def app_unavailable() -> str | None:
     """Why the app's first answer cannot be timed here (None when it can)."""
+    import shutil
+
     if shutil.which("chromium") is None:
         return "Debian's chromium is not on PATH (apt-get install chromium)"
     try:
@@ -418,6 +459,11 @@ def time_app(settings, question: str) -> dict[str, Any]:
 
     The browser starts first (not timed); the clock starts when streamlit is started. The answer is
     complete when its caption with the timing appears (the last thing the app writes)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
     from playwright.sync_api import expect, sync_playwright
 
     with socket.socket() as s:
@@ -458,7 +504,9 @@ def time_app(settings, question: str) -> dict[str, Any]:
     return {"app_first_answer_s": first, "app_healthy_s": healthy, "peak_rss_app_mb": rss}
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> float:
+def _wait_healthy(proc, url: str, timeout: float) -> float:
+    import urllib.request
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -481,6 +529,8 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout: float) -> float:
 
 
 def machine_info(embed_backend: str) -> dict[str, Any]:
+    import platform
+
     info: dict[str, Any] = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
                             "python": platform.python_version(), "platform": platform.platform(),
                             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
