@@ -715,3 +715,16 @@ def test_support_threshold_separates_gold_from_other_passages_on_the_eval_set(as
     assert rate["gold"] >= 0.85, rate
     assert rate["other"] <= 0.08, rate
     assert rate["own"] >= 0.95, rate
+
+
+def test_an_answer_of_only_markers_falls_back_to_the_extractive_answer(assistant):
+    """A small local model (Qwen 2.5 Coder 0.5B through llama.cpp) answered "[1]" and nothing else:
+    that is no answer, not a refusal."""
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    q = "How many European border guards were deployed to Finland?"
+    ans = assistant.ask(q, answer="llm", chat=GenericFakeChatModel(messages=iter([AIMessage(" [1] ")])))
+    assert ans.mode == "extractive" and not ans.abstained
+    assert "50" in ans.answer and ans.citations
+    assert any("returned no answer text" in n for n in ans.notices)

@@ -202,7 +202,7 @@ class Assistant:
 
     def _generate(self, extractive: Answer, hits: list[Hit], on_token, t0: float, chat=None) -> Answer:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer."""
-        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, stream_text, verify
+        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, stream_text, text_without_markers, verify
 
         if not hits:
             return replace(extractive, mode="llm")
@@ -218,6 +218,10 @@ class Assistant:
                 f"the language model ({backend_label(self.settings)}) could not answer ({why}); "
                 "showing the extractive answer instead",))
         t2 = time.perf_counter()
+        if not text_without_markers(text):  # nothing but "[1]" (seen from a 0.5B model): no answer at all
+            return replace(extractive, notices=extractive.notices + (
+                f"the language model ({backend_label(self.settings)}) returned no answer text; "
+                "showing the extractive answer instead",))
         v = verify(text, hits, self.data, self.embedder.embed, extractive.question)
         t3 = time.perf_counter()
         timings = dict(extractive.timings_ms, generate=(t2 - t1) * 1000, verify=(t3 - t2) * 1000, total=(t3 - t0) * 1000)
