@@ -27,7 +27,8 @@ TINY_QA = [
 MS_TRIPLES = [("encoder_p50_ms", "encoder_p95_ms", "encoder_p99_ms"), ("ask_p50_ms", "ask_p95_ms", "ask_p99_ms"),
               ("langchain_stock_p50_ms", "langchain_stock_p95_ms", "langchain_stock_p99_ms")]
 POSITIVE = ["load_s", "ask_retrieve_p50_ms", "ask_answer_p50_ms", "ask_over_encoder", "langchain_build_s",
-            "langchain_over_ask", "langchain_over_search", "cold_ask_s", "peak_rss_cold_ask_mb", "index_build_s",
+            "langchain_over_ask", "langchain_over_search", "langchain_1_thread_p50_ms", "langchain_1_thread_over_ask",
+            "cold_ask_s", "peak_rss_cold_ask_mb", "index_build_s",
             "index_build_inproc_s", "index_passages_per_s", "index_texts_per_s", "reindex_nochange_s", "peak_rss_mb",
             "serve_batch_s", "peak_rss_build_mb", "elapsed_s"]
 
@@ -100,7 +101,7 @@ def test_skipped_stages_keep_their_fields_as_null_with_the_reason(tiny_bench, ca
     assert set(bench.FIELDS) <= set(r)
     assert set(r["skipped"]) == {"cold", "build", "app", "langchain"}
     for key in ("cold_ask_s", "peak_rss_mb", "index_build_s", "reindex_nochange_s", "peak_rss_build_mb",
-                "langchain_stock_p50_ms", "langchain_over_ask", "app_first_answer_s"):
+                "langchain_stock_p50_ms", "langchain_over_ask", "langchain_1_thread_p50_ms", "app_first_answer_s"):
         assert r[key] is None, key
     assert _positive(r["ask_p50_ms"]) and _positive(r["encoder_p50_ms"]) and r["questions"] == 3
     text = bench.format_bench(r)
