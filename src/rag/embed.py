@@ -170,7 +170,6 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
 
 
-@lru_cache(maxsize=8)
 def get_embedder(name: str, cache_dir: str, backend: str | None = None):
     """One loaded model per (name, cache folder, backend) per process.
 
@@ -178,7 +177,11 @@ def get_embedder(name: str, cache_dir: str, backend: str | None = None):
     into the cache folder; no torch import when answering), "torch" with sentence-transformers; ``None``
     means the settings' default. "onnx" falls back to torch, with a log line, when onnxruntime is not
     installed or the model cannot be exported (see :mod:`rag.onnx_encoder`)."""
-    backend = backend or default_backend()
+    return _embedder(name, str(cache_dir), backend or default_backend())
+
+
+@lru_cache(maxsize=8)
+def _embedder(name: str, cache_dir: str, backend: str):
     if backend == "onnx":
         if onnx_available():
             return _FallbackEmbedder(name, Path(cache_dir))
@@ -186,6 +189,9 @@ def get_embedder(name: str, cache_dir: str, backend: str | None = None):
     elif backend != "torch":
         raise ModelUnavailable(f"unknown embed backend {backend!r}; expected one of: torch, onnx")
     return SentenceTransformerEmbedder(name, Path(cache_dir))
+
+
+get_embedder.cache_clear = _embedder.cache_clear  # type: ignore[attr-defined]
 
 
 class _FallbackEmbedder:
