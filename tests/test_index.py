@@ -75,13 +75,16 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
     assert m["sidecars"] == {"border.meta.json": hashlib.sha256((corpus / "border.meta.json").read_bytes()).hexdigest()}
     assert m["skipped"] == [{"doc_id": "empty.txt", "reason": "empty file"}]
     assert m["counts"] == {"documents": 2, "chunks": 3, "sentences": 7}
-    # every index file but the manifest, with its size and sha256
+    # every index file but the manifest, with its size, sha256 and modification time
     files = {p.relative_to(index).as_posix() for p in index.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(m["artifacts"]) == files
     assert {"chunks.faiss", "chunks.jsonl", "docs.jsonl", "sentences.npy", "lexical/df.json"} <= files
     for rel, info in m["artifacts"].items():
         data = (index / rel).read_bytes()
-        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        mtime = (index / rel).stat().st_mtime_ns
+        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "mtime_ns": mtime}
+    # a small corpus is searched exactly
+    assert m["faiss"] == {"type": "IndexFlatIP", "metric": "inner_product"}
 
 
 def test_build_result_reports_skipped_files_and_why_it_built(tiny_source):
@@ -262,7 +265,8 @@ def test_force_rebuilds_an_up_to_date_index(tiny_copy):
     result = build_index(tiny_copy, force=True)
     assert result.status == "built"
     assert result.reasons == ("--force",)
-    assert result.manifest["artifacts"]["chunks.jsonl"] == before["artifacts"]["chunks.jsonl"]  # same content
+    same = ("sha256", "bytes")  # same content (written anew, so a new mtime)
+    assert {k: result.manifest["artifacts"]["chunks.jsonl"][k] for k in same} == {k: before["artifacts"]["chunks.jsonl"][k] for k in same}
     assert load_index(tiny_copy).chunks  # still loads
 
 
@@ -475,3 +479,65 @@ def test_corpus_without_supported_files(tmp_path):
     with pytest.raises(CorpusEmpty, match="no .txt, .md or .pdf files"):
         build_index(settings_for(corpus, tmp_path / "index"))
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading fast: files whose size and mtime are as built are not re-hashed
+
+
+def test_unchanged_index_files_are_trusted_without_rehashing(tiny_copy, monkeypatch):
+    import rag.index
+
+    real, index = rag.index.sha256_file, Path(tiny_copy.index_dir).resolve()
+
+    def no_index_hashing(path):
+        assert index not in Path(path).resolve().parents, f"re-hashed {path}"
+        return real(path)  # corpus sidecars are still hashed (tiny)
+
+    monkeypatch.setattr(rag.index, "sha256_file", no_index_hashing)
+    assert load_index(tiny_copy).vectors.ntotal == 3
+
+
+def test_a_touched_but_identical_index_file_is_rehashed_and_loads(tiny_copy, monkeypatch):
+    import rag.index
+
+    p = Path(tiny_copy.index_dir) / "chunks.jsonl"
+    st = p.stat()
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    hashed = []
+    real = rag.index.sha256_file
+    monkeypatch.setattr(rag.index, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    assert load_index(tiny_copy).chunks
+    assert [h for h in hashed if not h.endswith(".meta.json")] == ["chunks.jsonl"]
+
+
+def test_full_verification_catches_an_edit_that_kept_size_and_mtime(tiny_copy):
+    from rag.index import verify_index
+
+    p = Path(tiny_copy.index_dir) / "chunks.jsonl"
+    st = p.stat()
+    _flip_a_character(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if the edit had kept the timestamp
+    assert load_index(tiny_copy).chunks  # the fast path trusts size and mtime
+    with pytest.raises(IndexCorrupt, match="chunks.jsonl was modified"):
+        verify_index(Path(tiny_copy.index_dir))
+
+
+def test_index_from_before_mtimes_were_recorded_is_fully_checked(tiny_copy):
+    m = manifest_of(tiny_copy)
+    for info in m["artifacts"].values():
+        del info["mtime_ns"]
+    (Path(tiny_copy.index_dir) / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    assert load_index(tiny_copy).chunks
+    _flip_a_character(Path(tiny_copy.index_dir) / "docs.jsonl")
+    with pytest.raises(IndexCorrupt, match="docs.jsonl was modified"):
+        load_index(tiny_copy)
+
+
+def test_vectors_are_memory_mapped_and_read_only(tiny_source):
+    corpus, index, _ = tiny_source
+    data = load_index(settings_for(corpus, index))
+    assert not data.sentence_vecs.flags.writeable  # a view of the file, not a copy
+    assert data.sentence_vecs.base is not None
+    np.testing.assert_array_equal(data.sentence_vecs, np.load(index / "sentences.npy", allow_pickle=False))
+    assert data.vectors.reconstruct(0).shape == (384,)

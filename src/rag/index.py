@@ -1,10 +1,14 @@
 """Stage 4c: the index folder. Plain files and a manifest, no pickle anywhere:
 
 - ``manifest.json``: format version, model id and dimension, chunking settings, sha256 and size of
-  every corpus file, and sha256 of every index file (so truncation or edits are detected);
+  every corpus file, and sha256, size and mtime of every index file (so truncation or edits are
+  detected; a file whose size and mtime are as recorded is trusted without re-hashing it);
 - ``docs.jsonl`` (document texts, for showing a citation in context), ``chunks.jsonl``;
-- ``chunks.faiss``: inner product over L2-normalised chunk vectors, FAISS's own format;
-- ``sentences.npy``: sentence vectors for answer extraction (``np.load(allow_pickle=False)``);
+- ``chunks.faiss``: inner product over L2-normalised chunk vectors, FAISS's own format; exact
+  (``IndexFlatIP``) for small corpora, HNSW past :data:`rag.ann.EXACT_MAX` passages, as recorded
+  in the manifest's ``"faiss"`` entry; memory-mapped at load;
+- ``sentences.npy``: sentence vectors for answer extraction (``np.load(allow_pickle=False)``,
+  memory-mapped);
 - ``lexical/``: the BM25 index (bm25s's plain files) and document frequencies.
 
 Built into a temporary folder next to the target and renamed into place, under a lock, so a crash
@@ -29,6 +33,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from . import ann
 from .chunk import Chunk, chunk_documents
 from .clean import collapse_ws, search_form
 from .errors import CorpusEmpty, IndexCorrupt, IndexLocked, IndexMismatch, IndexMissing, IndexStale
@@ -280,9 +285,9 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     search_texts = [c.search_text() for c in chunks]
     vecs = _batched_embed(embedder, search_texts, "embed passages", progress)
     dim = int(vecs.shape[1])
-    index = faiss.IndexFlatIP(dim)
-    index.add(vecs)
-    faiss.write_index(index, str(tmp / "chunks.faiss"))
+    spec = ann.choose(len(chunks))
+    faiss.write_index(ann.build(vecs, spec), str(tmp / "chunks.faiss"))
+    del vecs
 
     sent_texts = [search_form(collapse_ws(docs[c.doc_id].text[s:e])) for c in chunks for s, e in c.sentences]
     svecs = _batched_embed(embedder, sent_texts, "embed sentences", progress)
@@ -311,7 +316,7 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
         "sidecars": _sidecar_hashes(Path(settings.corpus_dir)),
         "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped],
         "counts": {"documents": len(report.documents), "chunks": len(chunks), "sentences": len(sent_texts)},
-        "faiss": {"type": "IndexFlatIP", "metric": "inner_product"},
+        "faiss": spec,
         "artifacts": _artifact_hashes(tmp),
     }
 
@@ -335,23 +340,36 @@ def _artifact_hashes(folder: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name not in (MANIFEST, "README.md"):
-            out[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            st = p.stat()
+            out[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
     return out
 
 
-def verify_files(index_dir: Path, manifest: dict[str, Any]) -> None:
+def verify_files(index_dir: Path, manifest: dict[str, Any], full: bool = False) -> None:
+    """Check every index file against the manifest: present, of the recorded size, and of the
+    recorded sha256. A file whose size and mtime are those recorded at build is trusted without
+    re-hashing it (a 1M-passage index holds gigabytes); ``full=True`` re-hashes every file."""
     for rel, info in manifest.get("artifacts", {}).items():
         p = Path(index_dir) / rel
         if not p.is_file():
             raise IndexCorrupt(f"index file {rel} is missing from {index_dir}: rebuild with `rag index --force`")
-        size = p.stat().st_size
-        if size != info.get("bytes"):
+        st = p.stat()
+        if st.st_size != info.get("bytes"):
             raise IndexCorrupt(
-                f"index file {rel} is {size} bytes, expected {info.get('bytes')} (truncated or replaced): "
+                f"index file {rel} is {st.st_size} bytes, expected {info.get('bytes')} (truncated or replaced): "
                 "rebuild with `rag index --force`"
             )
+        if not full and info.get("mtime_ns") is not None and st.st_mtime_ns == info["mtime_ns"]:
+            continue
         if sha256_file(p) != info.get("sha256"):
             raise IndexCorrupt(f"index file {rel} was modified after the build: rebuild with `rag index --force`")
+
+
+def verify_index(index_dir: Path) -> dict[str, Any]:
+    """Full check of an index folder: its manifest and the sha256 of every file. Returns the manifest."""
+    manifest = read_manifest(Path(index_dir))
+    verify_files(Path(index_dir), manifest, full=True)
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,8 +423,12 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
                 docs[d["doc_id"]] = DocRecord(d["doc_id"], d["title"], d["text"], d.get("metadata", {}))
         with open(index_dir / "chunks.jsonl", encoding="utf-8") as fh:
             chunks = [_chunk_from_json(json.loads(line)) for line in fh]
-        vectors = faiss.read_index(str(index_dir / "chunks.faiss"))
-        svecs = np.load(index_dir / "sentences.npy", allow_pickle=False)
+        # memory-mapped: loading costs no copy, queries touch only the pages they need
+        vectors = faiss.read_index(str(index_dir / "chunks.faiss"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        ann.configure(vectors, manifest.get("faiss") or {"type": ann.FLAT})
+        svecs = np.asarray(np.load(index_dir / "sentences.npy", mmap_mode="r", allow_pickle=False))
+        if svecs.dtype != np.float32 or svecs.ndim != 2:
+            raise ValueError(f"sentences.npy holds {svecs.dtype} of shape {svecs.shape}, expected float32 (n, dim)")
         lexical = LexicalIndex.load(index_dir / "lexical")
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise IndexCorrupt(f"index at {index_dir} cannot be read ({type(exc).__name__}: {exc}): rebuild with `rag index --force`") from exc
