@@ -180,7 +180,7 @@ def beir_settings(tmp_path, monkeypatch) -> Settings:
     import rag.embed
 
     real = rag.embed.get_embedder
-    monkeypatch.setattr(rag.embed, "get_embedder", lambda name, cache_dir: real(name, str(CACHE_DIR)))
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda name, cache_dir, backend=None: real(name, str(CACHE_DIR), backend))
     return Settings(corpus_dir=tmp_path / "no-corpus", index_dir=tmp_path / "no-index", cache_dir=tmp_path / "cache")
 
 

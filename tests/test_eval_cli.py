@@ -52,7 +52,7 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
     import rag.embed
 
     real = rag.embed.get_embedder
-    monkeypatch.setattr(rag.embed, "get_embedder", lambda name, cache_dir: real(name, str(CACHE_DIR)))
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda name, cache_dir, backend=None: real(name, str(CACHE_DIR), backend))
     cache = tmp_path / "cache"
     monkeypatch.setenv("RAG_CACHE_DIR", str(cache))
     return cache

@@ -201,7 +201,8 @@ class RagEmbeddings(BaseModel, Embeddings):
     def embedder(self):
         from .embed import get_embedder
 
-        return get_embedder(self.model, str(self.cache_dir))
+        backend = self.settings.embed_backend if self.settings is not None else None
+        return get_embedder(self.model, str(self.cache_dir), backend)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         texts = _check_texts(texts)

@@ -92,7 +92,7 @@ class Assistant:
         if self._embedder is None:
             from .embed import get_embedder
 
-            self._embedder = get_embedder(self.settings.model, str(self.settings.cache_dir))
+            self._embedder = get_embedder(self.settings.model, str(self.settings.cache_dir), self.settings.embed_backend)
         return self._embedder
 
     def warm_up(self) -> "Assistant":
