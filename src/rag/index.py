@@ -5,7 +5,7 @@
   detected; a file whose size and mtime are as recorded is trusted without re-hashing it);
 - ``docs.jsonl`` (document texts, for showing a citation in context), ``chunks.jsonl``;
 - ``chunks.faiss``: inner product over L2-normalised chunk vectors, FAISS's own format; exact
-  (``IndexFlatIP``) for small corpora, HNSW past :data:`rag.ann.EXACT_MAX` passages, as recorded
+  (``IndexFlatIP``) for small corpora, HNSW past :data:`rag.ann.EXACT_MAX` vectors, as recorded
   in the manifest's ``"faiss"`` entry; memory-mapped at load;
 - ``sentences.npy``: sentence vectors for answer extraction (``np.load(allow_pickle=False)``,
   memory-mapped);
@@ -285,7 +285,7 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     search_texts = [c.search_text() for c in chunks]
     vecs = _batched_embed(embedder, search_texts, "embed passages", progress)
     dim = int(vecs.shape[1])
-    spec = ann.choose(len(chunks))
+    spec = ann.choose(len(chunks), sum(len(c.sentences) for c in chunks))
     faiss.write_index(ann.build(vecs, spec), str(tmp / "chunks.faiss"))
     del vecs
 

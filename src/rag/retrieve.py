@@ -13,7 +13,7 @@ import numpy as np
 
 from .chunk import Chunk
 from .clean import collapse_ws
-from .ann import is_exact
+from .ann import is_exact, search as ann_search
 from .index import IndexData
 from .settings import FUSIONS, MODES
 
@@ -46,7 +46,7 @@ def dense_search(data: IndexData, qvec: np.ndarray, k: int, all_sentences: bool 
     if k <= 0:
         return []
     q = np.ascontiguousarray(qvec, dtype=np.float32).reshape(1, -1)
-    _, ids = data.vectors.search(q, min(n, 2 * k))
+    _, ids = ann_search(data.vectors, q, min(n, 2 * k))
     cand = ids[0][ids[0] >= 0]
     if all_sentences is None:
         all_sentences = is_exact(data.vectors)
