@@ -541,3 +541,84 @@ def test_vectors_are_memory_mapped_and_read_only(tiny_source):
     assert data.sentence_vecs.base is not None
     np.testing.assert_array_equal(data.sentence_vecs, np.load(index / "sentences.npy", allow_pickle=False))
     assert data.vectors.reconstruct(0).shape == (384,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Large indexes are read lazily (forced here with a tiny threshold)
+
+
+@pytest.fixture
+def lazy(monkeypatch):
+    import rag.index
+
+    monkeypatch.setattr(rag.index, "LAZY_ABOVE", 0)
+
+
+def test_lazy_records_equal_the_eager_ones(tiny_copy, lazy):
+    from rag.index import LazyChunks, LazyDocs
+
+    eager_docs, eager_chunks = _eager(tiny_copy)
+    data = load_index(tiny_copy)
+    assert isinstance(data.chunks, LazyChunks) and isinstance(data.docs, LazyDocs)
+    assert data.chunks == eager_chunks and len(data.chunks) == 3
+    assert data.chunks[-1] == eager_chunks[-1] and data.chunks[1:] == eager_chunks[1:]
+    assert dict(data.docs) == eager_docs and "notes.txt" in data.docs and "nope.txt" not in data.docs
+    assert data.sentence_first.tolist() == [0, 2, 4] and data.sentence_chunk.tolist() == [0, 0, 1, 1, 2, 2, 2]
+    with pytest.raises(IndexError, match="out of range"):
+        data.chunks[3]
+    with pytest.raises(KeyError):
+        data.docs["nope.txt"]
+
+
+def _eager(settings):
+    """The records of an index folder, every line parsed."""
+    index = Path(settings.index_dir)
+    from rag.index import _chunk_from_json, _doc_from_json
+
+    docs = {d["doc_id"]: _doc_from_json(d) for d in map(json.loads, (index / "docs.jsonl").read_text().splitlines())}
+    chunks = [_chunk_from_json(json.loads(line)) for line in (index / "chunks.jsonl").read_text().splitlines()]
+    return docs, chunks
+
+
+def test_lazy_index_answers_like_the_eager_one(tiny_copy, monkeypatch):
+    import rag.index
+
+    question = "Where did the ministers meet?"
+    eager = Assistant.load(tiny_copy).ask(question)
+    monkeypatch.setattr(rag.index, "LAZY_ABOVE", 0)
+    lazy_answer = Assistant.load(tiny_copy).ask(question)
+    assert lazy_answer.answer == eager.answer and lazy_answer.citations == eager.citations
+
+
+def test_lazy_index_with_offsets_that_do_not_match_is_corrupt(tiny_copy, lazy):
+    index = Path(tiny_copy.index_dir)
+    offsets = np.load(index / "chunks.offsets.npy")
+    np.save(index / "chunks.offsets.npy", offsets[:-1], allow_pickle=False)  # one line short
+    m = manifest_of(tiny_copy)
+    data = (index / "chunks.offsets.npy").read_bytes()
+    m["artifacts"]["chunks.offsets.npy"] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (index / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    with pytest.raises(IndexCorrupt, match="inconsistent"):
+        load_index(tiny_copy)
+
+
+def test_index_without_offset_files_is_read_eagerly(tiny_copy, lazy):
+    """Indexes built before the offset files existed still load (every record parsed at load)."""
+    index = Path(tiny_copy.index_dir)
+    m = manifest_of(tiny_copy)
+    for rel in ("chunks.offsets.npy", "docs.offsets.npy", "docs.ids.json", "sentence_counts.npy"):
+        (index / rel).unlink()
+        del m["artifacts"][rel]
+    (index / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    data = load_index(tiny_copy)
+    assert isinstance(data.chunks, list) and len(data.chunks) == 3
+
+
+def test_lazy_index_keeps_reading_its_own_files_after_a_rebuild(tiny_copy, lazy):
+    _, before = _eager(tiny_copy)
+    data = load_index(tiny_copy)  # nothing parsed yet
+    p = Path(tiny_copy.corpus_dir) / "notes.txt"
+    p.write_text("Completely new notes about Vienna.", encoding="utf-8")
+    assert build_index(tiny_copy).status == "built"  # renamed into place over the loaded folder
+    assert data.chunks[2] == before[2]  # first read after the rebuild: still the index that was loaded
+    assert "Vienna" in load_index(tiny_copy).chunks[2].text

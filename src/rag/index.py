@@ -3,7 +3,10 @@
 - ``manifest.json``: format version, model id and dimension, chunking settings, sha256 and size of
   every corpus file, and sha256, size and mtime of every index file (so truncation or edits are
   detected; a file whose size and mtime are as recorded is trusted without re-hashing it);
-- ``docs.jsonl`` (document texts, for showing a citation in context), ``chunks.jsonl``;
+- ``docs.jsonl`` (document texts, for showing a citation in context), ``chunks.jsonl``, with the
+  byte offset of every line (``docs.offsets.npy``, ``chunks.offsets.npy``), the document ids in
+  order (``docs.ids.json``) and each chunk's sentence count (``sentence_counts.npy``), so a large
+  index reads a record only when it is used (:data:`LAZY_ABOVE`);
 - ``chunks.faiss``: inner product over L2-normalised chunk vectors, FAISS's own format; exact
   (``IndexFlatIP``) for small corpora, HNSW past :data:`rag.ann.EXACT_MAX` vectors, as recorded
   in the manifest's ``"faiss"`` entry; memory-mapped at load;
@@ -23,11 +26,15 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
+import operator
 import os
 import shutil
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -66,9 +73,9 @@ class IndexData:
 
     path: Path
     manifest: dict[str, Any]
-    docs: dict[str, DocRecord]
-    chunks: list[Chunk]
-    vectors: Any  # faiss.Index
+    docs: Mapping[str, DocRecord]  # a dict; a LazyDocs for large indexes
+    chunks: Sequence[Chunk]  # a list; a LazyChunks for large indexes
+    vectors: Any  # faiss.Index (IndexFlatIP or IndexHNSWFlat: see manifest["faiss"]), memory-mapped
     sentence_vecs: np.ndarray  # (n_sentences, dim)
     sentence_chunk: np.ndarray  # chunk index of each sentence
     sentence_first: np.ndarray  # first sentence index of each chunk
@@ -274,13 +281,16 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     import faiss
 
     docs = {d.doc_id: d for d in report.documents}
-    with open(tmp / "docs.jsonl", "w", encoding="utf-8") as fh:
-        for d in report.documents:
-            meta = {k: v for k, v in d.metadata.items() if k != "parts"}
-            fh.write(json.dumps({"doc_id": d.doc_id, "title": d.title, "text": d.text, "metadata": meta}, ensure_ascii=False) + "\n")
-    with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as fh:
-        for c in chunks:
-            fh.write(json.dumps(_chunk_to_json(c), ensure_ascii=False) + "\n")
+    doc_lines = (
+        json.dumps({"doc_id": d.doc_id, "title": d.title, "text": d.text,
+                    "metadata": {k: v for k, v in d.metadata.items() if k != "parts"}}, ensure_ascii=False)
+        for d in report.documents
+    )
+    np.save(tmp / "docs.offsets.npy", _write_lines(tmp / "docs.jsonl", doc_lines), allow_pickle=False)
+    _write_json(tmp / "docs.ids.json", [d.doc_id for d in report.documents])
+    chunk_lines = (json.dumps(_chunk_to_json(c), ensure_ascii=False) for c in chunks)
+    np.save(tmp / "chunks.offsets.npy", _write_lines(tmp / "chunks.jsonl", chunk_lines), allow_pickle=False)
+    np.save(tmp / "sentence_counts.npy", np.array([len(c.sentences) for c in chunks], dtype=np.int32), allow_pickle=False)
 
     search_texts = [c.search_text() for c in chunks]
     vecs = _batched_embed(embedder, search_texts, "embed passages", progress)
@@ -319,6 +329,18 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
         "faiss": spec,
         "artifacts": _artifact_hashes(tmp),
     }
+
+
+def _write_lines(path: Path, lines: Iterable[str]) -> np.ndarray:
+    """Write JSON lines; return the byte offset of each line and of the end (so line i can be read
+    alone: ``data[off[i]:off[i + 1]]``)."""
+    offsets = [0]
+    with open(path, "wb") as fh:
+        for line in lines:
+            raw = (line + "\n").encode("utf-8")
+            fh.write(raw)
+            offsets.append(offsets[-1] + len(raw))
+    return np.array(offsets, dtype=np.int64)
 
 
 def _swap_into_place(tmp: Path, index_dir: Path) -> None:
@@ -416,13 +438,12 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
             raise IndexStale(f"index at {index_dir} is out of date ({'; '.join(reasons[:3])}): run `rag index`")
     verify_files(index_dir, manifest)
     try:
-        docs = {}
-        with open(index_dir / "docs.jsonl", encoding="utf-8") as fh:
-            for line in fh:
-                d = json.loads(line)
-                docs[d["doc_id"]] = DocRecord(d["doc_id"], d["title"], d["text"], d.get("metadata", {}))
-        with open(index_dir / "chunks.jsonl", encoding="utf-8") as fh:
-            chunks = [_chunk_from_json(json.loads(line)) for line in fh]
+        lazy = manifest.get("counts", {}).get("chunks", 0) > LAZY_ABOVE and (index_dir / "chunks.offsets.npy").is_file()
+        if lazy:  # a large index: records are parsed when first used, not all at load
+            docs, chunks, counts = _lazy_records(index_dir)
+        else:
+            docs, chunks = _read_records(index_dir)
+            counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
         # memory-mapped: loading costs no copy, queries touch only the pages they need
         vectors = faiss.read_index(str(index_dir / "chunks.faiss"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         ann.configure(vectors, manifest.get("faiss") or {"type": ann.FLAT})
@@ -438,10 +459,119 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
             f"index at {index_dir} holds {vectors.d}-dimension vectors but its manifest says {dim}: "
             "rebuild with `rag index --force`"
         )
-    n_sent = sum(len(c.sentences) for c in chunks)
-    if vectors.ntotal != len(chunks) or vectors.d != dim or svecs.shape != (n_sent, dim) or lexical.n_docs != len(chunks):
+    n_sent = int(counts.sum())
+    if vectors.ntotal != len(chunks) or len(counts) != len(chunks) or svecs.shape != (n_sent, dim) or lexical.n_docs != len(chunks):
         raise IndexCorrupt(f"index at {index_dir} is inconsistent (vector and chunk counts differ): rebuild with `rag index --force`")
-    counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    counts = counts.astype(np.int64)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, dtype=np.int64)
     owner = np.repeat(np.arange(len(chunks)), counts)
     return IndexData(index_dir, manifest, docs, chunks, vectors, svecs, owner, first, lexical)
+
+
+def _read_records(index_dir: Path) -> tuple[dict[str, DocRecord], list[Chunk]]:
+    docs = {}
+    with open(index_dir / "docs.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            d = _doc_from_json(json.loads(line))
+            docs[d.doc_id] = d
+    with open(index_dir / "chunks.jsonl", encoding="utf-8") as fh:
+        chunks = [_chunk_from_json(json.loads(line)) for line in fh]
+    return docs, chunks
+
+
+def _doc_from_json(d: dict[str, Any]) -> DocRecord:
+    return DocRecord(d["doc_id"], d["title"], d["text"], d.get("metadata", {}))
+
+
+def _lazy_records(index_dir: Path) -> tuple["LazyDocs", "LazyChunks", np.ndarray]:
+    ids = json.loads((index_dir / "docs.ids.json").read_text(encoding="utf-8"))
+    if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
+        raise ValueError("docs.ids.json is not a list of document ids")
+    docs = LazyDocs(index_dir / "docs.jsonl", ids, np.load(index_dir / "docs.offsets.npy", allow_pickle=False))
+    chunks = LazyChunks(index_dir / "chunks.jsonl", np.load(index_dir / "chunks.offsets.npy", allow_pickle=False))
+    counts = np.load(index_dir / "sentence_counts.npy", allow_pickle=False)
+    return docs, chunks, counts
+
+
+#: Indexes with more passages than this are read lazily: a record is parsed from its JSON line
+#: when first used (then cached), instead of parsing every line at load (15 s for 1M passages).
+LAZY_ABOVE = 50_000
+#: Parsed records kept per lazy store (a query touches at most a few hundred).
+LAZY_CACHE = 65_536
+
+
+class _Lines:
+    """The JSON lines of one file, memory-mapped, with the byte offset of each line. The mapping
+    keeps the file's contents even if a rebuild renames a new index into place."""
+
+    def __init__(self, path: Path, offsets: np.ndarray) -> None:
+        offsets = np.asarray(offsets, dtype=np.int64)
+        size = path.stat().st_size
+        if offsets.ndim != 1 or len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != size or np.any(np.diff(offsets) <= 0):
+            raise ValueError(f"the line offsets of {path.name} do not match the file ({size} bytes): inconsistent")
+        with open(path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def record(self, i: int) -> dict[str, Any]:
+        return json.loads(self._map[self._offsets[i] : self._offsets[i + 1]])
+
+
+class LazyChunks(Sequence[Chunk]):
+    """``IndexData.chunks`` of a large index: a read-only sequence of :class:`Chunk`, parsed on access."""
+
+    def __init__(self, path: Path, offsets: np.ndarray) -> None:
+        self._lines = _Lines(path, offsets)
+        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: _chunk_from_json(self._lines.record(i)))
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._get(j) for j in range(*i.indices(len(self)))]
+        i = operator.index(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"chunk index {i} out of range (the index has {len(self)} passages)")
+        return self._get(i)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"LazyChunks({len(self)} passages)"
+
+
+class LazyDocs(Mapping[str, DocRecord]):
+    """``IndexData.docs`` of a large index: document id -> :class:`DocRecord`, parsed on access."""
+
+    def __init__(self, path: Path, ids: list[str], offsets: np.ndarray) -> None:
+        self._lines = _Lines(path, offsets)
+        if len(ids) != len(self._lines):
+            raise ValueError(f"docs.ids.json names {len(ids)} documents, docs.jsonl holds {len(self._lines)}: inconsistent")
+        self._pos = {d: i for i, d in enumerate(ids)}
+        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: _doc_from_json(self._lines.record(i)))
+
+    def __getitem__(self, doc_id: str) -> DocRecord:
+        return self._get(self._pos[doc_id])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._pos)
+
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    def __contains__(self, doc_id: object) -> bool:
+        return doc_id in self._pos
+
+    def __repr__(self) -> str:
+        return f"LazyDocs({len(self)} documents)"
