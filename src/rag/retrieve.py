@@ -82,7 +82,10 @@ def best_sentence(
     c, f = cnt[has], first[has]
     offsets = np.cumsum(c) - c
     rows = np.repeat(f - offsets, c) + np.arange(int(c.sum()))  # every sentence of every candidate
-    vals = sent_scores[rows] if sent_scores is not None else np.asarray(data.sentence_vecs[rows]) @ q
+    if sent_scores is not None:
+        vals = sent_scores[rows]
+    else:  # einsum, not BLAS: a few thousand rows gain nothing from threads that must first wake up
+        vals = np.einsum("ij,j->i", np.asarray(data.sentence_vecs[rows]), q)
     out[has] = np.maximum.reduceat(vals, offsets)
     return out
 
