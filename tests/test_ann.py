@@ -177,13 +177,15 @@ def test_search_widens_the_beam_to_the_number_of_results_asked_for(clustered, hn
     _, q, _ = clustered
     exact = faiss.IndexFlatIP(q.shape[1])
     exact.add(hnsw.reconstruct_n(0, hnsw.ntotal))
-    _, truth = exact.search(q, 400)
+    n = 1_000
+    assert n > ann.HNSW_EF_SEARCH
+    _, truth = exact.search(q, n)
 
-    def recall_at_400(found):
-        return float(np.mean([len(set(f) & set(t)) / 400 for f, t in zip(found.tolist(), truth.tolist())]))
+    def recall_at_n(found):
+        return float(np.mean([len(set(f) & set(t)) / n for f, t in zip(found.tolist(), truth.tolist())]))
 
-    _, plain = hnsw.search(q, 400)  # beam efSearch=128: the tail is poor
-    _, wide = ann.search(hnsw, q, 400)
-    assert recall_at_400(wide) >= 0.9 > 0.8 > recall_at_400(plain)  # measured: 0.93 and 0.76
+    _, plain = hnsw.search(q, n)  # beam efSearch < n: the tail is poor
+    _, wide = ann.search(hnsw, q, n)
+    assert recall_at_n(wide) >= 0.9 > 0.8 > recall_at_n(plain)  # measured: 0.95 and 0.70
     assert hnsw.hnsw.efSearch == ann.HNSW_EF_SEARCH  # per call, not a lasting change
     np.testing.assert_array_equal(ann.search(hnsw, q[:3], 10)[1], hnsw.search(q[:3], 10)[1])

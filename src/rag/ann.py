@@ -27,8 +27,10 @@ EXACT_MAX = 50_000
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 #: Query-time beam. It alone sets recall: asking FAISS (1.15) for more results does not widen it,
-#: so :func:`search` widens it to the number of results asked for when that is larger.
-HNSW_EF_SEARCH = 128
+#: so :func:`search` widens it to the number of results asked for when that is larger. Measured
+#: with ``python -m rag.scale``: recall@10 0.96 at 1M passages (1.5 ms p50), 0.99+ at 100k; 128
+#: fell to 0.93 at 1M.
+HNSW_EF_SEARCH = 256
 
 FLAT = "IndexFlatIP"
 HNSW = "IndexHNSWFlat"
