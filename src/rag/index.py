@@ -248,7 +248,7 @@ def write_index(
     if embedder is None:
         from .embed import get_embedder
 
-        embedder = get_embedder(settings.model, str(settings.cache_dir))
+        embedder = get_embedder(settings.model, str(settings.cache_dir), settings.embed_backend)
     for leftover in index_dir.parent.glob(f".{index_dir.name}.*-*"):  # from builds that were killed
         if leftover.is_dir() and leftover.name.split(".")[-1].startswith(("tmp-", "old-")):
             shutil.rmtree(leftover, ignore_errors=True)
