@@ -746,8 +746,8 @@ def _sizes(text: str) -> tuple[int, ...]:
             n = int(float(p.rstrip("mk")) * mult)
         except ValueError:
             raise argparse.ArgumentTypeError(f"scale sizes are numbers like 10000,100k,1M; got {part!r}") from None
-        if n < 1:
-            raise argparse.ArgumentTypeError(f"scale sizes must be >= 1, got {part!r}")
+        if n < 100:  # rag.scale needs at least 100 passages (k-means and recall@10 need room)
+            raise argparse.ArgumentTypeError(f"scale sizes must be >= 100 passages, got {part!r}")
         out.append(n)
     if not out:
         raise argparse.ArgumentTypeError("give at least one size, e.g. --scale 10000,100000")
