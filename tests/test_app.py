@@ -598,3 +598,28 @@ def test_app_eval_view_reports_a_malformed_question_set_in_one_line(monkeypatch,
     assert not at.exception
     assert len(at.error) == 1 and r"broken\.jsonl\:1\: each line needs a JSON object" in at.error[0].value
     assert not at.dataframe
+
+
+@pytest.mark.slow
+def test_several_sessions_share_one_loaded_index_and_keep_their_own_chats(monkeypatch, built_index):
+    """Each AppTest is a separate browser session of the same server process: the index and model
+    load once (st.cache_resource) and every session keeps its own conversation."""
+    import rag.pipeline
+
+    loads = []
+    real_load = rag.pipeline.Assistant.load.__func__
+
+    def counting_load(cls, *args, **kwargs):
+        loads.append(1)
+        return real_load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(rag.pipeline.Assistant, "load", classmethod(counting_load))
+    first = _ask(_app(monkeypatch, *built_index), QUESTION)
+    second = _ask(_app(monkeypatch, *built_index), "What is the capital of Australia?")
+    third = _app(monkeypatch, *built_index)
+    assert len(loads) == 1
+    assert "50" in _last_assistant(first).markdown[0].value
+    assert "do not say" in _last_assistant(second).markdown[0].value
+    assert [m.name for m in first.chat_message] == ["user", "assistant"]
+    assert [m.name for m in second.chat_message] == ["user", "assistant"]
+    assert list(third.chat_message) == []  # a new session starts with an empty chat
