@@ -229,7 +229,7 @@ def text_without_markers(text: str) -> str:
 
 
 def is_refusal(text: str) -> bool:
-    plain = _MARKER.sub("", text).strip()
+    plain = text_without_markers(text)
     return not plain or bool(_REFUSAL.match(plain))
 
 
