@@ -88,6 +88,34 @@ def make_pdf(path: Path, pages: list[list[str]]) -> Path:
     return path
 
 
+def blank_pdf() -> bytes:
+    """A one-page PDF with no text layer (a scan that was never OCR'd)."""
+    import io
+
+    from pypdf import PdfWriter
+
+    writer = PdfWriter()
+    writer.add_blank_page(width=612, height=792)
+    buf = io.BytesIO()
+    writer.write(buf)
+    return buf.getvalue()
+
+
+def use_chat(monkeypatch, chat) -> list:
+    """Make ``rag.generate.make_chat_model`` (what Assistant.chat_model() and the app call) return
+    ``chat``; returns the list of settings it was asked for."""
+    from rag import generate
+
+    asked: list = []
+
+    def make(settings):
+        asked.append(settings)
+        return chat
+
+    monkeypatch.setattr(generate, "make_chat_model", make)
+    return asked
+
+
 def settings_for(corpus: Path, index: Path, **kw) -> Settings:
     return Settings(corpus_dir=corpus, index_dir=index, cache_dir=CACHE_DIR, **kw)
 

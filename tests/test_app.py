@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import blank_pdf
 from rag import ui
 from rag.answer import Answer, Citation
 
@@ -358,18 +359,6 @@ MALTA = (
 )
 
 
-def _blank_pdf() -> bytes:
-    import io
-
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(width=612, height=792)
-    buf = io.BytesIO()
-    writer.write(buf)
-    return buf.getvalue()
-
-
 def _upload(at, files, replace: bool = False):
     at.file_uploader(key="uploads").set_value(files)
     at.checkbox(key="replace").set_value(replace)
@@ -391,7 +380,7 @@ def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_
 
     _upload(at, [
         ("../Malta ferries.md", MALTA.encode(), "text/markdown"),
-        ("scan.pdf", _blank_pdf(), "application/pdf"),
+        ("scan.pdf", blank_pdf(), "application/pdf"),
         ("x.exe", b"MZ\x90\x00", "application/octet-stream"),
     ])
     assert [s.value for s in at.success][:1] == [

@@ -16,7 +16,7 @@ import pytest
 from langchain_core.language_models import FakeListChatModel, GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from conftest import FINLAND_Q
+from conftest import FINLAND_Q, use_chat
 from rag import generate, ui
 
 pytestmark = pytest.mark.slow
@@ -57,17 +57,6 @@ def claim(assistant) -> str:
     text = ext.answer.removesuffix(" [1]")
     assert text.endswith(".") and "[" not in text
     return text[:-1]
-
-
-def use_chat(monkeypatch, chat) -> list:
-    built: list = []
-
-    def make(settings):
-        built.append(settings)
-        return chat
-
-    monkeypatch.setattr(generate, "make_chat_model", make)
-    return built
 
 
 def app(monkeypatch, real_settings, answer_mode: str = "llm"):

@@ -21,7 +21,7 @@ from langchain_core.language_models import FakeListChatModel, GenericFakeChatMod
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
 
-from conftest import FINLAND_Q, REPO, settings_for, write_corpus
+from conftest import FINLAND_Q, REPO, settings_for, use_chat, write_corpus
 from rag import generate
 from rag.cli import main
 from rag.clean import collapse_ws
@@ -562,18 +562,6 @@ def cli(settings, capsys, *args: str) -> tuple[int, str, str]:
     code = main([*args, "--index", str(settings.index_dir), "--corpus", str(settings.corpus_dir)])
     out = capsys.readouterr()
     return code, out.out, out.err
-
-
-def use_chat(monkeypatch, chat) -> list:
-    """Make the CLI's Assistant.chat_model() build ``chat``; returns the settings it was asked for."""
-    asked: list = []
-
-    def make(settings):
-        asked.append(settings)
-        return chat
-
-    monkeypatch.setattr(generate, "make_chat_model", make)
-    return asked
 
 
 def test_cli_ask_llm_json_reports_verification(real_settings, real_index, capsys, monkeypatch, claim):

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from conftest import FINLAND_Q, REPO, settings_for, write_corpus
+from conftest import REPO, blank_pdf, settings_for, write_corpus
 from rag.answer import Answer
 from rag.cli import main
 from rag.errors import BadQuestion, CorpusEmpty, IndexCorrupt, IndexError_
@@ -195,18 +195,6 @@ def test_invalid_utf8_bytes_on_the_command_line_are_one_error_line_or_an_answer(
 
 # ---------------------------------------------------------------------------------------------
 # 2. Bad corpus files next to good ones
-
-
-def blank_pdf() -> bytes:
-    import io
-
-    from pypdf import PdfWriter
-
-    w = PdfWriter()
-    w.add_blank_page(width=612, height=792)
-    buf = io.BytesIO()
-    w.write(buf)
-    return buf.getvalue()
 
 
 def test_rag_index_names_every_bad_file_and_indexes_the_good_ones(tmp_path, capsys, monkeypatch):

@@ -3,13 +3,12 @@ atomic writes, and a clear message for files without extractable text. Exact exp
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import make_pdf
+from conftest import blank_pdf, make_pdf
 from rag.errors import RagError
 from rag.load import corpus_files
 from rag.upload import (
@@ -29,16 +28,6 @@ TEXT = b"Frontex deployed 50 border guards to the eastern border.\n"
 def _listing(folder: Path) -> list[str]:
     """Every entry under ``folder`` (hidden ones included), relative, sorted."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
-
-
-def _blank_pdf() -> bytes:
-    from pypdf import PdfWriter
-
-    writer = PdfWriter()
-    writer.add_blank_page(width=612, height=792)
-    buf = io.BytesIO()
-    writer.write(buf)
-    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,7 +140,7 @@ def test_save_upload_refuses_bad_types_and_contents(tmp_path, name, data, error,
 
 def test_save_upload_says_run_ocr_for_a_pdf_without_a_text_layer(tmp_path):
     with pytest.raises(UploadUnreadable) as info:
-        save_upload(tmp_path, "scan.pdf", _blank_pdf())
+        save_upload(tmp_path, "scan.pdf", blank_pdf())
     assert str(info.value) == "scan.pdf: no extractable text: run OCR first"
     assert _listing(tmp_path) == []
 
