@@ -8,6 +8,7 @@ import json
 import math
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,10 +27,17 @@ from rag.evaluate import (
     ndcg_at,
     normalize_answer,
     percentile,
+    prediction,
     recall_at,
     recall_curve,
     run_eval,
     run_qa,
+    short_offsets_ok,
+    squad_contains,
+    squad_exact,
+    squad_f1,
+    squad_normalize,
+    squad_scores,
     summarize,
     write_report,
 )
@@ -40,6 +48,7 @@ SMALL_IDS = ("q001", "q002", "q003", "q025", "q052", "q011", "q012")
 ROW_KEYS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "answer_accuracy", "citation_support",
             "abstention_recall", "false_abstention", "median_passage_words", "p50_ms")
 ANSWER_KEYS = ("answer_accuracy", "citation_support", "abstention_recall", "false_abstention")
+SHORT_KEYS = ("short_em", "short_f1", "short_fact", "short_answer_rate", "short_offsets_ok")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -379,16 +388,122 @@ def test_summarize_hand_computed():
         "p95_ms": 57.5,  # idx 4.75 between 50 and 60
         "retrieve_p50_ms": 30.0,
         "answer_p50_ms": 5.0,
+        # no short answers and no predictions in these results: nothing scores
+        "short_em": 0.0,
+        "short_f1": 0.0,
+        "short_fact": 0.0,  # of the four numeric, entity and date questions
+        "short_answer_rate": 0.0,  # of the four answers given
+        "short_offsets_ok": None,  # no short answer to check
     }
     assert set(s) == set(expected)
     for key, value in expected.items():
         assert s[key] == pytest.approx(value, abs=1e-12), key
 
 
+def short_result(kind, gold, aliases, abstained, short, offsets_ok, pred) -> QAResult:
+    item = QAItem(f"{kind}-{gold}-{pred}", "q?", gold, tuple(aliases), (), kind)
+    return QAResult(item, 1, [1], "" if abstained else "an answer [1]", abstained, None, None, {"total": 1.0},
+                    [10], short=short, short_offsets_ok=offsets_ok, prediction=pred)
+
+
+def test_summarize_short_answer_metrics_hand_computed():
+    rows = [
+        # EM 0 (vs "50" and "fifty"); F1 vs "50": precision 1/2, recall 1 -> 2/3; holds the fact
+        short_result("numeric", "50", ["fifty"], False, "50 guards", True, "50 guards"),
+        short_result("entity", "Petteri Orpo", ["Orpo"], False, "Orpo", True, "Orpo"),  # EM 1 through the alias
+        # no short answer: the sentence is scored; F1 vs "3 May 2024": 2 common of 5 and 3 tokens -> 0.5
+        short_result("date", "3 May 2024", [], False, None, None, "They met on 3 May."),
+        # articles and punctuation are not compared: EM 1; offsets that do not reproduce the text
+        short_result("explanatory", "The plan was agreed", [], False, "the plan was agreed!", False, "the plan was agreed!"),
+        short_result("numeric", "7", [], True, None, None, ""),  # abstained: 0 and 0
+        short_result("unanswerable", "", [], False, "a guess", True, "a guess"),  # not in EM/F1 (answerable only)
+        short_result("unanswerable", "", [], True, None, None, ""),
+    ]
+    s = summarize(rows)
+    assert s["short_em"] == pytest.approx((0 + 1 + 0 + 1 + 0) / 5)
+    assert s["short_f1"] == pytest.approx((2 / 3 + 1 + 0.5 + 1 + 0) / 5)
+    assert s["short_fact"] == pytest.approx(2 / 4)  # numeric, entity, date, numeric: the first two hold the gold
+    assert s["short_answer_rate"] == pytest.approx(4 / 5)  # five answers given, four with a short answer
+    assert s["short_offsets_ok"] == pytest.approx(3 / 4)
+    assert s["answerable"] == 5 and s["false_abstention"] == pytest.approx(1 / 5)
+
+
+@pytest.mark.parametrize(
+    "gold, pred, em, f1",
+    [
+        ("France", "france", 1, 1.0),
+        ("the Normans", "Normans.", 1, 1.0),  # articles and punctuation dropped
+        ("10th and 11th centuries", "in the 10th and 11th centuries", 0, 2 * (4 / 5) * 1 / (4 / 5 + 1)),
+        ("Rollo", "King Charles III", 0, 0.0),
+        ("", "", 1, 1.0),  # no answer, and none given
+        ("", "Paris", 0, 0.0),
+        ("Paris", "", 0, 0.0),
+        ("a", "the", 1, 1.0),  # both normalise to nothing: agree on no answer
+        ("73,185", "73185", 1, 1.0),  # ASCII punctuation removed inside numbers too
+        ("Türkiye", "Turkiye", 0, 0.0),  # no accent folding in SQuAD's definition
+        ("1 2 2", "2 2 3", 0, 2 / 3),  # tokens counted with multiplicity
+    ],
+)
+def test_squad_exact_and_f1_follow_the_official_definitions(gold, pred, em, f1):
+    assert squad_exact(gold, pred) == em
+    assert squad_f1(gold, pred) == pytest.approx(f1, abs=1e-12)
+
+
+def test_squad_scores_take_the_best_gold_and_treat_empty_golds_as_no_answer():
+    assert squad_scores("in the 10th century", ["10th century", "in the 10th century"]) == (1, 1.0)
+    assert squad_scores("", []) == (1, 1.0)  # unanswerable: only "" is right
+    assert squad_scores("", ["", "!!"]) == (1, 1.0)  # golds that normalise to nothing count as none
+    assert squad_scores("Paris", ["", "Paris"]) == (1, 1.0)
+    assert squad_scores("Paris", []) == (0, 0.0)
+    assert squad_normalize("  The  Eiffel-Tower, (Paris)! ") == "eiffeltower paris"
+
+
+@pytest.mark.parametrize(
+    "text, answers, expected",
+    [
+        ("The Normans came from Normandy, in France.", ["France"], True),
+        ("in the 10th and 11th centuries", ["10th and 11th centuries"], True),
+        ("Francesca", ["France"], False),  # whole words only
+        ("It was 1500", ["1"], False),
+        ("anything", ["", "!"], False),  # an empty gold is never contained
+    ],
+)
+def test_squad_contains_whole_normalised_words(text, answers, expected):
+    assert squad_contains(text, answers) is expected
+
+
+def _short(text, doc="d.txt", start=0, end=0, score=1.0):
+    return SimpleNamespace(text=text, doc=doc, start=start, end=end, score=score)
+
+
+def _answer(answer, abstained=False, short=None, **extra):
+    return SimpleNamespace(answer=answer, abstained=abstained, short_answer=short, **extra)
+
+
+def test_prediction_is_the_short_answer_else_the_answer_without_markers_else_nothing():
+    assert prediction(_answer("Frontex sent 50 guards. [1] They arrived in May [2].", short=_short("50"))) == "50"
+    assert prediction(_answer("Frontex sent 50 guards. [1] They arrived in May [2].")) == \
+        "Frontex sent 50 guards. They arrived in May ."
+    assert prediction(_answer("", abstained=True)) == ""
+    assert prediction(_answer("Frontex [1]", short=_short("  "))) == "Frontex"  # a blank short answer is none
+    # an Answer from before short answers existed (no attribute at all)
+    assert prediction(SimpleNamespace(answer="Fifty [1]", abstained=False)) == "Fifty"
+
+
+def test_short_offsets_ok_compares_the_span_with_whitespace_collapsed():
+    docs = {"d.txt": SimpleNamespace(text="Frontex sent\n 50  border guards.")}
+    assert short_offsets_ok(_short("50 border guards", start=14, end=31), docs) is True
+    assert short_offsets_ok(_short("50 border guards", start=13, end=31), docs) is True  # the space is collapsed away
+    assert short_offsets_ok(_short("50 border guards", start=15, end=31), docs) is False  # one character late
+    assert short_offsets_ok(_short("50 border guards", start=14, end=30), docs) is False
+    assert short_offsets_ok(_short("50 border guards", doc="other.txt", start=14, end=31), docs) is False
+    assert short_offsets_ok(_short("", start=5, end=2), docs) is False
+
+
 def test_summarize_retrieval_only_rows_have_none_answer_fields():
     rows = [QAResult(r.item, r.rank, r.rels, None, None, None, None, r.timings, r.passage_words) for r in hand_results()]
     s = summarize(rows)
-    for key in (*ANSWER_KEYS, "median_answer_words", "median_cited_words", "answer_p50_ms"):
+    for key in (*ANSWER_KEYS, "median_answer_words", "median_cited_words", "answer_p50_ms", *SHORT_KEYS):
         assert s[key] is None, key
     assert s["recall@10"] == pytest.approx(0.75)
     assert s["median_passage_words"] == 40.0
@@ -540,11 +655,11 @@ def test_write_report_writes_json_markdown_and_two_pngs(small_report, tmp_path):
         assert png.startswith(PNG_MAGIC) and len(png) > 1000, key
 
     md = paths["md"].read_text(encoding="utf-8")
-    assert "| row | R@1 | R@5 | R@10 | MRR@10 | nDCG@10 | acc | cited | abst | false-abst | words | p50 ms |" in md
+    assert "| row | R@1 | R@5 | R@10 | MRR@10 | nDCG@10 | acc | cited | abst | false-abst | sEM | sF1 | words | p50 ms |" in md
     for name in report.rows:
         assert f"\n| {name} | " in md, name
     lc_line = next(line for line in md.splitlines() if line.startswith("| langchain-stock | "))
-    assert lc_line.count("—") == 4  # acc, cited, abst, false-abst
+    assert lc_line.count("—") == 6  # acc, cited, abst, false-abst, sEM, sF1
     assert f"![recall_png]({paths['recall_png'].name})" in md and f"![kinds_png]({paths['kinds_png'].name})" in md
     failed = sum(not q["passed"] for q in report.questions)
     assert f"## Questions ({failed} of {len(SMALL_IDS)} failed)" in md
@@ -560,12 +675,12 @@ def test_format_table_lists_every_row(small_report):
     lines = format_table(report).splitlines()
     assert lines[0].startswith(str(report.dataset))
     assert lines[1].split() == ["row", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10", "acc", "cited", "abst",
-                                "false-abst", "words", "p50", "ms"]
+                                "false-abst", "sEM", "sF1", "words", "p50", "ms"]
     names = [line.split()[0] for line in lines[2:]]
     assert names == list(report.rows)
     hybrid = lines[2].split()
     assert hybrid[1] == f"{report.rows['hybrid']['recall@1']:.3f}"
-    assert lines[-1].split()[6:10] == ["—"] * 4  # langchain-stock: acc, cited, abst, false-abst
+    assert lines[-1].split()[6:12] == ["—"] * 6  # langchain-stock: acc, cited, abst, false-abst, sEM, sF1
 
 
 # ---------------------------------------------------------------------------------------------

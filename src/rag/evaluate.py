@@ -6,9 +6,11 @@ runs collapsed), and a retrieved passage is relevant when its span overlaps the 
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import re
+import string
 import time
 import unicodedata
 from dataclasses import dataclass, field
@@ -88,6 +90,87 @@ def answer_matches(answer: str, gold: str, aliases: Iterable[str] = ()) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Short answers: the official SQuAD 2.0 definitions (evaluate-v2.0.py), checked against the official
+# script in tests/test_squad.py. ``normalize_answer`` above is this project's own (numbers, accents,
+# OCR); these follow the SQuAD scorer exactly, so figures compare with published ones.
+
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_SQUAD_PUNCT = frozenset(string.punctuation)
+
+
+def squad_normalize(text: str) -> str:
+    """SQuAD's ``normalize_answer``: lower case, ASCII punctuation removed, articles removed, whitespace collapsed."""
+    s = "".join(ch for ch in text.lower() if ch not in _SQUAD_PUNCT)
+    return " ".join(_SQUAD_ARTICLES.sub(" ", s).split())
+
+
+def squad_tokens(text: str) -> list[str]:
+    return squad_normalize(text).split() if text else []
+
+
+def squad_exact(gold: str, pred: str) -> int:
+    """SQuAD's ``compute_exact``."""
+    return int(squad_normalize(gold) == squad_normalize(pred))
+
+
+def squad_f1(gold: str, pred: str) -> float:
+    """SQuAD's ``compute_f1``: token F1; 1 if both are empty (no answer), 0 if only one is."""
+    g, p = squad_tokens(gold), squad_tokens(pred)
+    if not g or not p:
+        return float(g == p)
+    same = sum((collections.Counter(g) & collections.Counter(p)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_golds(answers: Iterable[str]) -> list[str]:
+    """The gold answers the scorer compares with: those that do not normalise to nothing, else ``[""]``
+    (an unanswerable question, whose only right answer is no answer)."""
+    golds = [a for a in answers if squad_normalize(a)]
+    return golds or [""]
+
+
+def squad_scores(pred: str, answers: Iterable[str]) -> tuple[int, float]:
+    """(exact match, F1) of ``pred``, each the maximum over the gold answers, as the official scorer does."""
+    golds = squad_golds(answers)
+    return max(squad_exact(g, pred) for g in golds), max(squad_f1(g, pred) for g in golds)
+
+
+def squad_contains(text: str, answers: Iterable[str]) -> bool:
+    """Does ``text`` hold one of the gold answers as whole words, both SQuAD-normalised?"""
+    t = f" {squad_normalize(text)} "
+    return any(f" {g} " in t for g in (squad_normalize(a) for a in answers) if g)
+
+
+def short_answer_of(ans) -> Any:
+    """The answer's short answer (``rag.answer.ShortAnswer``) or None; None too for answers that predate it."""
+    return getattr(ans, "short_answer", None)
+
+
+def prediction(ans) -> str:
+    """What is scored as the short answer: ``short_answer.text`` when there is one, else the answer with its
+    citation markers removed, and ``""`` (no answer) when the assistant abstained."""
+    short = short_answer_of(ans)
+    if short is not None and short.text.strip():
+        return short.text
+    if ans.abstained:
+        return ""
+    from .generate import text_without_markers
+
+    return text_without_markers(ans.answer)
+
+
+def short_offsets_ok(short, docs) -> bool:
+    """Do the short answer's offsets reproduce its text in its document (whitespace runs collapsed)?"""
+    from .clean import collapse_ws
+
+    doc = docs.get(short.doc) if short is not None else None
+    return doc is not None and 0 <= short.start <= short.end and collapse_ws(doc.text[short.start:short.end]) == collapse_ws(short.text)
+
+
+# ---------------------------------------------------------------------------------------------
 # Metrics (checked against hand-computed values and an established implementation in tests)
 
 
@@ -135,6 +218,9 @@ class QAResult:
     passage_words: list[int] = field(default_factory=list)  # words of the top-k passages
     cited_words: list[int] = field(default_factory=list)
     citations: list[dict[str, Any]] = field(default_factory=list)
+    short: str | None = None  # the short answer's text, when the answer has one
+    short_offsets_ok: bool | None = None  # do its offsets reproduce it (None: no short answer)
+    prediction: str | None = None  # what is scored with the SQuAD definitions (see ``prediction``)
 
     @property
     def passed(self) -> bool:
@@ -172,19 +258,31 @@ def run_qa(assistant, items: Sequence[QAItem], k: int = 10, mode: str | None = N
         rank = next((i + 1 for i, r in enumerate(rels) if r), None)
         correct = it.answerable and not ans.abstained and answer_matches(ans.answer, it.answer, it.aliases)
         cited_ok = any(_overlaps(spans, c.doc, c.start, c.end) for c in ans.citations) if spans else False
+        short = short_answer_of(ans)
         results.append(QAResult(
             it, rank, rels, ans.answer, ans.abstained, correct, cited_ok, dict(ans.timings_ms),
             [len(p.text.split()) for p in ans.passages], [len(c.text.split()) for c in ans.citations],
             [{"n": c.n, "doc": c.doc, "page": c.page, "section": c.section, "start": c.start, "end": c.end, "text": c.text}
              for c in ans.citations],
+            short.text if short is not None else None,
+            short_offsets_ok(short, assistant.data.docs) if short is not None else None,
+            prediction(ans),
         ))
         if progress:
             progress("questions", n + 1, len(items))
     return results
 
 
+#: Question kinds whose gold is one fact a short answer can hold ("short answer contains the gold fact").
+SHORT_FACT_KINDS = ("numeric", "date", "entity")
+
+
 def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
-    """One row of the report. Answer fields are None for rows that only retrieve."""
+    """One row of the report. Answer fields are None for rows that only retrieve. ``short_em``/``short_f1``:
+    SQuAD exact match and F1 of the prediction over answerable questions; ``short_fact``: share of numeric,
+    date and entity questions whose short answer holds the gold (``answer_matches``); ``short_answer_rate``:
+    share of given answers that have a short answer; ``short_offsets_ok``: share of short answers whose
+    offsets reproduce their text (None when there are none)."""
     ans = [r for r in results if r.item.answerable]
     una = [r for r in results if not r.item.answerable]
     ranks = [r.rank for r in ans]
@@ -194,6 +292,11 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
 
     def share(xs) -> float | None:
         return (sum(xs) / len(xs)) if answering and xs else (0.0 if answering else None)
+
+    # short answers, SQuAD definitions: gold = the answer and its aliases; abstaining scores 0 here
+    squad = [squad_scores(r.prediction or "", (r.item.answer, *r.item.aliases)) for r in ans] if answering else []
+    factual = [r for r in ans if r.item.kind in SHORT_FACT_KINDS]
+    shorts = [r for r in results if r.short is not None]
 
     return {
         "questions": len(results),
@@ -208,6 +311,11 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         "citation_support": share([bool(r.cited_ok) for r in spoke]) if spoke or not answering else 0.0,
         "abstention_recall": share([bool(r.abstained) for r in una]),
         "false_abstention": share([bool(r.abstained) for r in ans]),
+        "short_em": share([em for em, _ in squad]),
+        "short_f1": share([f1 for _, f1 in squad]),
+        "short_fact": share([r.short is not None and answer_matches(r.short, r.item.answer, r.item.aliases) for r in factual]),
+        "short_answer_rate": share([r.short is not None for r in results if not r.abstained]),
+        "short_offsets_ok": (sum(bool(r.short_offsets_ok) for r in shorts) / len(shorts)) if answering and shorts else None,
         "median_answer_words": percentile([len(r.answer.split()) for r in spoke], 50) if answering else None,
         "median_passage_words": percentile([w for r in results for w in r.passage_words], 50),
         "median_cited_words": percentile([w for r in spoke for w in r.cited_words], 50) if answering else None,
@@ -345,7 +453,8 @@ def _question_row(r: QAResult) -> dict[str, Any]:
     it = r.item
     return {"id": it.id, "question": it.question, "kind": it.kind, "section": it.section, "page": it.page,
             "gold": it.answer, "aliases": list(it.aliases), "answer": r.answer, "abstained": r.abstained,
-            "rank": r.rank, "passed": r.passed, "citations": r.citations}
+            "rank": r.rank, "passed": r.passed, "citations": r.citations, "short_answer": r.short,
+            "prediction": r.prediction}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,7 +463,8 @@ def _question_row(r: QAResult) -> dict[str, Any]:
 TABLE_COLUMNS = (
     ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@10", "R@10"), ("mrr@10", "MRR@10"), ("ndcg@10", "nDCG@10"),
     ("recall@100", "R@100"), ("answer_accuracy", "acc"), ("citation_support", "cited"),
-    ("abstention_recall", "abst"), ("false_abstention", "false-abst"), ("median_passage_words", "words"),
+    ("abstention_recall", "abst"), ("false_abstention", "false-abst"), ("short_em", "sEM"), ("short_f1", "sF1"),
+    ("median_passage_words", "words"),
     ("p50_ms", "p50 ms"),
 )
 
