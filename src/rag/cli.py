@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,13 +27,73 @@ from . import __version__
 from .errors import RagError
 
 EXIT_USER_ERROR = 2
+MAX_K = 1000  # passages per question; more is a typo (or a denial of service on a large index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Terminal safety: document text, file names, questions and LLM output never reach the terminal raw.
+
+# Format characters that are part of ordinary writing and do nothing to a terminal: soft hyphen,
+# zero-width non-joiner and joiner (Persian, Indic scripts, emoji sequences).
+_HARMLESS_FORMAT = frozenset("\u00ad\u200c\u200d")
+
+
+def _is_control(ch: str) -> bool:
+    """C0/C1 controls and DEL (ESC starts terminal commands), bidi and other invisible format
+    characters, line/paragraph separators and lone surrogates (which cannot even be encoded)."""
+    cat = unicodedata.category(ch)
+    return cat in ("Cc", "Cs", "Zl", "Zp") or (cat == "Cf" and ch not in _HARMLESS_FORMAT)
+
+
+def terminal_safe(text: object, newlines: bool = False) -> str:
+    """``text`` with every control character shown as a visible escape (``\\x1b``, ``\\u202e``),
+    so a document cannot set the terminal title, clear the screen, reorder what is shown (bidi
+    overrides) or fake extra output lines; ``newlines=True`` keeps line breaks where the layout
+    needs them. Everything printed for a person goes through here."""
+    s = str(text)
+    if s.isprintable():  # the common case, checked at C speed
+        return s
+    out = []
+    for ch in s:
+        if not _is_control(ch) or (newlines and ch == "\n"):
+            out.append(ch)
+        else:
+            o = ord(ch)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def _json_line(obj: Any) -> str:
+    """Strict JSON on one line (``allow_nan=False``), also safe on a terminal: json.dumps escapes C0
+    controls but leaves C1 controls, bidi overrides and U+2028 raw; they become ``\\uXXXX`` escapes,
+    which is the same JSON value."""
+    s = json.dumps(obj, ensure_ascii=False, allow_nan=False)
+    if s.isprintable():
+        return s
+    out = []
+    for ch in s:  # outside strings JSON is ASCII, so every match is inside a string
+        if not _is_control(ch):
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            o = ord(ch) - 0x10000
+            out.append(f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}")
+    return "".join(out)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines name corpus files; they are escaped like everything else printed."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().formatMessage(record))
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (and exit code 2), like every other error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USER_ERROR, f"rag: error: {message} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USER_ERROR, f"rag: error: {terminal_safe(message)} (see `{self.prog} --help`)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -94,7 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # FAISS training ~7x slower, and query latency is the same either way (measured for issue 6).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
         if args.command == "index":
             return _index(args)
@@ -108,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_cli(args, _settings(args))
         return _ask(args)
     except RagError as exc:
-        print(f"rag: error: {exc}", file=sys.stderr)
+        print(f"rag: error: {terminal_safe(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
@@ -150,15 +214,16 @@ def _index(args: argparse.Namespace) -> int:
     m = result.manifest
     counts = m.get("counts", {})
     for s in result.skipped:
-        print(f"skipped {s['doc_id']}: {s['reason']}", file=sys.stderr)
+        print(f"skipped {terminal_safe(s['doc_id'])}: {terminal_safe(s['reason'])}", file=sys.stderr)
     for n in result.notices:
-        print(f"note: {n}", file=sys.stderr)
+        print(f"note: {terminal_safe(n)}", file=sys.stderr)
+    where = terminal_safe(settings.index_dir)
     if result.status == "up-to-date":
-        print(f"index is up to date: {counts.get('documents')} documents, {counts.get('chunks')} passages ({settings.index_dir})")
+        print(f"index is up to date: {counts.get('documents')} documents, {counts.get('chunks')} passages ({where})")
     else:
         print(
             f"built index: {counts.get('documents')} documents, {counts.get('chunks')} passages, "
-            f"{counts.get('sentences')} sentences in {m.get('build_seconds')} s ({settings.index_dir})"
+            f"{counts.get('sentences')} sentences in {m.get('build_seconds')} s ({where})"
         )
     return 0
 
@@ -173,8 +238,12 @@ def _ask(args: argparse.Namespace) -> int:
         raise BadQuestion("give either a question or --batch, not both")
     items = _read_batch(args.batch) if args.batch else [(None, args.question)]
     settings = _settings(args)
+    _check_k(args.k if args.k is not None else settings.k)
     if args.batch is None:  # a bad question fails before the model loads
         clean_question(args.question, settings.max_question_chars)
+    elif not items:  # nothing to answer: empty output (like any filter), and no model to load
+        print(f"rag: {terminal_safe(args.batch)} has no questions", file=sys.stderr)
+        return 0
     assistant = Assistant.load(settings).warm_up()
     stream = settings.answer == "llm" and not (args.json or args.batch)
     for item_id, question in items:
@@ -184,10 +253,11 @@ def _ask(args: argparse.Namespace) -> int:
         except BadQuestion as exc:
             if args.batch is None:
                 raise
-            print(json.dumps({"id": item_id, "question": question, "error": str(exc)}, ensure_ascii=False))
+            row = {} if item_id is None else {"id": item_id}
+            print(_json_line({**row, "question": question, "error": str(exc)}), flush=True)
             continue
         if args.json or args.batch:
-            print(json.dumps(ans.to_json(item_id), ensure_ascii=False), flush=True)
+            print(_json_line(ans.to_json(item_id)), flush=True)
         else:
             _print_human(ans, streamed=echo.used)
     return 0
@@ -201,7 +271,7 @@ class _Echo:
 
     def __call__(self, text: str) -> None:
         self.used = True
-        sys.stdout.write(text)
+        sys.stdout.write(terminal_safe(text, newlines=True))
         sys.stdout.flush()
 
 
@@ -211,6 +281,7 @@ def _chat(args: argparse.Namespace) -> int:
     from .pipeline import Assistant
 
     settings = _settings(args)
+    _check_k(args.k if args.k is not None else settings.k)
     assistant = Assistant.load(settings).warm_up()
     interactive = sys.stdin.isatty()
     stream = settings.answer == "llm" and not args.json
@@ -227,11 +298,11 @@ def _chat(args: argparse.Namespace) -> int:
         try:
             ans = assistant.ask(line, k=args.k, mode=args.mode, history=history, on_token=echo if stream else None)
         except BadQuestion as exc:
-            print(f"rag: {exc}", file=sys.stderr)
+            print(f"rag: {terminal_safe(exc)}", file=sys.stderr)
             continue
         history.append((ans.question, ans.answer or ans.message))
         if args.json:
-            print(json.dumps(ans.to_json(), ensure_ascii=False), flush=True)
+            print(_json_line(ans.to_json()), flush=True)
         else:
             _print_human(ans, streamed=echo.used)
             print()
@@ -292,51 +363,176 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_batch(path: Path) -> list[tuple[Any, str]]:
+def _check_k(k: int) -> None:
+    from .errors import BadQuestion
+
+    if k < 1:
+        raise BadQuestion(f"k must be >= 1, got {k}")
+    if k > MAX_K:
+        raise BadQuestion(f"k must be <= {MAX_K:,}, got {k:,}")
+
+
+# A batch line is one small JSON object, {"id": ..., "question": "..."}: anything far larger is a
+# mistake, refused before it is read into memory (a question is cut to RAG_MAX_QUESTION_CHARS anyway).
+MAX_BATCH_LINE_BYTES = 1 << 20
+MAX_ID_CHARS = 1000
+# Integers beyond 2**53 lose precision in many JSON readers (I-JSON, RFC 7493): give such ids as strings.
+MAX_SAFE_INT = 2**53 - 1
+
+
+class _Refused(ValueError):
+    """A value in a batch line that json would read but that cannot be echoed back as strict JSON."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {_clip(text)} is too large")
+    return value
+
+
+def _checked_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # Python's int-string limit (4,300 digits by default)
+        raise _Refused(f"a number with {len(text.lstrip('-')):,} digits is too long") from None
+
+
+_BATCH_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float, parse_int=_checked_int)
+
+
+def _clip(text: str, n: int = 20) -> str:
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    for kind, name in ((dict, "an object"), (list, "an array"), (str, "a string"), ((int, float), "a number")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _batch_id(obj: dict) -> Any:
+    """The line's id, checked so that echoing it keeps the output strict JSON: a string (at most
+    MAX_ID_CHARS, valid Unicode), a finite number (integers within ±(2**53 - 1)), or null/absent."""
+    value = obj.get("id")
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if len(value) > MAX_ID_CHARS:
+            raise _Refused(f"'id' is {len(value):,} characters long; at most {MAX_ID_CHARS:,} are allowed")
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise _Refused("'id' holds a lone surrogate (\\ud800-\\udfff), which is not text")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > MAX_SAFE_INT:
+            raise _Refused(f"'id' {_clip(str(value))} is beyond ±(2**53 - 1), where JSON readers lose digits: give it as a string")
+        return value
+    if isinstance(value, float):  # finite: NaN and infinities were refused while parsing
+        return value
+    raise _Refused(f"'id' must be a string or a number, got {_json_kind(value)}")
+
+
+def _batch_lines(path: Path):
+    """(line number, text) of each line, read in bounded pieces (a 100 MB line is never held whole)."""
     from .errors import BadQuestion
 
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadQuestion(f"cannot read batch file {path}: {exc}") from exc
+        f = open(path, "rb")
+    except OSError as exc:
+        raise BadQuestion(f"cannot read batch file {path}: {exc.strerror or exc}") from exc
+    with f:
+        n = 0
+        while True:
+            try:
+                raw = f.readline(MAX_BATCH_LINE_BYTES + 1)
+            except OSError as exc:
+                raise BadQuestion(f"cannot read batch file {path}: {exc.strerror or exc}") from exc
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_BATCH_LINE_BYTES and not raw.endswith(b"\n"):
+                raise BadQuestion(
+                    f"{path}:{n}: the line is longer than {MAX_BATCH_LINE_BYTES:,} bytes; "
+                    'each line is one small object like {"id": 1, "question": "..."}'
+                )
+            if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark (Windows editors)
+                raw = raw[3:]
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BadQuestion(
+                    f"{path}:{n}: not UTF-8 (byte 0x{raw[exc.start]:02x} at position {exc.start + 1} of the line): "
+                    "save the file as UTF-8"
+                ) from None
+
+
+def _read_batch(path: Path) -> list[tuple[Any, str]]:
+    """Every (id, question) of a JSON lines batch file, all checked before the model loads: any
+    line that is not an object with a 'question' string (and a usable id) is one error, FILE:LINE."""
+    from .errors import BadQuestion
+
     items = []
-    for n, line in enumerate(lines, 1):
+    for n, line in _batch_lines(path):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            raise BadQuestion(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
-            raise BadQuestion(f"{path}:{n}: each line needs a 'question' string")
-        items.append((obj.get("id"), obj["question"]))
+            obj = _BATCH_JSON.decode(line)
+        except _Refused as exc:
+            raise BadQuestion(f"{path}:{n}: not valid JSON ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise BadQuestion(f"{path}:{n}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        except RecursionError:
+            raise BadQuestion(f"{path}:{n}: nested too deeply to read; "
+                              'each line is one object like {"id": 1, "question": "..."}') from None
+        except ValueError as exc:  # any other refusal by the parser
+            raise BadQuestion(f"{path}:{n}: not valid JSON ({_clip(str(exc), 80)})") from None
+        if not isinstance(obj, dict):
+            raise BadQuestion(f"{path}:{n}: each line needs a 'question' string; this line is {_json_kind(obj)}")
+        if not isinstance(obj.get("question"), str):
+            got = "has none" if "question" not in obj else f"has {_json_kind(obj['question'])} as its 'question'"
+            raise BadQuestion(f"{path}:{n}: each line needs a 'question' string; this line {got}")
+        try:
+            item_id = _batch_id(obj)
+        except _Refused as exc:
+            raise BadQuestion(f"{path}:{n}: {exc}") from None
+        items.append((item_id, obj["question"]))
     return items
 
 
 def _print_human(ans, streamed: bool = False) -> None:
+    """An answer for a person. Everything from a document, the question or the LLM is escaped
+    (:func:`terminal_safe`); only the answer message keeps its line breaks."""
+    t = terminal_safe
     if streamed:  # the raw text is on screen already; what follows is the checked answer
         print("\n")
         if ans.mode == "llm":
             print("Checked answer:")
     if ans.original_question is not None:
-        print(f"(searched for: {ans.question})")
+        print(f"(searched for: {t(ans.question)})")
     for n in ans.notices:
-        print(f"note: {n}")
-    print(ans.message)
+        print(f"note: {t(n)}")
+    print(t(ans.message, newlines=True))
     for s in ans.unsupported_sentences:
-        print(f"  ⚠ not supported by its citations: {s}")
+        print(f"  ⚠ not supported by its citations: {t(s)}")
     print()
     shown = ans.citations if not ans.abstained else ()
     if shown:
         for c in shown:
             flag = "" if c.supported else " · ⚠ does not support the answer"
-            print(f"[{c.n}] {c.title} · p. {c.page} · {c.section} · chars {c.start}-{c.end}{flag}")
-            print(f"    {c.text[:300]}{'…' if len(c.text) > 300 else ''}")
+            print(f"[{c.n}] {t(c.title)} · p. {c.page} · {t(c.section)} · chars {c.start}-{c.end}{flag}")
+            print(f"    {t(c.text[:300])}{'…' if len(c.text) > 300 else ''}")
     else:
         print("Closest passages:")
         for i, p in enumerate(ans.passages[:3], 1):
-            print(f"  {i}. p. {p.page} · {p.section} (score {p.score:.3f})")
-            print(f"     {p.text[:200]}{'…' if len(p.text) > 200 else ''}")
+            print(f"  {i}. p. {p.page} · {t(p.section)} (score {p.score:.3f})")
+            print(f"     {t(p.text[:200])}{'…' if len(p.text) > 200 else ''}")
     print(f"\n({ans.timings_ms['total']:.0f} ms)")
 
 

@@ -32,12 +32,16 @@ class Question:
 
 
 def clean_question(raw: object, max_chars: int) -> Question:
-    """Validate a question: strip control characters, refuse empty, truncate very long ones."""
+    """Validate a question: strip control characters, refuse empty, truncate very long ones.
+
+    Format characters (category Cf: zero-width space and joiners, soft hyphen, bidi marks and
+    overrides, BOM) are invisible and sit inside words ("Fin\\u200bland"), so they are removed;
+    control characters (Cc: tabs, newlines, ESC, NUL) and line/paragraph separators separate words,
+    so they become spaces. Lone surrogates (undecodable bytes on the command line) are dropped."""
     if not isinstance(raw, str):
         raise BadQuestion(f"the question must be text, got {type(raw).__name__}")
-    # control and format characters become spaces; lone surrogates (undecodable bytes) are dropped
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
-                   for ch in raw if unicodedata.category(ch) != "Cs")
+    text = "".join(" " if cat in ("Cc", "Zl", "Zp") else ch
+                   for ch, cat in ((ch, unicodedata.category(ch)) for ch in raw) if cat not in ("Cf", "Cs"))
     text = " ".join(text.split())
     if not text:
         raise BadQuestion("the question is empty: type a question about the documents")
