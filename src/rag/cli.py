@@ -125,12 +125,16 @@ def _parser() -> argparse.ArgumentParser:
     pc.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pc.add_argument("--json", action="store_true", help="print each answer as one JSON line")
     _answer_arguments(pc)
-    pe = sub.add_parser("eval", help="score retrieval and answers on a question set (or a BEIR dataset)")
+    pe = sub.add_parser("eval", help="score retrieval and answers on a question set (or a BEIR or SQuAD 2.0 dataset)")
     pe.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"), help="curated question set (JSON lines)")
     pe.add_argument("--index", type=Path, help="index folder")
     pe.add_argument("--corpus", type=Path, help="corpus folder")
     pe.add_argument("--beir", type=Path, help="a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)")
     pe.add_argument("--split", default="test", help="BEIR qrels split (default test; tune on train)")
+    pe.add_argument("--squad", type=Path, help="a SQuAD 2.0 open-corpus folder (corpus.jsonl, questions.jsonl)")
+    pe.add_argument("--leave-out", type=int, default=3, metavar="N",
+                    help="SQuAD: articles kept out of the index, whose questions should be abstained on (default 3)")
+    pe.add_argument("--limit", type=int, metavar="M", help="SQuAD: ask only the first M questions of each kind")
     pe.add_argument("--rows", default="hybrid,dense,lexical,hybrid-rrf", help="comma-separated rows: MODE or MODE-FUSION")
     pe.add_argument("--no-langchain", action="store_true", help="skip the stock LangChain baseline row")
     pe.add_argument("--out", type=Path, default=Path("eval/reports"), help="where latest.json/.md and plots go")
@@ -336,7 +340,23 @@ def _eval(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    if args.squad and args.beir:
+        raise RagError("give --squad or --beir, not both")
     progress, close = _progress_bar(args.no_progress)
+    if args.squad:  # SQuAD 2.0, open corpus: its own report (squad.json, .md, plot, official-layout predictions)
+        from .squad import format_squad_table, run_squad, write_squad_report
+
+        try:
+            squad = run_squad(settings, args.squad, leave_out=args.leave_out, limit=args.limit, progress=progress)
+        finally:
+            close()
+        paths = write_squad_report(squad, args.out)
+        if args.json:
+            print(json.dumps(squad.to_json(with_questions=False), ensure_ascii=False))
+        else:
+            print(format_squad_table(squad))
+            print("\nreport: " + ", ".join(str(p) for p in paths.values()))
+        return 0
     try:
         if args.beir:
             from .beir import run_beir
