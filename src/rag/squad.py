@@ -497,12 +497,17 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         config={"source": str(folder.resolve()), "index": str(ssettings.index_dir), "index_status": built.status,
                 "k": ssettings.k, "mode": ssettings.mode, "fusion": ssettings.fusion,
-                "abstain_below": ssettings.abstain_below, "articles_indexed": len(indexed),
+                "abstain_below": ssettings.abstain_below,
+                # the answer stage's own abstention settings, where it has them (the trained reader's)
+                **{k: getattr(ssettings, k) for k in ("verifier", "strictness", "read_k") if hasattr(ssettings, k)},
+                "articles_indexed": len(indexed),
                 "paragraphs_indexed": len(corpus.spans), "chunks": manifest.get("counts", {}).get("chunks"),
                 "left_out": out, "left_out_rule": "the last N titles in sorted order", "limit": limit,
                 "questions_in_folder": len(questions)},
         metrics=score_outcomes(outcomes),
-        curve=abstention_curve(outcomes, operating=ssettings.abstain_below),
+        # the configured threshold is a point of the curve when the support score is what abstains
+        curve=abstention_curve(outcomes, operating=None if any(o.answerable is not None for o in outcomes)
+                               else ssettings.abstain_below),
         official=_official(folder, outcomes),
         outcomes=outcomes,
     )
@@ -629,7 +634,7 @@ def _markdown(report: SquadReport, files: dict[str, str]) -> str:
         md += ["", "Official scorer (`evaluate-v2.0.py`, percentages) on the same predictions: "
                + ("; ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in off.items()))]
     if "data" in files:
-        md += ["", "Run it yourself: `python evaluate-v2.0.py "
+        md += ["", f"Run it yourself, in this folder: `python {Path(c['source']) / OFFICIAL_SCORER} "
                f"{files['data']} {files['pred']} -n {files['na_prob']}`"]
     if "abstention_png" in files:
         md += ["", f"![abstention]({files['abstention_png']})"]
