@@ -93,31 +93,86 @@ def build_messages(question: str, hits: Sequence[Hit]) -> list["BaseMessage"]:
 # Chat models
 
 
+def configured_model(settings: "Settings") -> str:
+    """The chat model the settings name: ``llm_model``, else the first of ``llm_models``, else the
+    backend's default ("" for llamacpp, whose model is the GGUF file)."""
+    return settings.llm_model or next(iter(settings.llm_models), "") or DEFAULT_MODELS[settings.llm_backend]
+
+
+def model_choices(settings: "Settings") -> tuple[str, ...]:
+    """The models a visitor of the app may choose among: the configured one, then the operator's
+    ``llm_models`` (RAG_LLM_MODELS). Empty for llamacpp: its model is the operator's GGUF file."""
+    if settings.llm_backend == "llamacpp":
+        return ()
+    return tuple(dict.fromkeys(m for m in (configured_model(settings), *settings.llm_models) if m))
+
+
+def choose_model(settings: "Settings", model: str | None) -> "Settings":
+    """``settings`` with a visitor's choice of model, which must be one of :func:`model_choices`
+    (None keeps the configured model). Nothing else of the LLM settings is a visitor's to change."""
+    from .errors import BadSetting
+
+    if model is None:
+        return settings
+    allowed = model_choices(settings)
+    if model not in allowed:
+        raise BadSetting(f"unknown model {model!r}; expected one of: {', '.join(allowed) or '(none: the model is the GGUF file)'}")
+    return settings.with_(llm_model=model)
+
+
+def api_key(settings: "Settings") -> str:
+    """The key sent to OpenAI-compatible servers: RAG_LLM_API_KEY, else OPENAI_API_KEY."""
+    import os
+
+    return settings.llm_api_key or os.environ.get("OPENAI_API_KEY", "")
+
+
+def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``http://user:pw@host/v1`` -> (``http://host/v1``, ("user", "pw")); other URLs unchanged.
+    The credentials then travel in a header, never in a URL that clients log."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def _basic_auth(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 def make_chat_model(settings: "Settings") -> "BaseChatModel":
     """The configured LangChain chat model. Raises LLMUnavailable with the fix when it cannot be built."""
     backend = settings.llm_backend
-    model = settings.llm_model or DEFAULT_MODELS[backend]
+    model = configured_model(settings)
     try:
         if backend == "ollama":
             from langchain_ollama import ChatOllama
 
+            url, auth = split_userinfo(settings.llm_base_url or DEFAULT_URLS["ollama"])
             return ChatOllama(
-                model=model, base_url=settings.llm_base_url or DEFAULT_URLS["ollama"],
-                temperature=settings.llm_temperature, client_kwargs={"timeout": settings.llm_timeout_s},
+                model=model, base_url=url, temperature=settings.llm_temperature,
+                client_kwargs={"timeout": settings.llm_timeout_s, **({"auth": auth} if auth else {})},
             )
         if backend == "openai":
-            import os
-
             from langchain_openai import ChatOpenAI
 
-            key = settings.llm_api_key or os.environ.get("OPENAI_API_KEY", "")
+            key = api_key(settings)
             if not key and not settings.llm_base_url:
                 raise LLMUnavailable(
                     "the openai backend needs an API key (RAG_LLM_API_KEY or OPENAI_API_KEY) or a local "
                     "OpenAI-compatible server in RAG_LLM_BASE_URL"
                 )
+            url, auth = split_userinfo(settings.llm_base_url)
+            # Credentials in the URL replace the key, as the HTTP client would do with such a URL.
+            headers = {"Authorization": _basic_auth(*auth)} if auth else None
             return ChatOpenAI(
-                model=model, base_url=settings.llm_base_url or None, api_key=key or "not-needed",
+                model=model, base_url=url or None, api_key=key or "not-needed", default_headers=headers,
                 temperature=settings.llm_temperature, timeout=settings.llm_timeout_s, max_retries=1,
             )
         import os
@@ -138,8 +193,13 @@ def make_chat_model(settings: "Settings") -> "BaseChatModel":
         ) from exc
 
 
+#: An installed package that ships a GGUF file: a plain distribution-style name. Nothing with a dot
+#: is looked up (``find_spec("a.b")`` imports ``a``).
+_PACKAGE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _gguf_path(spec: str):
-    """A .gguf file, or a folder / installed package that holds exactly one."""
+    """A .gguf file, or a folder / installed package that holds exactly one (an operator setting)."""
     import importlib.util
     from pathlib import Path
 
@@ -147,7 +207,7 @@ def _gguf_path(spec: str):
         raise LLMUnavailable("the llamacpp backend needs a GGUF model: set RAG_LLM_MODEL_PATH to a .gguf file")
     p = Path(spec).expanduser()
     if not p.exists():
-        found = importlib.util.find_spec(spec.replace("-", "_")) if "/" not in spec else None
+        found = importlib.util.find_spec(spec.replace("-", "_")) if _PACKAGE_NAME.fullmatch(spec) else None
         if found is None or not found.submodule_search_locations:
             raise LLMUnavailable(f"GGUF model {spec!r} not found: give a .gguf file or an installed package that ships one")
         p = Path(list(found.submodule_search_locations)[0])
@@ -159,10 +219,97 @@ def _gguf_path(spec: str):
     return p
 
 
-def backend_label(settings: "Settings") -> str:
-    model = settings.llm_model or DEFAULT_MODELS[settings.llm_backend] or settings.llm_model_path
-    where = settings.llm_base_url or DEFAULT_URLS.get(settings.llm_backend, "")
-    return f"{settings.llm_backend}:{model}" + (f" at {where}" if where else "")
+#: LangChain chat model classes and how to read which backend, model and server they call.
+_CHAT_CLASSES = {
+    "ChatOllama": ("ollama", "model", "base_url"),
+    "ChatOpenAI": ("openai", "model_name", "openai_api_base"),
+    "ChatLlamaCpp": ("llamacpp", "model_path", ""),
+}
+
+
+def backend_label(settings: "Settings", chat: Any = None) -> str:
+    """``backend:model at server`` of the chat model that was called (``chat``, when it is one of the
+    backends' classes), else of the settings; redacted, so it is safe to show."""
+    known = _CHAT_CLASSES.get(type(chat).__name__) if chat is not None else None
+    if known is not None:
+        backend, model_attr, url_attr = known
+        model = str(getattr(chat, model_attr, "") or "")
+        where = str(getattr(chat, url_attr, "") or "") if url_attr else ""
+    else:
+        backend = settings.llm_backend
+        model = configured_model(settings) or settings.llm_model_path
+        where = settings.llm_base_url or DEFAULT_URLS.get(backend, "")
+    if backend == "llamacpp":
+        from pathlib import Path
+
+        model = Path(model).name  # the file, not where the operator keeps it
+    return redact(f"{backend}:{model}" + (f" at {where}" if where else ""), settings, chat)
+
+
+# ---------------------------------------------------------------------------------------------
+# Redaction: the one step every message that can carry server text or a URL goes through
+
+REDACTED = "***"
+#: ``scheme://user:password@`` in any URL
+_URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@", re.I)
+#: ``Authorization: Bearer x`` / ``"authorization": "Basic x"`` / ``x-api-key=x`` (header dumps, JSON, reprs)
+_AUTH_HEADER = re.compile(
+    r"\b((?:proxy-)?authorization|x-api-key|api-key)([\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"'<>,;)}\]]+",
+    re.I,
+)
+#: ``Bearer x`` / ``Basic x`` anywhere: a credential-looking token (8+ characters, with a digit or
+#: punctuation), so "Basic requirements" stays prose
+_SCHEME_TOKEN = re.compile(r"\b(bearer|basic)(\s+)(?=[A-Za-z0-9._~+/=-]{8})(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]+", re.I)
+#: ``?api_key=x``, ``&key=x``, ``token=x``, ``"api_key": "x"``
+_KEY_PARAM = re.compile(r"\b(api[_-]?key|key|access[_-]?token|token|password|passwd|secret)=[^&\s\"'#<>]+", re.I)
+_KEY_FIELD = re.compile(r"([\"'](?:api[_-]?key|access[_-]?token|password|secret)[\"']\s*:\s*[\"'])[^\"']*", re.I)
+#: Shorter literal secrets are not replaced (they would garble ordinary words); the patterns above
+#: still catch them where they appear as a key.
+MIN_SECRET_CHARS = 4
+
+
+def known_secrets(settings: "Settings | None" = None, chat: Any = None) -> tuple[str, ...]:
+    """The literal secrets that must never be shown, longest first: the API key, the password in the
+    server URL and the Basic credentials made of it, the secret fields of a chat model (and each of
+    them percent-encoded)."""
+    from urllib.parse import quote
+
+    found: list[str] = []
+    urls = []
+    if settings is not None:
+        found.append(api_key(settings))
+        urls.append(settings.llm_base_url)
+    if chat is not None:
+        from pydantic import SecretStr
+
+        for value in getattr(chat, "__dict__", {}).values():
+            if isinstance(value, SecretStr):
+                found.append(value.get_secret_value())
+            elif isinstance(value, str) and "://" in value:
+                urls.append(value)
+    for url in urls:
+        _, auth = split_userinfo(url or "")
+        if auth:
+            found += [auth[1], _basic_auth(*auth).split(" ", 1)[1]]
+    found += [quote(s, safe="") for s in found]
+    return tuple(sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True))
+
+
+def redact(text: str, settings: "Settings | None" = None, chat: Any = None, *, secrets_only: bool = False) -> str:
+    """``text`` with every secret replaced by ``***``: the configured key and URL password (and
+    those of ``chat``), ``Bearer``/``Basic``/``Authorization`` values, ``api_key=``/``key=``-style
+    parameters and the user-info of any URL. For notices, warnings, log lines and error messages;
+    ``secrets_only`` replaces just the literal secrets (for a model's answer, where "Basic income"
+    is prose, not a header)."""
+    for secret in known_secrets(settings, chat):
+        text = text.replace(secret, REDACTED)
+    if secrets_only:
+        return text
+    text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _AUTH_HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] + ' ' if m[3] else ''}{REDACTED}", text)
+    text = _SCHEME_TOKEN.sub(rf"\1\2{REDACTED}", text)
+    text = _KEY_PARAM.sub(rf"\1={REDACTED}", text)
+    return _KEY_FIELD.sub(rf"\1{REDACTED}", text)
 
 
 def stream_text(chat: "BaseChatModel", messages: list["BaseMessage"], on_token: Callable[[str], None] | None) -> str:
@@ -366,7 +513,10 @@ def rewrite_with_llm(chat: "BaseChatModel", history: Sequence[tuple[str, str]], 
     for q, a in history[-3:]:
         msgs += [HumanMessage(q), AIMessage(_MARKER.sub("", a))]
     msgs.append(HumanMessage(question))
-    out = chat.invoke(msgs).content
+    try:
+        out = chat.invoke(msgs).content
+    except Exception as exc:  # the server's text may carry secrets: only a redacted message leaves here
+        raise LLMUnavailable(redact(f"{type(exc).__name__}: {exc}".rstrip(": "), chat=chat)) from None
     raw = out if isinstance(out, str) else str(out)
     line = next((ln for ln in raw.splitlines() if ln.strip()), "")  # the question, not an explanation after it
     text = collapse_ws(line).strip('"“” ')

@@ -205,26 +205,31 @@ class Assistant:
         return result
 
     def _generate(self, extractive: Answer, hits: list[Hit], on_token, t0: float, chat=None) -> Answer:
-        """The LLM's answer, verified; the extractive one with a notice if the model cannot answer."""
-        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, stream_text, text_without_markers, verify
+        """The LLM's answer, verified; the extractive one with a notice if the model cannot answer.
+        Every message made of the server's text goes through rag.generate.redact (no key, no password)."""
+        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, redact, stream_text, text_without_markers, verify
 
         if not hits:
             return replace(extractive, mode="llm")
         t1 = time.perf_counter()
+        model = chat
         try:
-            text = stream_text(chat or self.chat_model(), build_messages(extractive.question, hits), on_token)
+            model = chat or self.chat_model()
+            text = stream_text(model, build_messages(extractive.question, hits), on_token)
+            text = redact(text, self.settings, model, secrets_only=True)
         except LLMUnavailable as exc:
-            return replace(extractive, notices=extractive.notices + (f"{exc}; showing the extractive answer instead",))
-        except Exception as exc:  # any backend failure (connection refused, timeout, bad reply): fall back
-            log.warning("LLM call failed: %r", exc)
-            why = f"{type(exc).__name__}: {str(exc)[:200]}".rstrip(": ")
             return replace(extractive, notices=extractive.notices + (
-                f"the language model ({backend_label(self.settings)}) could not answer ({why}); "
+                redact(f"{exc}; showing the extractive answer instead", self.settings, model),))
+        except Exception as exc:  # any backend failure (connection refused, timeout, bad reply): fall back
+            why = f"{type(exc).__name__}: {redact(str(exc), self.settings, model)[:200]}".rstrip(": ")
+            log.warning("LLM call failed: %s", why)
+            return replace(extractive, notices=extractive.notices + (
+                f"the language model ({backend_label(self.settings, model)}) could not answer ({why}); "
                 "showing the extractive answer instead",))
         t2 = time.perf_counter()
         if not text_without_markers(text):  # nothing but "[1]" (seen from a 0.5B model): no answer at all
             return replace(extractive, notices=extractive.notices + (
-                f"the language model ({backend_label(self.settings)}) returned no answer text; "
+                f"the language model ({backend_label(self.settings, model)}) returned no answer text; "
                 "showing the extractive answer instead",))
         v = verify(text, hits, self.data, self.embedder.embed, extractive.question)
         t3 = time.perf_counter()

@@ -64,8 +64,12 @@ class Settings:
     #: model writes the answer; every citation is then verified against its passage).
     answer: str = "extractive"
     llm_backend: str = "ollama"
-    #: Chat model name; empty means the backend's default (see rag.generate.DEFAULT_MODELS).
+    #: Chat model name; empty means the first of ``llm_models``, else the backend's default
+    #: (see rag.generate.DEFAULT_MODELS).
     llm_model: str = ""
+    #: Models a visitor of the app may choose among (RAG_LLM_MODELS, comma-separated); the
+    #: configured model is always one of them. Empty: only the configured model.
+    llm_models: tuple[str, ...] = ()
     #: Server address: Ollama (default http://localhost:11434) or any OpenAI-compatible endpoint.
     llm_base_url: str = ""
     #: API key for OpenAI-compatible servers (or OPENAI_API_KEY); never printed.
@@ -131,6 +135,8 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if str(kind).startswith("tuple"):  # comma-separated, e.g. RAG_LLM_MODELS=llama3.2,qwen2.5
+            return tuple(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
     except ValueError as exc:
         raise BadSetting(f"environment variable RAG_{name.upper()}={raw!r} is not a valid {kind}") from exc
     return raw

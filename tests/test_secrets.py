@@ -1,0 +1,271 @@
+"""Issue 16, app and secrets: what a visitor of the app can make the server do, and where the LLM
+key or a password could be printed.
+
+- The app's LLM backend, server, key and model file are the operator's (RAG_* variables): a visitor
+  only picks among RAG_LLM_MODELS (tests/test_app_llm.py shows the sidebar), and nothing a visitor
+  could name is imported or opened.
+- Every message that can carry a server's text or a URL goes through :func:`rag.generate.redact`.
+  The probe is a real local HTTP server that answers 401 and echoes the Authorization header (as
+  some servers and proxies do), reached through the real ``ChatOpenAI`` client; the canary key must
+  appear nowhere: not in the CLI's text or ``--json`` output, not on stderr of a real process, not in
+  any log record, not on the app's page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import FINLAND_Q, REPO
+from rag import generate
+from rag.generate import LLMUnavailable, backend_label, known_secrets, make_chat_model, redact
+from rag.settings import Settings
+
+CANARY = "sk-canary-7f3a9c1e55d04b2b"
+PASSWORD = "pw-canary-0d9e8f7a"
+RAG = Path(sys.executable).parent / "rag"
+
+
+# ---------------------------------------------------------------------------------------------
+# redact: one step for every message
+
+
+@pytest.mark.parametrize("raw,expected", [
+    (f"Error code: 401 - Invalid credentials: Authorization: Bearer {CANARY}",
+     "Error code: 401 - Invalid credentials: Authorization: Bearer ***"),
+    ("{'headers': {'authorization': 'Bearer abc.def-123'}}", "{'headers': {'authorization': 'Bearer ***'}}"),
+    ('{"Authorization": "Basic dXNlcjpwdw=="}', '{"Authorization": "Basic ***"}'),
+    ("proxy said: bearer eyJhbGciOiJIUzI1NiJ9.e30.x", "proxy said: bearer ***"),
+    ("x-api-key: s3cr3t-value, retry", "x-api-key: ***, retry"),
+    ("GET https://api.example/v1/models?api_key=abc123&model=m", "GET https://api.example/v1/models?api_key=***&model=m"),
+    ("see https://gen.example/v1?key=AIzaSy-000&alt=sse", "see https://gen.example/v1?key=***&alt=sse"),
+    ("token=tok_123 password=hunter2 secret=xyz", "token=*** password=*** secret=***"),
+    ('{"api_key": "sk-zzz", "model": "m"}', '{"api_key": "***", "model": "m"}'),
+    ("connect to http://bob:hunter22@10.0.0.5:8000/v1 failed", "connect to http://***@10.0.0.5:8000/v1 failed"),
+    ("ftp://anonymous@files.example/x", "ftp://***@files.example/x"),
+])
+def test_redact_removes_every_kind_of_credential(raw, expected):
+    assert redact(raw) == expected
+
+
+@pytest.mark.parametrize("prose", [
+    "Basic requirements of the border agreement",
+    "the bearer of bad news",
+    "the primary key of the table; monkey=3",
+    "http://localhost:11434 refused the connection",
+    "Connection refused (Errno 111) after 60 s",
+])
+def test_redact_leaves_ordinary_text_alone(prose):
+    assert redact(prose) == prose
+
+
+def test_redact_replaces_the_configured_key_and_url_password_wherever_they_appear():
+    s = Settings(llm_backend="openai", llm_api_key=CANARY, llm_base_url=f"http://bob:{PASSWORD}@127.0.0.1:8/v1")
+    basic = base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
+    text = f"echo {CANARY} / {PASSWORD} / {basic} / {CANARY.replace('-', '%2D')}"
+    assert redact(text, s) == "echo *** / *** / *** / " + CANARY.replace("-", "%2D")  # only safe= chars were quoted
+    assert set(known_secrets(s)) >= {CANARY, PASSWORD, basic}
+    # in a model's answer only the literal secrets go: "Basic requirements" is prose there
+    assert redact(f"Basic requirements {CANARY} token=1", s, secrets_only=True) == "Basic requirements *** token=1"
+
+
+def test_the_key_read_from_openai_api_key_is_redacted_too(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+    assert redact(f"got {CANARY}", Settings(llm_backend="openai")) == "got ***"
+
+
+def test_short_secrets_are_not_replaced_literally_but_still_as_a_key():
+    s = Settings(llm_backend="openai", llm_api_key="abc")
+    assert redact("abc abcdef api_key=abc", s) == "abc abcdef api_key=***"
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat models: credentials out of URLs, labels that name what was called
+
+
+def test_url_credentials_travel_in_a_header_not_in_the_url_the_client_logs():
+    pytest.importorskip("langchain_openai")
+    chat = make_chat_model(Settings(llm_backend="openai", llm_api_key=CANARY,
+                                    llm_base_url=f"http://bob:{PASSWORD}@127.0.0.1:8/v1"))
+    assert chat.openai_api_base == "http://127.0.0.1:8/v1"
+    assert chat.default_headers == {"Authorization": "Basic " + base64.b64encode(f"bob:{PASSWORD}".encode()).decode()}
+    assert set(known_secrets(chat=chat)) >= {CANARY}
+    assert backend_label(Settings(), chat) == "openai:gpt-4o-mini at http://127.0.0.1:8/v1"
+
+
+def test_split_userinfo_keeps_urls_without_credentials_unchanged():
+    assert generate.split_userinfo("http://localhost:11434") == ("http://localhost:11434", None)
+    assert generate.split_userinfo("https://a%40b:p%3Aw@h/v1?x=1") == ("https://h/v1?x=1", ("a@b", "p:w"))
+
+
+def test_backend_label_names_the_chat_model_that_was_called_not_the_settings():
+    pytest.importorskip("langchain_openai")
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_openai import ChatOpenAI
+
+    ollama = Settings()  # the settings say ollama ...
+    chat = ChatOpenAI(model="qwen2.5", base_url="http://127.0.0.1:8000/v1", api_key=CANARY)
+    assert backend_label(ollama, chat) == "openai:qwen2.5 at http://127.0.0.1:8000/v1"  # ... but openai answered
+    assert backend_label(ollama, FakeListChatModel(responses=["x"])) == "ollama:llama3.2 at http://localhost:11434"
+    direct = ChatOpenAI(model="m", base_url=f"http://bob:{PASSWORD}@127.0.0.1:8/v1", api_key=CANARY)
+    assert backend_label(ollama, direct) == "openai:m at http://***@127.0.0.1:8/v1"
+    gguf = Settings(llm_backend="llamacpp", llm_model_path="/srv/private/models/qwen.gguf")
+    assert backend_label(gguf) == "llamacpp:qwen.gguf"  # the file, not where the operator keeps it
+
+
+def test_a_gguf_setting_naming_a_dotted_module_imports_nothing(monkeypatch, capsys):
+    """`this.x` used to run `import this` (find_spec imports the parent package) and print the Zen."""
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    with pytest.raises(LLMUnavailable, match=r"GGUF model 'this\.x' not found"):
+        make_chat_model(Settings(llm_backend="llamacpp", llm_model_path="this.x"))
+    assert "this" not in sys.modules
+    assert "Beautiful is better than ugly" not in capsys.readouterr().out
+
+
+def test_choose_model_accepts_only_the_models_the_operator_listed():
+    from rag.errors import BadSetting
+
+    s = Settings.from_env({"RAG_LLM_MODELS": "llama3.2, qwen2.5,llama3.2", "RAG_LLM_MODEL": "phi3"})
+    assert s.llm_models == ("llama3.2", "qwen2.5")
+    assert generate.model_choices(s) == ("phi3", "llama3.2", "qwen2.5")
+    assert generate.choose_model(s, "qwen2.5").llm_model == "qwen2.5"
+    assert generate.choose_model(s, None) == s
+    with pytest.raises(BadSetting, match=r"unknown model 'http://evil\.example'; expected one of: phi3, llama3\.2, qwen2\.5"):
+        generate.choose_model(s, "http://evil.example")
+    assert generate.model_choices(Settings()) == ("llama3.2",)  # default: just the configured model
+    assert generate.configured_model(Settings(llm_models=("qwen2.5",))) == "qwen2.5"  # none configured: the first listed
+    assert generate.model_choices(Settings(llm_backend="llamacpp", llm_models=("a",))) == ()  # the model is the file
+
+
+# ---------------------------------------------------------------------------------------------
+# A real server that echoes the Authorization header in its 401
+
+
+@dataclass
+class EchoServer:
+    url: str  # base URL of the OpenAI-compatible API, ending in /v1
+    port: int
+    seen: list[dict] = field(default_factory=list)  # {"path", "authorization", "body"} per request
+
+
+@pytest.fixture
+def echo_401() -> Iterator[EchoServer]:
+    server_box: list[EchoServer] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            auth = self.headers.get("Authorization", "")
+            server_box[0].seen.append({"path": self.path, "authorization": auth, "body": json.loads(body or b"{}")})
+            reply = json.dumps({"error": {"message": f"Invalid credentials. Authorization: {auth}",
+                                          "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("WWW-Authenticate", f'Bearer realm="echo", error="{auth}"')
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args) -> None:  # quiet
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = httpd.server_address[1]
+    server_box.append(EchoServer(f"http://127.0.0.1:{port}/v1", port))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server_box[0]
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
+
+
+def _openai_env(monkeypatch, url: str, key: str = CANARY) -> None:
+    pytest.importorskip("langchain_openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for name, value in {"RAG_ANSWER": "llm", "RAG_LLM_BACKEND": "openai", "RAG_LLM_BASE_URL": url,
+                        "RAG_LLM_API_KEY": key, "RAG_LLM_TIMEOUT_S": "10"}.items():
+        monkeypatch.setenv(name, value)
+
+
+def _log_text(caplog) -> str:
+    """Every captured record, as formatted (message, arguments and any traceback)."""
+    return caplog.text + "\n".join(r.getMessage() + repr(r.args) for r in caplog.records)
+
+
+#: Records at this level and above are checked: the most any entry point emits (`rag --verbose`:
+#: INFO; the app: Streamlit's INFO). httpcore's DEBUG records dump response headers verbatim; they
+#: are emitted only if someone configures DEBUG logging (see README, Reliability).
+LOG_LEVEL = logging.INFO
+
+
+def _cli(settings, capsys, *args: str) -> tuple[int, str, str]:
+    from rag.cli import main
+
+    code = main(["ask", FINLAND_Q, *args, "--index", str(settings.index_dir), "--corpus", str(settings.corpus_dir)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.slow
+def test_an_echoed_key_is_in_no_cli_output_and_no_log_record(echo_401, real_settings, real_index, capsys, caplog, monkeypatch):
+    _openai_env(monkeypatch, echo_401.url)
+    caplog.set_level(LOG_LEVEL)  # every library's records, httpx and openai included
+    code, text_out, text_err = _cli(real_settings, capsys)
+    assert code == 0, text_err
+    code, json_out, json_err = _cli(real_settings, capsys, "--json")
+    assert code == 0, json_err
+    # the probe is real: the server got the key and echoed it, and the client raised with its text
+    assert [s["authorization"] for s in echo_401.seen] == [f"Bearer {CANARY}"] * 2
+    notice = json.loads(json_out)["notices"][-1]
+    assert notice.startswith(f"the language model (openai:gpt-4o-mini at {echo_401.url}) could not answer (")
+    assert "Error code: 401 - Invalid credentials. Authorization: Bearer ***" in notice  # the server's text, redacted
+    assert notice.endswith("); showing the extractive answer instead")
+    assert f"note: {notice}" in text_out
+    assert any(r.getMessage().startswith("LLM call failed: ") and "Bearer ***" in r.getMessage() for r in caplog.records)
+    for where, text in [("text", text_out + text_err), ("--json", json_out + json_err), ("log records", _log_text(caplog))]:
+        assert CANARY not in text, where
+
+
+@pytest.mark.slow
+def test_an_echoed_key_is_not_on_stderr_of_a_real_process(echo_401, real_settings, real_index):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_") and k != "OPENAI_API_KEY"}
+    env.update(RAG_LLM_BACKEND="openai", RAG_LLM_BASE_URL=echo_401.url, RAG_LLM_API_KEY=CANARY, RAG_LLM_TIMEOUT_S="10")
+    out = subprocess.run(
+        [str(RAG), "--verbose", "ask", FINLAND_Q, "--answer", "llm", "--index", str(real_settings.index_dir),
+         "--corpus", str(real_settings.corpus_dir)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=REPO,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [s["authorization"] for s in echo_401.seen] == [f"Bearer {CANARY}"]
+    assert "WARNING rag.pipeline: LLM call failed: " in out.stderr and "Error code: 401" in out.stderr
+    assert "Authorization: Bearer ***" in out.stderr and "Authorization: Bearer ***" in out.stdout
+    assert CANARY not in out.stdout and CANARY not in out.stderr
+
+
+@pytest.mark.slow
+def test_a_password_in_the_server_url_is_in_no_output(echo_401, real_settings, real_index, capsys, caplog, monkeypatch):
+    url = f"http://bob:{PASSWORD}@127.0.0.1:{echo_401.port}/v1"
+    _openai_env(monkeypatch, url)
+    caplog.set_level(LOG_LEVEL)
+    code, out, err = _cli(real_settings, capsys, "--json")
+    assert code == 0, err
+    basic = base64.b64encode(f"bob:{PASSWORD}".encode()).decode()
+    assert [s["authorization"] for s in echo_401.seen] == [f"Basic {basic}"]  # the URL's credentials were used
+    notice = json.loads(out)["notices"][-1]
+    assert notice.startswith(f"the language model (openai:gpt-4o-mini at {echo_401.url}) could not answer (")
+    assert "Authorization: Basic ***" in notice
+    for text in (out, err, _log_text(caplog)):
+        assert PASSWORD not in text and basic not in text and CANARY not in text
