@@ -21,6 +21,7 @@ questions, false abstention, a curve of both against false abstention over a thr
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import subprocess
@@ -317,8 +318,6 @@ def score_outcomes(outcomes: Sequence[SquadOutcome]) -> dict[str, Any]:
 
 
 def _rate_below(sorted_scores: Sequence[float], t: float) -> float | None:
-    import bisect
-
     return bisect.bisect_left(sorted_scores, t) / len(sorted_scores) if sorted_scores else None
 
 
@@ -326,11 +325,11 @@ def _auc(pos: Sequence[float], neg: Sequence[float]) -> float | None:
     """P(an answerable question scores higher than an unanswerable one), ties counting half."""
     if not pos or not neg:
         return None
-    import bisect
-
     neg_sorted = sorted(neg)
-    wins = sum(bisect.bisect_left(neg_sorted, p) + 0.5 * (bisect.bisect_right(neg_sorted, p) - bisect.bisect_left(neg_sorted, p))
-               for p in pos)
+    wins = 0.0
+    for p in pos:
+        below, up_to = bisect.bisect_left(neg_sorted, p), bisect.bisect_right(neg_sorted, p)
+        wins += below + 0.5 * (up_to - below)
     return wins / (len(pos) * len(neg))
 
 
