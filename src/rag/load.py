@@ -3,23 +3,35 @@
 A file that cannot be read is reported by name in :class:`LoadReport` and skipped; loading never
 crashes on one bad file. PDF pages are joined with form feeds (``\\f``), which the cleaning stage
 reads as page breaks, so page numbers survive.
+
+Only files that belong to the corpus are opened (:func:`scan_corpus`): a symbolic link whose target
+is outside the corpus folder is refused unless ``follow_symlinks`` is set, and FIFOs, devices and
+sockets are never opened (opening a FIFO blocks until someone writes to it). A file is opened
+non-blocking and checked to be a regular file before it is read, so one swapped in after the scan
+is refused too. A ``NAME.meta.json`` sidecar is checked against :class:`Sidecar`; a bad one is
+ignored with a notice naming it, and its document still loads.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import logging
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = (".txt", ".md", ".pdf")
 SIDECAR_SUFFIX = ".meta.json"
+FOLLOW_HINT = "use `rag index --follow-symlinks` (or RAG_FOLLOW_SYMLINKS=1) to index it anyway"
 
 
 @dataclass(frozen=True)
@@ -41,40 +53,151 @@ class Skipped:
 @dataclass(frozen=True)
 class LoadReport:
     documents: tuple[Document, ...]
-    skipped: tuple[Skipped, ...]
-    notices: tuple[str, ...] = ()  # e.g. "decoded as cp1252"
+    skipped: tuple[Skipped, ...]  # opened but unusable (empty, binary, too big, no text layer, ...)
+    notices: tuple[str, ...] = ()  # e.g. "decoded as cp1252", "metadata ignored"
+    refused: tuple[Skipped, ...] = ()  # never opened: links out of the corpus, FIFOs, devices, sockets
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """What :func:`scan_corpus` found: the files that may be opened, and the ones that may not."""
+
+    files: tuple[Path, ...]  # supported documents, sorted
+    sidecars: tuple[Path, ...]  # NAME.meta.json files, sorted
+    refused: tuple[Skipped, ...]  # documents and sidecars that are never opened, with why
+    links: frozenset[Path] = frozenset()  # the files and sidecars above that are (allowed) symbolic links
+
+
+# ---------------------------------------------------------------------------------------------
+# Which files
 
 
 def sha256_file(path: Path) -> str:
+    """sha256 of a regular file; any other kind of file (FIFO, device, socket) is refused unopened
+    for reading (``OSError``), so hashing never blocks."""
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(Path(path), follow=True) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def corpus_files(corpus_dir: Path) -> list[Path]:
-    """Supported files under ``corpus_dir``, sorted, hidden files and sidecars excluded."""
-    corpus_dir = Path(corpus_dir)
-    out = []
-    for p in sorted(corpus_dir.rglob("*")):
-        rel = p.relative_to(corpus_dir)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
-            continue
-        if p.suffix.lower() in SUPPORTED:
-            out.append(p)
-    return out
+def corpus_files(corpus_dir: Path, follow_symlinks: bool = False) -> list[Path]:
+    """Supported files under ``corpus_dir`` that may be opened (see :func:`scan_corpus`), sorted;
+    hidden files and sidecars excluded."""
+    return list(scan_corpus(corpus_dir, follow_symlinks).files)
 
 
-def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0) -> LoadReport:
+def scan_corpus(corpus_dir: Path, follow_symlinks: bool = False) -> CorpusScan:
+    """Walk ``corpus_dir`` (hidden names skipped) without opening any file. A document or sidecar is
+    refused when it is a FIFO, device or socket, a broken link, or (unless ``follow_symlinks``) a
+    link whose real path is outside the corpus folder. Linked folders are entered only with
+    ``follow_symlinks`` (each real folder once, so a link loop ends)."""
     corpus_dir = Path(corpus_dir)
+    root = Path(os.path.realpath(corpus_dir))
+    files: list[Path] = []
+    sidecars: list[Path] = []
+    refused: list[Skipped] = []
+    links: set[Path] = set()
+    seen = {root}
+
+    def visit(folder: Path) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            if folder != corpus_dir:
+                refused.append(Skipped(folder.relative_to(corpus_dir).as_posix() + "/", f"cannot list folder: {exc.strerror}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            doc_id = path.relative_to(corpus_dir).as_posix()
+            kind = _candidate_kind(entry.name)
+            is_link = entry.is_symlink()
+            try:
+                st = path.stat()  # follows a link; never opens
+            except OSError as exc:
+                if kind:
+                    why = "a broken symbolic link" if is_link else f"cannot read file: {exc.strerror}"
+                    refused.append(Skipped(doc_id, why))
+                continue
+            outside = is_link and not _inside(Path(os.path.realpath(path)), root)
+            if stat.S_ISDIR(st.st_mode):
+                real = Path(os.path.realpath(path))
+                if is_link and not follow_symlinks:
+                    if outside:
+                        refused.append(Skipped(doc_id + "/", f"a symbolic link to a folder outside the corpus: not followed ({FOLLOW_HINT})"))
+                    continue
+                if real not in seen:
+                    seen.add(real)
+                    visit(path)
+                continue
+            if kind is None:
+                continue
+            if outside and not follow_symlinks:
+                refused.append(Skipped(doc_id, f"a symbolic link to a file outside the corpus folder: not read ({FOLLOW_HINT})"))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                refused.append(Skipped(doc_id, f"not a regular file ({_file_kind(st.st_mode)}): never opened"))
+                continue
+            (files if kind == "document" else sidecars).append(path)
+            if is_link:
+                links.add(path)
+
+    if corpus_dir.is_dir():
+        visit(corpus_dir)
+    order = lambda p: p.relative_to(corpus_dir).parts  # noqa: E731 - same order as sorted(rglob)
+    return CorpusScan(tuple(sorted(files, key=order)), tuple(sorted(sidecars, key=order)), tuple(refused), frozenset(links))
+
+
+def _candidate_kind(name: str) -> str | None:
+    if name.endswith(SIDECAR_SUFFIX):
+        return "sidecar"
+    if Path(name).suffix.lower() in SUPPORTED:
+        return "document"
+    return None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bool = False) -> LoadReport:
+    corpus_dir = Path(corpus_dir)
+    scan = scan_corpus(corpus_dir, follow_symlinks)
     docs: list[Document] = []
     skipped: list[Skipped] = []
     notices: list[str] = []
-    for path in corpus_files(corpus_dir):
+    refused: list[Skipped] = []
+    for r in scan.refused:
+        if r.doc_id.endswith(SIDECAR_SUFFIX):
+            notices.append(f"{r.doc_id}: metadata ignored: {r.reason}")
+        else:
+            log.warning("skipped %s: %s", r.doc_id, r.reason)
+            refused.append(r)
+    usable_sidecars = set(scan.sidecars)
+    for path in scan.files:
         doc_id = path.relative_to(corpus_dir).as_posix()
+        side = sidecar_path(path)
         try:
-            doc, notice = load_file(path, doc_id, max_file_mb=max_file_mb)
+            doc, notice = load_file(
+                path, doc_id, max_file_mb=max_file_mb, follow=path in scan.links,
+                sidecar=side if side in usable_sidecars else None,
+            )
         except UnreadableFile as exc:
             log.warning("skipped %s: %s", doc_id, exc)
             skipped.append(Skipped(doc_id, str(exc)))
@@ -82,43 +205,91 @@ def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0) -> LoadReport:
         if notice:
             notices.append(f"{doc_id}: {notice}")
         docs.append(doc)
-    return LoadReport(tuple(docs), tuple(skipped), tuple(notices))
+    return LoadReport(tuple(docs), tuple(skipped), tuple(notices), tuple(refused))
 
 
 class UnreadableFile(Exception):
     pass
 
 
-def load_file(path: Path, doc_id: str | None = None, max_file_mb: float = 50.0) -> tuple[Document, str]:
-    """Load one file; raises :class:`UnreadableFile` with a reason a person can act on."""
+_DEFAULT_SIDECAR = object()
+
+
+def sidecar_path(path: Path) -> Path:
+    """``report.txt`` -> ``report.meta.json`` (same folder)."""
+    return path.with_name(path.stem + SIDECAR_SUFFIX)
+
+
+def load_file(
+    path: Path,
+    doc_id: str | None = None,
+    max_file_mb: float = 50.0,
+    *,
+    follow: bool = True,
+    sidecar: Path | None | object = _DEFAULT_SIDECAR,
+) -> tuple[Document, str]:
+    """Load one file; raises :class:`UnreadableFile` with a reason a person can act on. ``follow``
+    False refuses a symbolic link; ``sidecar`` is the metadata file to use (default: the one next to
+    ``path``, if any; None: none). The notice (possibly empty) covers decoding and the sidecar."""
     path = Path(path)
     doc_id = doc_id or path.name
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise UnreadableFile(f"cannot read file: {exc.strerror}") from exc
-    if size > max_file_mb * 1024 * 1024:
-        raise UnreadableFile(f"file is {size / 2**20:.1f} MB, over the {max_file_mb:g} MB limit")
-    if size == 0:
-        raise UnreadableFile("empty file")
+    raw = _read_regular(path, max_bytes=int(max_file_mb * 1024 * 1024), follow=follow, max_file_mb=max_file_mb)
     suffix = path.suffix.lower()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UnreadableFile(f"cannot read file: {exc.strerror}") from exc
-    notice = ""
+    notices = []
     if suffix == ".pdf":
-        text = _pdf_text(path)
+        text = _pdf_text(raw)
     elif suffix in (".txt", ".md"):
         text, notice = decode_text(raw)
+        notices.append(notice)
     else:
         raise UnreadableFile(f"unsupported file type {suffix!r}; expected one of {', '.join(SUPPORTED)}")
     if not text.strip():
         raise UnreadableFile("no extractable text" + (": run OCR first" if suffix == ".pdf" else ""))
-    meta = _sidecar(path)
+    side = sidecar_path(path) if sidecar is _DEFAULT_SIDECAR else sidecar
+    meta, side_notice = read_sidecar(side, max_file_mb) if isinstance(side, Path) else ({}, "")
+    notices.append(side_notice)
     title = str(meta.get("title") or _guess_title(text, path))
     digest = hashlib.sha256(raw).hexdigest()
-    return Document(doc_id, path, title, text, digest, meta), notice
+    return Document(doc_id, path, title, text, digest, meta), "; ".join(n for n in notices if n)
+
+
+class _Refused(OSError):
+    """Not a regular file (or a link where none is allowed): never read."""
+
+
+def open_regular(path: Path, follow: bool = True) -> io.BufferedReader:
+    """Open ``path`` for reading without blocking (O_NONBLOCK: a FIFO does not wait for a writer)
+    and make sure it is a regular file before anything is read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise _Refused(errno.ELOOP, "a symbolic link: not followed") from exc
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise _Refused(errno.EINVAL, f"not a regular file ({_file_kind(st.st_mode)}): not read")
+    return os.fdopen(fd, "rb")
+
+
+def _read_regular(path: Path, max_bytes: int, follow: bool, max_file_mb: float) -> bytes:
+    try:
+        with open_regular(path, follow) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise UnreadableFile(f"file is {size / 2**20:.1f} MB, over the {max_file_mb:g} MB limit")
+            if size == 0:
+                raise UnreadableFile("empty file")
+            raw = fh.read(max_bytes + 1)
+    except _Refused as exc:
+        raise UnreadableFile(exc.strerror) from exc
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read file: {exc.strerror}") from exc
+    if len(raw) > max_bytes:  # grew while being read
+        raise UnreadableFile(f"file is over the {max_file_mb:g} MB limit")
+    return raw
 
 
 def decode_text(raw: bytes) -> tuple[str, str]:
@@ -139,30 +310,102 @@ def decode_text(raw: bytes) -> tuple[str, str]:
     return text.replace("\r\n", "\n").replace("\r", "\n"), notice
 
 
-def _pdf_text(path: Path) -> str:
+def _pdf_text(raw: bytes) -> str:
     try:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
     except ImportError as exc:  # pragma: no cover - pypdf is a dependency
         raise UnreadableFile("reading PDF needs pypdf: pip install pypdf") from exc
     try:
-        reader = PdfReader(str(path))
+        reader = PdfReader(io.BytesIO(raw))
         pages = [(page.extract_text() or "").replace("\f", " ") for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise UnreadableFile(f"cannot read PDF: {exc}") from exc
     return "\f".join(pages)
 
 
-def _sidecar(path: Path) -> dict[str, Any]:
-    side = path.with_name(path.stem + SIDECAR_SUFFIX)
-    if not side.exists():
-        return {}
+# ---------------------------------------------------------------------------------------------
+# Sidecar metadata
+
+
+@dataclass(frozen=True)
+class Part:
+    """A named part of a document, starting at the first unit whose text starts with ``anchor``."""
+
+    title: str
+    anchor: str
+
+    def __post_init__(self) -> None:
+        for name in ("title", "anchor"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{name} must be a non-empty string, got {brief_repr(value)}")
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    """``NAME.meta.json``: optional text fields and parts; other keys are kept as given."""
+
+    title: str | None = None
+    author: str | None = None
+    date: str | None = None
+    reference: str | None = None
+    source: str | None = None
+    parts: tuple[Part, ...] = ()
+
+    TEXT_FIELDS = ("title", "author", "date", "reference", "source")
+
+    def __post_init__(self) -> None:
+        for name in self.TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name}: expected a string, got {brief_repr(value)}")
+        if not isinstance(self.parts, tuple) or not all(isinstance(p, Part) for p in self.parts):
+            raise ValueError("parts: expected a tuple of Part")
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "Sidecar":
+        """Validate parsed JSON; raises ValueError naming the first bad field."""
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"expected a JSON object, got {brief_repr(obj)}")
+        parts = obj.get("parts", [])
+        if not isinstance(parts, list):
+            raise ValueError(f'parts: expected a list of {{"title", "anchor"}} objects, got {brief_repr(parts)}')
+        checked = []
+        for i, p in enumerate(parts):
+            if not isinstance(p, Mapping):
+                raise ValueError(f'parts[{i}]: expected a {{"title", "anchor"}} object, got {brief_repr(p)}')
+            try:
+                checked.append(Part(p.get("title"), p.get("anchor")))
+            except ValueError as exc:
+                raise ValueError(f"parts[{i}]: {exc}") from None
+        return cls(**{k: obj.get(k) for k in cls.TEXT_FIELDS}, parts=tuple(checked))
+
+
+def read_sidecar(side: Path, max_file_mb: float = 50.0) -> tuple[dict[str, Any], str]:
+    """(metadata, notice): the sidecar's object when it is valid, else ``{}`` and a notice naming it."""
     try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        log.warning("ignored unreadable metadata %s: %s", side.name, exc)
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        raw = _read_regular(side, max_bytes=int(max_file_mb * 1024 * 1024), follow=True, max_file_mb=max_file_mb)
+        meta = json.loads(raw.decode("utf-8"))
+        Sidecar.from_json(meta)
+    except UnreadableFile as exc:
+        if not side.exists() and not side.is_symlink():
+            return {}, ""
+        return _ignored(side, str(exc))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return _ignored(side, str(exc))
+    return dict(meta), ""
+
+
+def _ignored(side: Path, why: str) -> tuple[dict[str, Any], str]:
+    log.warning("ignored metadata %s: %s", side.name, why)
+    return {}, f"metadata {side.name} ignored ({why})"
+
+
+def brief_repr(value: Any) -> str:
+    """A value as a short JSON-ish string, for messages that say what was given."""
+    text = json.dumps(value, ensure_ascii=False) if isinstance(value, (str, int, float, bool, list, dict, type(None))) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _guess_title(text: str, path: Path) -> str:
