@@ -107,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     pi.add_argument("--index", type=Path, help="index folder (default: index/ or RAG_INDEX_DIR)")
     pi.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     pi.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pi.add_argument("--follow-symlinks", action="store_true", help="also index files linked from outside the corpus (skipped by default)")
 
     pa = sub.add_parser("ask", help="answer a question from the index")
     pa.add_argument("question", nargs="?", help="the question (or use --batch)")
@@ -196,7 +197,7 @@ def _settings(args: argparse.Namespace):
 def _index(args: argparse.Namespace) -> int:
     from .index import build_index
 
-    settings = _settings(args)
+    settings = _settings(args).with_(follow_symlinks=args.follow_symlinks or None)
     bar = None
 
     def progress(stage: str, done: int, total: int) -> None:

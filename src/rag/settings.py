@@ -54,6 +54,8 @@ class Settings:
     max_question_chars: int = 2000
     #: Largest corpus file that is read; bigger files are skipped and reported.
     max_file_mb: float = 50.0
+    #: Index corpus files that are symbolic links to outside the corpus folder (default: skipped).
+    follow_symlinks: bool = False
     #: Answers with a support score under this abstain ("The documents do not say ...").
     abstain_below: float = 0.60
     max_answer_words: int = 60
@@ -135,6 +137,10 @@ def _parse(name: str, raw: str) -> Any:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if kind in ("bool", bool):
+            if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise ValueError(raw)
+            return raw.strip().lower() in ("1", "true", "yes", "on")
         if str(kind).startswith("tuple"):  # comma-separated, e.g. RAG_LLM_MODELS=llama3.2,qwen2.5
             return tuple(dict.fromkeys(x.strip() for x in raw.split(",") if x.strip()))
     except ValueError as exc:
