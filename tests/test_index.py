@@ -75,14 +75,15 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
     assert m["sidecars"] == {"border.meta.json": hashlib.sha256((corpus / "border.meta.json").read_bytes()).hexdigest()}
     assert m["skipped"] == [{"doc_id": "empty.txt", "reason": "empty file"}]
     assert m["counts"] == {"documents": 2, "chunks": 3, "sentences": 7}
-    # every index file but the manifest, with its size, sha256 and modification time
+    # every index file but the manifest, with its size, sha256, modification and change time
     files = {p.relative_to(index).as_posix() for p in index.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(m["artifacts"]) == files
     assert {"chunks.faiss", "chunks.jsonl", "docs.jsonl", "sentences.npy", "lexical/df.json"} <= files
     for rel, info in m["artifacts"].items():
         data = (index / rel).read_bytes()
-        mtime = (index / rel).stat().st_mtime_ns
-        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "mtime_ns": mtime}
+        st = (index / rel).stat()
+        assert info == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "mtime_ns": st.st_mtime_ns,
+                        "ctime_ns": st.st_ctime_ns}
     # a small corpus is searched exactly
     assert m["faiss"] == {"type": "IndexFlatIP", "metric": "inner_product"}
 
@@ -482,55 +483,78 @@ def test_corpus_without_supported_files(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading fast: files whose size and mtime are as built are not re-hashed
+# Integrity at load: small files are re-hashed every time; large ones when size, mtime or ctime moved
 
 
-def test_unchanged_index_files_are_trusted_without_rehashing(tiny_copy, monkeypatch):
+def _index_hashes(monkeypatch, settings) -> list[str]:
+    """Record which index files ``sha256_file`` hashes (corpus files are not listed)."""
     import rag.index
 
-    real, index = rag.index.sha256_file, Path(tiny_copy.index_dir).resolve()
+    real, index, hashed = rag.index.sha256_file, Path(settings.index_dir).resolve(), []
 
-    def no_index_hashing(path):
-        assert index not in Path(path).resolve().parents, f"re-hashed {path}"
-        return real(path)  # corpus sidecars are still hashed (tiny)
+    def recording(path):
+        if index in Path(path).resolve().parents:
+            hashed.append(Path(path).resolve().relative_to(index).as_posix())
+        return real(path)
 
-    monkeypatch.setattr(rag.index, "sha256_file", no_index_hashing)
+    monkeypatch.setattr(rag.index, "sha256_file", recording)
+    return hashed
+
+
+def test_every_small_index_file_is_rehashed_at_every_load(tiny_copy, monkeypatch):
+    hashed = _index_hashes(monkeypatch, tiny_copy)
+    load_index(tiny_copy)
+    assert sorted(hashed) == sorted(manifest_of(tiny_copy)["artifacts"])  # all of them: the index is small
+    hashed.clear()
+    load_index(tiny_copy)
+    assert sorted(hashed) == sorted(manifest_of(tiny_copy)["artifacts"])  # and again: nothing is cached
+
+
+@pytest.mark.slow
+def test_large_index_files_as_built_are_trusted_without_rehashing(tiny_copy, monkeypatch):
+    import rag.index
+
+    build_index(tiny_copy, force=True)  # files whose ctime the manifest recorded (a copy has new ones)
+    monkeypatch.setattr(rag.index, "HASH_AT_LOAD_MAX", 0)  # every file counts as large
+    hashed = _index_hashes(monkeypatch, tiny_copy)
     assert load_index(tiny_copy).vectors.ntotal == 3
+    assert hashed == []
 
 
-def test_a_touched_but_identical_index_file_is_rehashed_and_loads(tiny_copy, monkeypatch):
+@pytest.mark.slow
+def test_a_touched_but_identical_large_index_file_is_rehashed_and_loads(tiny_copy, monkeypatch):
     import rag.index
 
+    build_index(tiny_copy, force=True)
+    monkeypatch.setattr(rag.index, "HASH_AT_LOAD_MAX", 0)
     p = Path(tiny_copy.index_dir) / "chunks.jsonl"
     st = p.stat()
     os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-    hashed = []
-    real = rag.index.sha256_file
-    monkeypatch.setattr(rag.index, "sha256_file", lambda path: hashed.append(Path(path).name) or real(path))
+    hashed = _index_hashes(monkeypatch, tiny_copy)
     assert load_index(tiny_copy).chunks
-    assert [h for h in hashed if not h.endswith(".meta.json")] == ["chunks.jsonl"]
+    assert hashed == ["chunks.jsonl"]
 
 
-def test_full_verification_catches_an_edit_that_kept_size_and_mtime(tiny_copy):
-    from rag.index import verify_index
+def test_copied_index_is_fully_hashed_since_its_ctimes_are_new(tiny_copy, monkeypatch):
+    import rag.index
 
-    p = Path(tiny_copy.index_dir) / "chunks.jsonl"
-    st = p.stat()
-    _flip_a_character(p)
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # as if the edit had kept the timestamp
-    assert load_index(tiny_copy).chunks  # the fast path trusts size and mtime
-    with pytest.raises(IndexCorrupt, match="chunks.jsonl was modified"):
-        verify_index(Path(tiny_copy.index_dir))
+    monkeypatch.setattr(rag.index, "HASH_AT_LOAD_MAX", 0)
+    hashed = _index_hashes(monkeypatch, tiny_copy)  # tiny_copy copied the files: same mtime, new ctime
+    assert load_index(tiny_copy).chunks
+    assert sorted(hashed) == sorted(manifest_of(tiny_copy)["artifacts"])
 
 
-def test_index_from_before_mtimes_were_recorded_is_fully_checked(tiny_copy):
+def test_index_from_before_mtimes_were_recorded_is_fully_checked(tiny_copy, monkeypatch):
+    import rag.index
+
+    monkeypatch.setattr(rag.index, "HASH_AT_LOAD_MAX", 0)
     m = manifest_of(tiny_copy)
     for info in m["artifacts"].values():
-        del info["mtime_ns"]
+        del info["mtime_ns"], info["ctime_ns"]
     (Path(tiny_copy.index_dir) / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
     assert load_index(tiny_copy).chunks
     _flip_a_character(Path(tiny_copy.index_dir) / "docs.jsonl")
-    with pytest.raises(IndexCorrupt, match="docs.jsonl was modified"):
+    with pytest.raises(IndexCorrupt, match="docs.jsonl: modified after the build"):
         load_index(tiny_copy)
 
 

@@ -48,3 +48,8 @@ class IndexMismatch(IndexError_):
 
 class IndexLocked(IndexError_):
     """Another process is building this index."""
+
+
+class IndexRefused(IndexError_):
+    """`rag index` will not (or cannot) write this index folder: it is not an index, it overlaps the
+    corpus, it is a file, it is read-only, or its parent folder is not writable. Nothing was touched."""

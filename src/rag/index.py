@@ -1,8 +1,8 @@
 """Stage 4c: the index folder. Plain files and a manifest, no pickle anywhere:
 
 - ``manifest.json``: format version, model id and dimension, chunking settings, sha256 and size of
-  every corpus file, and sha256, size and mtime of every index file (so truncation or edits are
-  detected; a file whose size and mtime are as recorded is trusted without re-hashing it);
+  every corpus file, and sha256, size, mtime and ctime of every index file; checked against
+  :class:`Manifest` at every load (a wrong type is "index damaged", never a traceback);
 - ``docs.jsonl`` (document texts, for showing a citation in context), ``chunks.jsonl``, with the
   byte offset of every line (``docs.offsets.npy``, ``chunks.offsets.npy``), the document ids in
   order (``docs.ids.json``) and each chunk's sentence count (``sentence_counts.npy``), so a large
@@ -14,8 +14,21 @@
   memory-mapped);
 - ``lexical/``: the BM25 index (bm25s's plain files) and document frequencies.
 
+Integrity at load (:func:`verify_files`): every index file up to :data:`HASH_AT_LOAD_MAX` bytes is
+re-hashed (sha256) at every load; a larger one is trusted while its size, mtime *and ctime* are as
+recorded at build (the kernel sets ctime on every write, ``chmod`` or ``touch``, and nothing can set
+it back, so ``touch -r`` does not hide an edit) and re-hashed otherwise.
+
+Safety of the folder (:func:`check_index_target`): ``rag index`` only replaces a folder that is
+missing, empty (or holds only a ``README.md``) or recognisably a rag index (``manifest.json`` and
+nothing but the names rag writes); it refuses anything else, a file, a read-only folder, and any
+folder that is, contains or is inside the corpus, before anything is touched.
+
 Built into a temporary folder next to the target and renamed into place, under a lock, so a crash
-mid-build leaves the previous index intact and two builders cannot interleave.
+mid-build leaves the previous index intact and two builders cannot interleave. The swap is two
+renames (the old index aside as ``.NAME.old-PID``, the new one in); a build killed between them
+leaves no index folder, and the next load or build puts the previous index back
+(:func:`recover_index`).
 """
 
 from __future__ import annotations
@@ -29,34 +42,54 @@ import logging
 import mmap
 import operator
 import os
+import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 
 from . import ann
 from .chunk import Chunk, chunk_documents
 from .clean import collapse_ws, search_form
-from .errors import CorpusEmpty, IndexCorrupt, IndexLocked, IndexMismatch, IndexMissing, IndexStale
+from .errors import (CorpusEmpty, IndexCorrupt, IndexError_, IndexLocked, IndexMismatch, IndexMissing, IndexRefused,
+                     IndexStale)
 from .lexical import LexicalIndex
-from .load import Document, LoadReport, corpus_files, load_corpus, sha256_file
+from .load import LoadReport, brief_repr, load_corpus, open_regular, scan_corpus, sha256_file
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+README = "README.md"  # the repository's placeholder in index/: kept across builds, never an index file
+LEXICAL = "lexical"
+#: Every top-level file name an index folder holds (plus the ``lexical/`` folder and a README.md).
+INDEX_FILES = frozenset({
+    MANIFEST, "docs.jsonl", "docs.offsets.npy", "docs.ids.json", "chunks.jsonl", "chunks.offsets.npy",
+    "sentence_counts.npy", "chunks.faiss", "sentences.npy",
+})
+#: Index files up to this size are re-hashed at every load. sha256 runs at ~1.1 GB/s here, so this
+#: costs at most ~60 ms a file; the default index (137 passages, ~2 MB in all) is hashed in full in
+#: a few ms. At 1M passages the folder is ~7 GB: hashing all of it would take ~6 s against a 0.75 s
+#: load, so the big files (vectors, JSON lines, BM25 matrices) take the size+mtime+ctime path.
+HASH_AT_LOAD_MAX = 64 * 2**20
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _noop(stage: str, done: int, total: int) -> None:
     pass
+
+
+#: Called with the name of each step of the swap ("ready", "set-aside", "renamed"); tests make a
+#: build kill itself there to check that no step leaves the index lost.
+_swap_step: Callable[[str], None] = lambda step: None  # noqa: E731
 
 
 @dataclass(frozen=True)
@@ -91,6 +124,186 @@ class BuildResult:
     reasons: tuple[str, ...] = ()  # why it was rebuilt
 
 
+def _damaged(index_dir: Path, rel: str, why: str) -> IndexCorrupt:
+    where = Path(index_dir) / rel if rel else Path(index_dir)
+    return IndexCorrupt(f"index damaged: {where}: {why}; run `rag index --force`")
+
+
+def _why(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "unreadable"
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return text if type(exc) is ValueError else f"{type(exc).__name__}: {text}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest, as typed records (each checks the JSON it is made from)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_REQUIRED = object()
+T = TypeVar("T")
+
+
+def _get(obj: Mapping[str, Any], key: str, kind: type, where: str, default: Any = _REQUIRED) -> Any:
+    """``obj[key]``, which must be a ``kind`` (an int counts as a float, a bool as neither);
+    ``default`` when absent."""
+    if key not in obj:
+        if default is _REQUIRED:
+            raise ValueError(f"{where}{key}: missing")
+        return default
+    value = obj[key]
+    ok = isinstance(value, (int, float) if kind is float else kind)
+    if isinstance(value, bool) and kind in (int, float):
+        ok = False
+    if not ok:
+        raise ValueError(f"{where}{key}: expected {_KINDS.get(kind, kind.__name__)}, got {brief_repr(value)}")
+    return value
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _table(obj: Mapping[str, Any], key: str, where: str, make: Callable[[Any, str], T]) -> dict[str, T]:
+    """``obj[key]``: an object of records, each made by ``make(value, where)``."""
+    table = _get(obj, key, dict, where)
+    return {name: make(value, f"{where}{key}[{name!r}].") for name, value in table.items()}
+
+
+def _sha(value: str, where: str) -> str:
+    if not _SHA256.fullmatch(value):
+        raise ValueError(f"{where}sha256: expected 64 hex digits, got {brief_repr(value)}")
+    return value
+
+
+def _non_negative(value: int, where: str) -> int:
+    if value < 0:
+        raise ValueError(f"{where}: must be >= 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A corpus file as it was at build: sha256, size and (when recorded) mtime."""
+
+    sha256: str
+    size: int
+    mtime_ns: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "FileRecord":
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where[:-1]}: expected an object, got {brief_repr(obj)}")
+        return cls(_sha(_get(obj, "sha256", str, where), where), _non_negative(_get(obj, "size", int, where), where + "size"),
+                   _get(obj, "mtime_ns", int, where, None))
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """An index file as written: sha256, size, and (when recorded) mtime and ctime."""
+
+    sha256: str
+    bytes: int
+    mtime_ns: int | None = None
+    ctime_ns: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "ArtifactRecord":
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where[:-1]}: expected an object, got {brief_repr(obj)}")
+        return cls(_sha(_get(obj, "sha256", str, where), where), _non_negative(_get(obj, "bytes", int, where), where + "bytes"),
+                   _get(obj, "mtime_ns", int, where, None), _get(obj, "ctime_ns", int, where, None))
+
+
+@dataclass(frozen=True)
+class Counts:
+    documents: int
+    chunks: int
+    sentences: int
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any], where: str) -> "Counts":
+        return cls(*(_non_negative(_get(obj, k, int, where), where + k) for k in ("documents", "chunks", "sentences")))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked ``manifest.json``. :meth:`from_json` raises ValueError naming the first bad field
+    (``counts: expected an object, got "x"``); ``raw`` is the object as read (extra keys kept)."""
+
+    format_version: int
+    model_id: str
+    dim: int
+    settings: Mapping[str, Any]  # {"model": str, "chunking": {name: int}, "code": str}
+    files: Mapping[str, FileRecord]
+    counts: Counts
+    artifacts: Mapping[str, ArtifactRecord]
+    faiss: Mapping[str, Any] = field(default_factory=lambda: {"type": ann.FLAT})
+    sidecars: Mapping[str, str] = field(default_factory=dict)
+    skipped: tuple[Mapping[str, str], ...] = ()
+    corpus_dir: str = ""
+    follow_symlinks: bool = False
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "Manifest":
+        if not isinstance(obj, dict):
+            raise ValueError(f"expected a JSON object, got {brief_repr(obj)}")
+        model = _get(obj, "model", dict, "")
+        settings = _get(obj, "settings", dict, "")
+        _get(settings, "model", str, "settings.")
+        _get(settings, "code", str, "settings.")
+        for name, value in _get(settings, "chunking", dict, "settings.").items():
+            _get({name: value}, name, int, "settings.chunking.")
+        dim = _get(model, "dim", int, "model.")
+        if dim < 1:
+            raise ValueError(f"model.dim: must be >= 1, got {dim}")
+        artifacts = _table(obj, "artifacts", "", ArtifactRecord.from_json)
+        for rel in artifacts:
+            _safe_rel(rel)
+        faiss_spec = _get(obj, "faiss", dict, "", None) or {"type": ann.FLAT}
+        if _get(faiss_spec, "type", str, "faiss.") == ann.HNSW and _get(faiss_spec, "efSearch", int, "faiss.") < 1:
+            raise ValueError(f"faiss.efSearch: must be >= 1, got {faiss_spec['efSearch']}")
+        sidecars = _get(obj, "sidecars", dict, "", {})
+        for name, digest in sidecars.items():
+            _sha(_get(sidecars, name, str, "sidecars."), f"sidecars[{name!r}].")
+        skipped = _get(obj, "skipped", list, "", [])
+        for i, s in enumerate(skipped):
+            if not isinstance(s, dict):
+                raise ValueError(f"skipped[{i}]: expected an object, got {brief_repr(s)}")
+            _get(s, "doc_id", str, f"skipped[{i}].")
+            _get(s, "reason", str, f"skipped[{i}].")
+        return cls(
+            format_version=_get(obj, "format_version", int, ""),
+            model_id=_get(model, "id", str, "model."),
+            dim=dim,
+            settings=settings,
+            files=_table(obj, "files", "", FileRecord.from_json),
+            counts=Counts.from_json(_get(obj, "counts", dict, ""), "counts."),
+            artifacts=artifacts,
+            faiss=faiss_spec,
+            sidecars=sidecars,
+            skipped=tuple(skipped),
+            corpus_dir=_get(obj, "corpus_dir", str, "", ""),
+            follow_symlinks=_get(obj, "follow_symlinks", bool, "", False),
+            raw=obj,
+        )
+
+
+def _safe_rel(rel: str) -> str:
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel:
+        raise ValueError(f"artifacts: {rel!r} is not a file name inside the index folder")
+    return rel
+
+
+def _typed(manifest: Mapping[str, Any] | Manifest, index_dir: Path | str = "") -> Manifest:
+    if isinstance(manifest, Manifest):
+        return manifest
+    try:
+        return Manifest.from_json(manifest)
+    except ValueError as exc:
+        raise _damaged(Path(index_dir or "."), MANIFEST, str(exc)) from exc
+
+
 # ---------------------------------------------------------------------------------------------
 # Freshness
 
@@ -109,67 +322,176 @@ def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any]:
+    """The manifest of ``index_dir`` as read, after checking it against :class:`Manifest`."""
+    return dict(load_manifest(index_dir).raw)
+
+
+def load_manifest(index_dir: Path) -> Manifest:
+    """The checked manifest of ``index_dir``. Raises IndexMissing, IndexCorrupt ("index damaged: …")
+    or IndexMismatch (another format version). A build killed mid-swap is recovered first."""
     index_dir = Path(index_dir)
     path = index_dir / MANIFEST
-    if not path.exists():
-        if index_dir.exists() and any(index_dir.glob("*.faiss")):
-            raise IndexCorrupt(f"index at {index_dir} has no {MANIFEST}: rebuild it with `rag index --force`")
+    if not os.path.lexists(path):
+        _recover_for_reader(index_dir)
+    if not os.path.lexists(path):
+        if index_dir.is_dir() and any(index_dir.glob("*.faiss")):
+            raise _damaged(index_dir, "", f"no {MANIFEST} (the folder holds index files)")
         raise IndexMissing(f"no index at {index_dir}: build it with `rag index` (or `make index`)")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as exc:
-        raise IndexCorrupt(f"{path} is unreadable ({exc}): rebuild with `rag index --force`") from exc
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+        with open_regular(path) as fh:
+            raw = json.loads(fh.read().decode("utf-8"))
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object, got {brief_repr(raw)}")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise _damaged(index_dir, MANIFEST, _why(exc)) from exc
+    version = raw.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise IndexMismatch(
             f"index at {index_dir} has format version {version!r}; this rag reads version {FORMAT_VERSION}. "
             "Upgrade rag, or rebuild the index with `rag index --force`"
         )
     if version < FORMAT_VERSION:
         raise IndexMismatch(f"index at {index_dir} has old format version {version}: rebuild with `rag index --force`")
-    return manifest
+    return _typed(raw, index_dir)
 
 
-def stale_reasons(manifest: dict[str, Any], settings: Settings, corpus_dir: Path | None = None) -> list[str]:
+def stale_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings, corpus_dir: Path | None = None) -> list[str]:
     """Why an index no longer matches the corpus and settings; empty when it is up to date."""
+    m = _typed(manifest, settings.index_dir)
     reasons = []
     fp = _settings_fingerprint(settings)
-    if manifest.get("settings", {}).get("model") != fp["model"]:
-        reasons.append(f"model changed: index has {manifest.get('settings', {}).get('model')!r}, settings say {fp['model']!r}")
-    if manifest.get("settings", {}).get("chunking") != fp["chunking"]:
+    if m.settings.get("model") != fp["model"]:
+        reasons.append(f"model changed: index has {m.settings.get('model')!r}, settings say {fp['model']!r}")
+    if m.settings.get("chunking") != fp["chunking"]:
         reasons.append("chunking settings changed")
-    if manifest.get("settings", {}).get("code") != fp["code"]:
+    if m.settings.get("code") != fp["code"]:
         reasons.append("rag's cleaning or chunking code changed since the build")
+    if m.follow_symlinks != settings.follow_symlinks:
+        reasons.append(f"follow_symlinks changed: index built with {m.follow_symlinks}, settings say {settings.follow_symlinks}")
     corpus_dir = Path(corpus_dir or settings.corpus_dir)
-    recorded: dict[str, dict] = manifest.get("files", {})
-    current = {p.relative_to(corpus_dir).as_posix(): p for p in corpus_files(corpus_dir)} if corpus_dir.is_dir() else {}
+    scan = scan_corpus(corpus_dir, settings.follow_symlinks) if corpus_dir.is_dir() else None
+    current = {p.relative_to(corpus_dir).as_posix(): p for p in scan.files} if scan else {}
+    recorded = m.files
     for doc_id in sorted(set(recorded) - set(current)):
         reasons.append(f"file removed from the corpus: {doc_id}")
     for doc_id in sorted(set(current) - set(recorded)):
         reasons.append(f"new file in the corpus: {doc_id}")
     for doc_id in sorted(set(current) & set(recorded)):
         rec, p = recorded[doc_id], current[doc_id]
-        st = p.stat()
-        if st.st_size == rec.get("size") and st.st_mtime_ns == rec.get("mtime_ns"):
-            continue  # fast path: unchanged size and time
-        if st.st_size != rec.get("size") or sha256_file(p) != rec.get("sha256"):
+        try:
+            st = p.stat()
+            if st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns:
+                continue  # fast path: unchanged size and time
+            changed = st.st_size != rec.size or sha256_file(p) != rec.sha256
+        except OSError:
+            changed = True
+        if changed:
             reasons.append(f"file changed since the build: {doc_id}")
-    sidecars = manifest.get("sidecars", {})
-    if sidecars != _sidecar_hashes(corpus_dir):
+    if dict(m.sidecars) != _sidecar_hashes(corpus_dir, settings.follow_symlinks):
         reasons.append("document metadata (*.meta.json) changed")
     return reasons
 
 
-def _sidecar_hashes(corpus_dir: Path) -> dict[str, str]:
+def _sidecar_hashes(corpus_dir: Path, follow_symlinks: bool = False) -> dict[str, str]:
     if not corpus_dir.is_dir():
         return {}
-    return {
-        p.relative_to(corpus_dir).as_posix(): sha256_file(p)
-        for p in sorted(corpus_dir.rglob("*.meta.json"))
-        if not any(part.startswith(".") for part in p.relative_to(corpus_dir).parts)
-    }
+    out = {}
+    for p in scan_corpus(corpus_dir, follow_symlinks).sidecars:
+        try:
+            out[p.relative_to(corpus_dir).as_posix()] = sha256_file(p)
+        except OSError:
+            continue  # vanished or not readable: the load reports it
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an index may be written
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or path.is_relative_to(root)
+
+
+def _foreign_entries(folder: Path) -> list[str]:
+    """What ``folder`` holds that rag does not write: other names, or rag's names of the wrong kind
+    (a folder called ``chunks.jsonl``, a link called ``manifest.json``)."""
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name == LEXICAL and e.is_dir(follow_symlinks=False):
+                with os.scandir(e.path) as sub:
+                    out += [f"{LEXICAL}/{s.name}" for s in sub if not s.is_file(follow_symlinks=False)]
+            elif not ((e.name in INDEX_FILES or e.name == README) and e.is_file(follow_symlinks=False)):
+                out.append(e.name + ("/" if e.is_dir(follow_symlinks=False) else ""))
+    return sorted(out)
+
+
+def _written_by_rag(folder: Path) -> bool:
+    """The folder's manifest.json is rag's: it parses with a format_version, or the vectors are there."""
+    if (folder / "chunks.faiss").is_file():
+        return True
+    try:
+        with open_regular(folder / MANIFEST) as fh:
+            raw = json.loads(fh.read().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(raw, dict) and "format_version" in raw
+
+
+def check_index_target(index_dir: Path, corpus_dir: Path | None = None) -> Path:
+    """The real path of ``index_dir`` (symlinks resolved) if ``rag index`` may replace it: missing,
+    empty (or only a README.md), or a rag index (manifest.json and only the names rag writes). Raises
+    IndexRefused, naming the folder, for a file, any other folder, and a folder that is, contains or
+    is inside ``corpus_dir``. Reads only; nothing is touched."""
+    shown = Path(index_dir)
+    target = Path(os.path.realpath(shown))
+    if corpus_dir is not None:
+        corpus = Path(os.path.realpath(corpus_dir))
+        if _inside(target, corpus) or _inside(corpus, target):
+            how = "is" if target == corpus else "is inside" if _inside(target, corpus) else "contains"
+            raise IndexRefused(
+                f"index folder {shown} {how} the corpus folder {corpus_dir}: building replaces the index folder, so the "
+                "two must not overlap; choose an index folder outside the corpus (--index or RAG_INDEX_DIR)"
+            )
+    if os.path.lexists(target) and not target.is_dir():
+        raise IndexRefused(f"index folder {shown} is a file, not a folder: choose a new or empty folder for --index")
+    ancestor = _existing_ancestor(target.parent)
+    if not ancestor.is_dir():
+        raise IndexRefused(f"cannot create index folder {shown}: {ancestor} is a file, not a folder")
+    if target.is_dir():
+        try:
+            foreign = _foreign_entries(target)
+        except OSError as exc:
+            raise IndexRefused(f"index folder {shown} cannot be read ({exc.strerror}): choose another --index") from exc
+        names = set(os.listdir(target)) - {README}
+        if foreign or (names and (MANIFEST not in names or not _written_by_rag(target))):
+            held = ", ".join(foreign[:3] or sorted(names)[:3]) + (", ..." if len(foreign or names) > 3 else "")
+            raise IndexRefused(
+                f"{shown} is not a rag index (it holds {held}): `rag index` replaces only its own index folders; "
+                "choose a new or empty folder for --index"
+            )
+    return target
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_index_writable(target: Path, shown: Path | None = None) -> None:
+    """Refuse (IndexRefused) before a build when the index cannot be replaced: its parent folder is
+    not writable, or the index folder is read-only (kept as the owner asked, not replaced)."""
+    shown = shown or target
+    parent = _existing_ancestor(target.parent)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise IndexRefused(f"cannot write index folder {shown}: {parent} is not writable (permission denied); choose another --index")
+    for folder in (target, target / LEXICAL):
+        if folder.is_dir() and (not folder.stat().st_mode & stat.S_IWUSR or not os.access(folder, os.W_OK | os.X_OK)):
+            raise IndexRefused(
+                f"index folder {shown} is read-only ({folder.name}/ is not writable): `rag index` will not replace it; "
+                f"make it writable (chmod -R u+w {shown}) or choose another --index"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,9 +501,16 @@ def _sidecar_hashes(corpus_dir: Path) -> dict[str, str]:
 @contextmanager
 def index_lock(index_dir: Path) -> Iterator[None]:
     index_dir = Path(index_dir).resolve()
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
     lock_path = index_dir.parent / f".{index_dir.name}.lock"
-    with open(lock_path, "w") as fh:
+    try:
+        index_dir.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(lock_path, "w")
+    except OSError as exc:
+        raise IndexRefused(
+            f"cannot write in {index_dir.parent} ({exc.strerror}), where `rag index` keeps the lock and temporary "
+            f"folder of index {index_dir}: choose another --index, or make that folder writable"
+        ) from exc
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -202,29 +531,37 @@ def build_index(
     progress: Progress = _noop,
     embedder=None,
 ) -> BuildResult:
-    """Build ``settings.index_dir`` from ``settings.corpus_dir`` unless it is already up to date."""
-    index_dir = Path(settings.index_dir)
+    """Build ``settings.index_dir`` from ``settings.corpus_dir`` unless it is already up to date.
+    Refuses (IndexRefused, nothing touched) a target that is not an index, overlaps the corpus, is a
+    file or is read-only; an index whose manifest is damaged is rebuilt."""
+    shown = Path(settings.index_dir)
     corpus_dir = Path(settings.corpus_dir)
+    index_dir = check_index_target(shown, corpus_dir)  # at once: before the lock, the corpus or the model
     with index_lock(index_dir):
+        recover_index(index_dir)
+        _clean_leftovers(index_dir)
+        check_index_target(index_dir, corpus_dir)
         reasons: list[str] = []
         if not force:
             try:
-                manifest = read_manifest(index_dir)
+                manifest = load_manifest(index_dir)
                 reasons = stale_reasons(manifest, settings, corpus_dir)
                 if not reasons:
                     verify_files(index_dir, manifest)
-                    return BuildResult("up-to-date", manifest, tuple(manifest.get("skipped", [])))
+                    return BuildResult("up-to-date", dict(manifest.raw), tuple(manifest.skipped))
             except (IndexMissing, IndexCorrupt, IndexMismatch) as exc:
                 reasons = [str(exc)]
         else:
             reasons = ["--force"]
+        check_index_writable(index_dir, shown)
         t0 = time.perf_counter()
         if not corpus_dir.is_dir():
             raise CorpusEmpty(f"corpus folder {corpus_dir} does not exist: create it and add .txt, .md or .pdf files")
         progress("load", 0, 1)
-        report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb)
+        report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks)
         if not report.documents:
-            names = "; ".join(f"{s.doc_id}: {s.reason}" for s in report.skipped) or "no .txt, .md or .pdf files"
+            unusable = report.skipped + report.refused
+            names = "; ".join(f"{s.doc_id}: {s.reason}" for s in unusable) or "no .txt, .md or .pdf files"
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
         manifest = write_index(settings, index_dir, report, progress, embedder, started=t0)
         return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons))
@@ -242,6 +579,8 @@ def write_index(
     """Chunk, embed and write ``report``'s documents to ``index_dir`` (temporary folder, then rename).
     The caller holds the lock. ``extra`` is merged into the manifest."""
     t0 = time.perf_counter() if started is None else started
+    index_dir = check_index_target(index_dir, settings.corpus_dir)
+    check_index_writable(index_dir)
     progress("chunk", 0, len(report.documents))
     chunks = chunk_documents(report.documents, settings.chunking)
     progress("chunk", len(report.documents), len(report.documents))
@@ -249,17 +588,24 @@ def write_index(
         from .embed import get_embedder
 
         embedder = get_embedder(settings.model, str(settings.cache_dir), settings.embed_backend)
-    for leftover in index_dir.parent.glob(f".{index_dir.name}.*-*"):  # from builds that were killed
-        if leftover.is_dir() and leftover.name.split(".")[-1].startswith(("tmp-", "old-")):
-            shutil.rmtree(leftover, ignore_errors=True)
+    recover_index(index_dir)
+    _clean_leftovers(index_dir)
     tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}"
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise IndexRefused(f"cannot create {tmp} ({exc.strerror}): choose another --index") from exc
     try:
         manifest = _write(tmp, settings, report, chunks, embedder, progress)
         manifest.update(extra or {})
         manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
         _write_json(tmp / MANIFEST, manifest)
-        _swap_into_place(tmp, index_dir)
+        _swap_into_place(tmp, index_dir, Path(settings.corpus_dir))
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IndexRefused(
+            f"could not write the index next to {index_dir} ({exc.strerror or exc}); the previous index is unchanged"
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -304,7 +650,7 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     np.save(tmp / "sentences.npy", svecs, allow_pickle=False)
 
     progress("lexical index", 0, 1)
-    LexicalIndex.build(search_texts).save(tmp / "lexical")
+    LexicalIndex.build(search_texts).save(tmp / LEXICAL)
     progress("lexical index", 1, 1)
 
     files = {}
@@ -312,19 +658,22 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
         st = d.path.stat()
         files[d.doc_id] = {"sha256": d.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     for s in report.skipped:  # skipped files are recorded too, so they don't make the index look stale
-        p = Path(settings.corpus_dir) / s.doc_id
-        if p.exists():
+        p = Path(settings.corpus_dir) / s.doc_id  # (refused ones are not: they are never opened)
+        try:
             st = p.stat()
             files[s.doc_id] = {"sha256": sha256_file(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        except OSError:
+            continue
     return {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": {"id": settings.model, "dim": dim},
         "settings": _settings_fingerprint(settings),
         "corpus_dir": str(Path(settings.corpus_dir).resolve()),
+        "follow_symlinks": settings.follow_symlinks,
         "files": files,
-        "sidecars": _sidecar_hashes(Path(settings.corpus_dir)),
-        "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped],
+        "sidecars": _sidecar_hashes(Path(settings.corpus_dir), settings.follow_symlinks),
+        "skipped": [{"doc_id": s.doc_id, "reason": s.reason} for s in report.skipped + report.refused],
         "counts": {"documents": len(report.documents), "chunks": len(chunks), "sentences": len(sent_texts)},
         "faiss": spec,
         "artifacts": _artifact_hashes(tmp),
@@ -343,15 +692,106 @@ def _write_lines(path: Path, lines: Iterable[str]) -> np.ndarray:
     return np.array(offsets, dtype=np.int64)
 
 
-def _swap_into_place(tmp: Path, index_dir: Path) -> None:
+def _swap_into_place(tmp: Path, index_dir: Path, corpus_dir: Path | None = None) -> None:
+    """Two renames: the previous index aside (``.NAME.old-PID``), the new one in; then the previous
+    one is deleted. Killed between the renames, the index folder is missing and the previous index
+    sits aside complete: :func:`recover_index` (next load or build) puts it back."""
+    check_index_target(index_dir, corpus_dir)  # again: the folder may have changed during the build
     old = index_dir.parent / f".{index_dir.name}.old-{os.getpid()}"
-    keep = [p for p in index_dir.iterdir() if p.name == "README.md"] if index_dir.exists() else []
-    for p in keep:
-        shutil.copy2(p, tmp / p.name)
+    if (index_dir / README).is_file():
+        shutil.copy2(index_dir / README, tmp / README)
+    _swap_step("ready")
     if index_dir.exists():
         os.replace(index_dir, old)
-    os.replace(tmp, index_dir)
-    shutil.rmtree(old, ignore_errors=True)
+        _swap_step("set-aside")
+    try:
+        os.replace(tmp, index_dir)
+    except OSError:
+        if os.path.lexists(old) and not os.path.lexists(index_dir):
+            os.replace(old, index_dir)  # the previous index back at once
+        raise
+    _swap_step("renamed")
+    _remove_tree(old)
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old)-\d+")
+
+
+def _leftovers(index_dir: Path, kind: str | None = None) -> list[Path]:
+    """Temporary (``tmp``) and set-aside (``old``) folders of earlier builds of ``index_dir``; only
+    real folders that hold nothing but index files (anything else is never deleted)."""
+    index_dir = Path(index_dir)
+    out = []
+    try:
+        entries = list(os.scandir(index_dir.parent))
+    except OSError:
+        return []
+    for e in entries:
+        m = _LEFTOVER.fullmatch(e.name)
+        if not m or m["name"] != index_dir.name or (kind and m["kind"] != kind) or not e.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if not _foreign_entries(Path(e.path)):
+                out.append(Path(e.path))
+        except OSError:
+            continue
+    return sorted(out)
+
+
+def _clean_leftovers(index_dir: Path) -> None:
+    """Delete the temporary folders of killed builds, and set-aside ones once an index is in place
+    (while it is missing, a set-aside index is the one to restore, never deleted). Caller holds the lock."""
+    for leftover in _leftovers(index_dir, None if os.path.lexists(index_dir) else "tmp"):
+        _remove_tree(leftover)
+
+
+def _remove_tree(folder: Path) -> None:
+    if not os.path.lexists(folder):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if os.path.lexists(folder):
+        log.warning("could not delete %s (left from an earlier build); delete it by hand", folder)
+
+
+def recover_index(index_dir: Path) -> Path | None:
+    """Undo a build killed between the two renames of its swap: when ``index_dir`` is missing and the
+    previous index sits aside as ``.NAME.old-PID``, rename it back (the newest, if several). The
+    caller holds the lock. Returns the folder it restored, or None."""
+    index_dir = Path(index_dir)
+    if os.path.lexists(index_dir):
+        return None
+    olds = _leftovers(index_dir, "old")
+    if not olds:
+        return None
+    newest = max(olds, key=lambda p: p.stat().st_ctime_ns)
+    try:
+        os.rename(newest, index_dir)
+    except OSError as exc:
+        log.warning("cannot restore the previous index %s from %s: %s", index_dir, newest, exc.strerror)
+        return None
+    log.warning("restored the previous index %s from %s (a build was interrupted)", index_dir, newest.name)
+    return newest
+
+
+#: How long a loader waits for a build that holds the lock to finish its swap (two renames).
+READER_WAIT_S = 2.0
+
+
+def _recover_for_reader(index_dir: Path) -> None:
+    """:func:`recover_index` for a loader, which holds no lock: take it if free; if a build holds it,
+    it is between its two renames, so wait a moment for the new index instead."""
+    index_dir = Path(os.path.realpath(index_dir))
+    if os.path.lexists(index_dir) or not _leftovers(index_dir, "old"):
+        return
+    try:
+        with index_lock(index_dir):
+            recover_index(index_dir)
+    except IndexLocked:
+        deadline = time.monotonic() + READER_WAIT_S
+        while not os.path.lexists(index_dir) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    except (IndexRefused, OSError) as exc:  # cannot lock here (read-only place): `rag index` will
+        log.warning("cannot restore the previous index %s here: %s", index_dir, exc)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -361,37 +801,50 @@ def _write_json(path: Path, obj: Any) -> None:
 def _artifact_hashes(folder: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name not in (MANIFEST, "README.md"):
+        if p.is_file() and p.name not in (MANIFEST, README):
             st = p.stat()
-            out[p.relative_to(folder).as_posix()] = {"sha256": sha256_file(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+            out[p.relative_to(folder).as_posix()] = {
+                "sha256": sha256_file(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            }
     return out
 
 
-def verify_files(index_dir: Path, manifest: dict[str, Any], full: bool = False) -> None:
-    """Check every index file against the manifest: present, of the recorded size, and of the
-    recorded sha256. A file whose size and mtime are those recorded at build is trusted without
-    re-hashing it (a 1M-passage index holds gigabytes); ``full=True`` re-hashes every file."""
-    for rel, info in manifest.get("artifacts", {}).items():
-        p = Path(index_dir) / rel
-        if not p.is_file():
-            raise IndexCorrupt(f"index file {rel} is missing from {index_dir}: rebuild with `rag index --force`")
-        st = p.stat()
-        if st.st_size != info.get("bytes"):
+def verify_files(index_dir: Path, manifest: Mapping[str, Any] | Manifest, full: bool = False) -> None:
+    """Check every index file against the manifest: present, a regular file, of the recorded size
+    and sha256. Files up to :data:`HASH_AT_LOAD_MAX` bytes are always re-hashed; a larger one whose
+    size, mtime and ctime are those recorded at build is trusted without re-hashing (a 1M-passage
+    index holds gigabytes; ``touch -r`` cannot reset a ctime). ``full=True`` re-hashes every file."""
+    index_dir = Path(index_dir)
+    m = _typed(manifest, index_dir)
+    for rel, info in m.artifacts.items():
+        p = index_dir / rel
+        try:
+            st = p.lstat()
+        except OSError:
+            raise _damaged(index_dir, rel, "missing") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise _damaged(index_dir, rel, "not a regular file")
+        if st.st_size != info.bytes:
             raise IndexCorrupt(
-                f"index file {rel} is {st.st_size} bytes, expected {info.get('bytes')} (truncated or replaced): "
-                "rebuild with `rag index --force`"
+                f"index damaged: {p} is {st.st_size} bytes, expected {info.bytes} (truncated or replaced); "
+                "run `rag index --force`"
             )
-        if not full and info.get("mtime_ns") is not None and st.st_mtime_ns == info["mtime_ns"]:
+        unchanged = info.mtime_ns == st.st_mtime_ns and info.ctime_ns == st.st_ctime_ns and info.ctime_ns is not None
+        if not full and st.st_size > HASH_AT_LOAD_MAX and unchanged:
             continue
-        if sha256_file(p) != info.get("sha256"):
-            raise IndexCorrupt(f"index file {rel} was modified after the build: rebuild with `rag index --force`")
+        try:
+            digest = sha256_file(p)
+        except OSError as exc:
+            raise _damaged(index_dir, rel, f"unreadable ({exc.strerror})") from exc
+        if digest != info.sha256:
+            raise _damaged(index_dir, rel, "modified after the build (its sha256 differs)")
 
 
 def verify_index(index_dir: Path) -> dict[str, Any]:
     """Full check of an index folder: its manifest and the sha256 of every file. Returns the manifest."""
-    manifest = read_manifest(Path(index_dir))
+    manifest = load_manifest(Path(index_dir))
     verify_files(Path(index_dir), manifest, full=True)
-    return manifest
+    return dict(manifest.raw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,12 +858,44 @@ def _chunk_to_json(c: Chunk) -> dict[str, Any]:
     return d
 
 
-def _chunk_from_json(d: dict[str, Any]) -> Chunk:
+def _int(d: Mapping[str, Any], key: str) -> int:
+    return _get(d, key, int, "")
+
+
+def _chunk_from_json(d: Any) -> Chunk:
+    if not isinstance(d, dict):
+        raise ValueError(f"a chunk record must be an object, got {brief_repr(d)}")
+    section = _get(d, "section", list, "")
+    sentences = _get(d, "sentences", list, "")
+    if not all(isinstance(s, str) for s in section):
+        raise ValueError(f"section: expected a list of strings, got {brief_repr(section)}")
+    spans = []
+    for s in sentences:
+        if not (isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in s)):
+            raise ValueError(f"sentences: expected [start, end] pairs of integers, got {brief_repr(s)}")
+        spans.append((s[0], s[1]))
     return Chunk(
-        chunk_id=d["chunk_id"], doc_id=d["doc_id"], title=d["title"], page=int(d["page"]),
-        page_end=int(d["page_end"]), section=tuple(d["section"]), start=int(d["start"]), end=int(d["end"]),
-        text=d["text"], sentences=tuple((int(a), int(b)) for a, b in d["sentences"]),
+        chunk_id=_get(d, "chunk_id", str, ""), doc_id=_get(d, "doc_id", str, ""), title=_get(d, "title", str, ""),
+        page=_int(d, "page"), page_end=_int(d, "page_end"), section=tuple(section), start=_int(d, "start"),
+        end=_int(d, "end"), text=_get(d, "text", str, ""), sentences=tuple(spans),
     )
+
+
+def _doc_from_json(d: Any) -> DocRecord:
+    if not isinstance(d, dict):
+        raise ValueError(f"a document record must be an object, got {brief_repr(d)}")
+    return DocRecord(_get(d, "doc_id", str, ""), _get(d, "title", str, ""), _get(d, "text", str, ""),
+                     _get(d, "metadata", dict, "", {}))
+
+
+def _parse(index_dir: Path, rel: str, read: Callable[[], T]) -> T:
+    """``read()``; any failure to parse a file rag wrote is "index damaged: FILE: …", never a traceback."""
+    try:
+        return read()
+    except IndexError_:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a damaged file makes a parser raise
+        raise _damaged(index_dir, rel, _why(exc)) from exc
 
 
 def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
@@ -418,42 +903,42 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
     import faiss
 
     index_dir = Path(settings.index_dir)
-    manifest = read_manifest(index_dir)
-    if manifest.get("model", {}).get("id") != settings.model:
+    manifest = load_manifest(index_dir)
+    if manifest.model_id != settings.model:
         raise IndexMismatch(
-            f"index at {index_dir} was built with model {manifest.get('model', {}).get('id')!r}, but the settings "
+            f"index at {index_dir} was built with model {manifest.model_id!r}, but the settings "
             f"ask for {settings.model!r}: rebuild with `rag index --force`, or set RAG_MODEL to the index's model"
         )
     if check_fresh:
+        as_built = settings.with_(follow_symlinks=manifest.follow_symlinks)  # `rag ask` takes the index as built
         corpus_dir = Path(settings.corpus_dir)
         if not corpus_dir.is_dir():  # e.g. run from another folder: check against the corpus it was built from
-            corpus_dir = Path(manifest.get("corpus_dir", ""))
+            corpus_dir = Path(manifest.corpus_dir)
         if corpus_dir.is_dir():
-            reasons = stale_reasons(manifest, settings, corpus_dir)
+            reasons = stale_reasons(manifest, as_built, corpus_dir)
         else:
             log.warning("corpus folder %s not found: cannot check that the index is up to date", settings.corpus_dir)
-            reasons = [r for r in stale_reasons(manifest, settings, corpus_dir) if not r.startswith("file removed")]
+            reasons = [r for r in stale_reasons(manifest, as_built, corpus_dir) if not r.startswith("file removed")]
             reasons = [r for r in reasons if "meta.json" not in r]
         if reasons:
             raise IndexStale(f"index at {index_dir} is out of date ({'; '.join(reasons[:3])}): run `rag index`")
     verify_files(index_dir, manifest)
-    try:
-        lazy = manifest.get("counts", {}).get("chunks", 0) > LAZY_ABOVE and (index_dir / "chunks.offsets.npy").is_file()
-        if lazy:  # a large index: records are parsed when first used, not all at load
-            docs, chunks, counts = _lazy_records(index_dir)
-        else:
-            docs, chunks = _read_records(index_dir)
-            counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
-        # memory-mapped: loading costs no copy, queries touch only the pages they need
-        vectors = faiss.read_index(str(index_dir / "chunks.faiss"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-        ann.configure(vectors, manifest.get("faiss") or {"type": ann.FLAT})
-        svecs = np.asarray(np.load(index_dir / "sentences.npy", mmap_mode="r", allow_pickle=False))
-        if svecs.dtype != np.float32 or svecs.ndim != 2:
-            raise ValueError(f"sentences.npy holds {svecs.dtype} of shape {svecs.shape}, expected float32 (n, dim)")
-        lexical = LexicalIndex.load(index_dir / "lexical")
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise IndexCorrupt(f"index at {index_dir} cannot be read ({type(exc).__name__}: {exc}): rebuild with `rag index --force`") from exc
-    dim = manifest["model"]["dim"]
+    lazy = manifest.counts.chunks > LAZY_ABOVE and (index_dir / "chunks.offsets.npy").is_file()
+    if lazy:  # a large index: records are parsed when first used, not all at load
+        docs, chunks, counts = _lazy_records(index_dir)
+    else:
+        docs = _parse(index_dir, "docs.jsonl", lambda: _read_docs(index_dir / "docs.jsonl"))
+        chunks = _parse(index_dir, "chunks.jsonl", lambda: _read_chunks(index_dir / "chunks.jsonl"))
+        if any(c.doc_id not in docs for c in chunks):
+            raise _damaged(index_dir, "chunks.jsonl", "inconsistent (a passage names a document docs.jsonl does not hold)")
+        counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    # memory-mapped: loading costs no copy, queries touch only the pages they need
+    vectors = _parse(index_dir, "chunks.faiss", lambda: faiss.read_index(
+        str(index_dir / "chunks.faiss"), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY))
+    _parse(index_dir, "chunks.faiss", lambda: ann.configure(vectors, manifest.faiss))
+    svecs = _parse(index_dir, "sentences.npy", lambda: _sentence_vectors(index_dir / "sentences.npy"))
+    lexical = _parse(index_dir, LEXICAL + "/", lambda: _lexical(index_dir / LEXICAL))
+    dim = manifest.dim
     if vectors.d != dim:
         raise IndexMismatch(
             f"index at {index_dir} holds {vectors.d}-dimension vectors but its manifest says {dim}: "
@@ -461,35 +946,69 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
         )
     n_sent = int(counts.sum())
     if vectors.ntotal != len(chunks) or len(counts) != len(chunks) or svecs.shape != (n_sent, dim) or lexical.n_docs != len(chunks):
-        raise IndexCorrupt(f"index at {index_dir} is inconsistent (vector and chunk counts differ): rebuild with `rag index --force`")
+        raise _damaged(index_dir, "", "inconsistent (vector and chunk counts differ)")
     counts = counts.astype(np.int64)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, dtype=np.int64)
     owner = np.repeat(np.arange(len(chunks)), counts)
-    return IndexData(index_dir, manifest, docs, chunks, vectors, svecs, owner, first, lexical)
+    return IndexData(index_dir, dict(manifest.raw), docs, chunks, vectors, svecs, owner, first, lexical)
 
 
-def _read_records(index_dir: Path) -> tuple[dict[str, DocRecord], list[Chunk]]:
+def _sentence_vectors(path: Path) -> np.ndarray:
+    svecs = np.asarray(np.load(path, mmap_mode="r", allow_pickle=False))
+    if svecs.dtype != np.float32 or svecs.ndim != 2:
+        raise ValueError(f"holds {svecs.dtype} of shape {svecs.shape}, expected float32 (n, dim)")
+    return svecs
+
+
+def _lexical(folder: Path) -> LexicalIndex:
+    lexical = LexicalIndex.load(folder)
+    if not isinstance(lexical.df, dict) or not isinstance(lexical.n_docs, int):
+        raise ValueError("df.json does not hold {n_docs, df}")
+    return lexical
+
+
+def _int_array(path: Path) -> np.ndarray:
+    arr = np.load(path, allow_pickle=False)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise ValueError(f"holds {arr.dtype} of shape {arr.shape}, expected a 1-d integer array")
+    return arr
+
+
+def _read_docs(path: Path) -> dict[str, DocRecord]:
     docs = {}
-    with open(index_dir / "docs.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            d = _doc_from_json(json.loads(line))
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            d = _line(n, line, _doc_from_json)
             docs[d.doc_id] = d
-    with open(index_dir / "chunks.jsonl", encoding="utf-8") as fh:
-        chunks = [_chunk_from_json(json.loads(line)) for line in fh]
-    return docs, chunks
+    return docs
 
 
-def _doc_from_json(d: dict[str, Any]) -> DocRecord:
-    return DocRecord(d["doc_id"], d["title"], d["text"], d.get("metadata", {}))
+def _read_chunks(path: Path) -> list[Chunk]:
+    with open(path, encoding="utf-8") as fh:
+        return [_line(n, line, _chunk_from_json) for n, line in enumerate(fh, 1)]
+
+
+def _line(n: int, line: str | bytes, convert: Callable[[Any], T]) -> T:
+    try:
+        return convert(json.loads(line))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ValueError(f"line {n}: {_why(exc)}") from exc
+
+
+def _read_ids(path: Path) -> list[str]:
+    ids = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
+        raise ValueError("not a list of document ids")
+    return ids
 
 
 def _lazy_records(index_dir: Path) -> tuple["LazyDocs", "LazyChunks", np.ndarray]:
-    ids = json.loads((index_dir / "docs.ids.json").read_text(encoding="utf-8"))
-    if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
-        raise ValueError("docs.ids.json is not a list of document ids")
-    docs = LazyDocs(index_dir / "docs.jsonl", ids, np.load(index_dir / "docs.offsets.npy", allow_pickle=False))
-    chunks = LazyChunks(index_dir / "chunks.jsonl", np.load(index_dir / "chunks.offsets.npy", allow_pickle=False))
-    counts = np.load(index_dir / "sentence_counts.npy", allow_pickle=False)
+    ids = _parse(index_dir, "docs.ids.json", lambda: _read_ids(index_dir / "docs.ids.json"))
+    doc_offsets = _parse(index_dir, "docs.offsets.npy", lambda: _int_array(index_dir / "docs.offsets.npy"))
+    docs = _parse(index_dir, "docs.offsets.npy", lambda: LazyDocs(index_dir / "docs.jsonl", ids, doc_offsets))
+    chunk_offsets = _parse(index_dir, "chunks.offsets.npy", lambda: _int_array(index_dir / "chunks.offsets.npy"))
+    chunks = _parse(index_dir, "chunks.offsets.npy", lambda: LazyChunks(index_dir / "chunks.jsonl", chunk_offsets))
+    counts = _parse(index_dir, "sentence_counts.npy", lambda: _int_array(index_dir / "sentence_counts.npy"))
     return docs, chunks, counts
 
 
@@ -512,12 +1031,17 @@ class _Lines:
         with open(path, "rb") as fh:
             self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         self._offsets = offsets
+        self._path = path
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
-    def record(self, i: int) -> dict[str, Any]:
-        return json.loads(self._map[self._offsets[i] : self._offsets[i + 1]])
+    def record(self, i: int, convert: Callable[[Any], T]) -> T:
+        """Line ``i`` parsed by ``convert``; a damaged line is IndexCorrupt, at query time too."""
+        try:
+            return _line(i + 1, self._map[self._offsets[i] : self._offsets[i + 1]], convert)
+        except ValueError as exc:
+            raise _damaged(self._path.parent, self._path.name, str(exc)) from exc
 
 
 class LazyChunks(Sequence[Chunk]):
@@ -525,7 +1049,7 @@ class LazyChunks(Sequence[Chunk]):
 
     def __init__(self, path: Path, offsets: np.ndarray) -> None:
         self._lines = _Lines(path, offsets)
-        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: _chunk_from_json(self._lines.record(i)))
+        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: self._lines.record(i, _chunk_from_json))
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -559,7 +1083,7 @@ class LazyDocs(Mapping[str, DocRecord]):
         if len(ids) != len(self._lines):
             raise ValueError(f"docs.ids.json names {len(ids)} documents, docs.jsonl holds {len(self._lines)}: inconsistent")
         self._pos = {d: i for i, d in enumerate(ids)}
-        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: _doc_from_json(self._lines.record(i)))
+        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: self._lines.record(i, _doc_from_json))
 
     def __getitem__(self, doc_id: str) -> DocRecord:
         return self._get(self._pos[doc_id])
