@@ -6,9 +6,11 @@ Two views (sidebar): the chat, and "Evaluation", which runs :func:`rag.evaluate.
 question set (``*.jsonl`` in ``eval/``, or in ``RAG_EVAL_DIR``) and writes its report to
 ``eval/reports/`` like `rag eval`.
 
-Widgets and session state only; escaping, highlighting, context windows, the export and the eval
-tables live in :mod:`rag.ui`, upload checks in :mod:`rag.upload`. Document text is always escaped
-and never rendered as HTML.
+Widgets and session state only; escaping, highlighting, context windows, the export, the eval
+tables and the background index builder live in :mod:`rag.ui`, upload checks in :mod:`rag.upload`,
+redaction and the operator's model list in :mod:`rag.generate`. Document text is always escaped
+and never rendered as HTML. The LLM's backend, server, key and model file are the operator's
+(RAG_* variables) and shown read-only; a visitor may only pick one of the models in RAG_LLM_MODELS.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import inspect
 import logging
 import math
 import os
+import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,9 +29,10 @@ import streamlit as st
 from rag import ui
 from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
-from rag.index import MANIFEST, DocRecord, build_index, read_manifest, stale_reasons
+from rag.generate import choose_model, model_choices, redact
+from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
 from rag.pipeline import Assistant
-from rag.settings import ANSWER_MODES, LLM_BACKENDS, MODES, Settings
+from rag.settings import ANSWER_MODES, MODES, Settings
 from rag.upload import save_upload
 
 log = logging.getLogger("rag.app")
@@ -56,24 +60,22 @@ def load_chat_model(settings: Settings) -> Any:
 
 
 def answer_settings(settings: Settings) -> Settings:
-    """The sidebar's answer mode and LLM backend (kept in session state, so each session has its own)."""
+    """The sidebar's answer mode, and in generative mode the operator's LLM settings (read-only) and
+    a choice among the models the operator listed (RAG_LLM_MODELS). A visitor never gives a server,
+    a key or a path: those are the operator's (RAG_* variables), so no request goes where a visitor
+    says and no file or module a visitor names is opened. Kept in session state, per session."""
     st.header("Answers")
     labels = {"extractive": "Extractive (offline, quoted)", "llm": "Generative (LLM, verified)"}
     answer = st.radio("Answer mode", ANSWER_MODES, index=ANSWER_MODES.index(settings.answer),
                       format_func=labels.__getitem__, key="answer_mode")
     if answer != "llm":
         return settings.with_(answer=answer)
-    from rag.generate import DEFAULT_MODELS, DEFAULT_URLS
-
-    backend = st.selectbox("LLM backend", LLM_BACKENDS, index=LLM_BACKENDS.index(settings.llm_backend), key="llm_backend")
-    model = st.text_input("Model", value=settings.llm_model or DEFAULT_MODELS[backend], key=f"llm_model_{backend}")
-    if backend == "llamacpp":
-        path = st.text_input("GGUF file", value=settings.llm_model_path, key="llm_model_path")
-        return settings.with_(answer=answer, llm_backend=backend, llm_model=model, llm_model_path=path)
-    url = st.text_input("Server", value=settings.llm_base_url or DEFAULT_URLS.get(backend, ""), key=f"llm_url_{backend}")
+    st.markdown("  \n".join(ui.llm_settings_lines(settings)))
+    choices = model_choices(settings)
+    model = st.selectbox("Model", choices, key="llm_model", disabled=len(choices) < 2) if choices else None
     st.caption("Answers are checked against the passages; unsupported sentences are flagged. "
                "If the server cannot be reached, the extractive answer is shown.")
-    return settings.with_(answer=answer, llm_backend=backend, llm_model=model, llm_base_url=url)
+    return choose_model(settings.with_(answer=answer), model)
 
 
 def request_rebuild() -> None:
@@ -84,25 +86,21 @@ def clear_chat() -> None:
     st.session_state.turns = []
 
 
-def build(settings: Settings, force: bool) -> None:
-    bar = st.progress(0.0, text="Building the index…")
-    shown = [0.0]
+@st.cache_resource(show_spinner=False)
+def index_builder(index_dir: str) -> ui.IndexBuilder:
+    """One background builder per index folder and server process: a build outlives the script run
+    (and the session) that asked for it, so a question or a click cannot cancel it."""
+    return ui.IndexBuilder(on_done=load_assistant.clear)
 
-    def progress(stage: str, done: int, total: int) -> None:
-        step = ui.build_step(stage, done, total)
-        shown[0] = max(shown[0], step.fraction)
-        bar.progress(shown[0], text=step.text)
 
-    try:
-        result = build_index(settings, force=force, progress=progress)
-    except RagError as exc:
-        bar.empty()
-        st.error(ui.message_markdown(str(exc)))
-        st.stop()
-    bar.empty()
-    load_assistant.clear()
-    counts = result.manifest.get("counts", {})
-    st.success(f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks.")
+@st.fragment(run_every=1.0)
+def build_progress(builder: ui.IndexBuilder) -> None:
+    """The running build's progress, refreshed every second; when it ends, the whole page reruns
+    (and picks up the new index)."""
+    status = builder.status()
+    if not status.running:
+        st.rerun()
+    st.progress(status.step.fraction, text=status.step.text)
 
 
 def add_documents(settings: Settings, files: list[Any], replace: bool) -> int:
@@ -320,16 +318,37 @@ with st.sidebar:
 st.title("Ask the documents" if view == "Chat" else "Evaluation")
 added = add_documents(settings, uploads, replace) if add and uploads else 0
 
-# Index: build when missing or asked to, then check it before loading.
+# Index: built in the background when missing or asked to; checked before loading.
+builder = index_builder(str(Path(settings.index_dir).resolve()))
+st.session_state.setdefault("builds_seen", builder.status().finished)
 forced = st.session_state.pop("rebuild", False)
+if forced or added:
+    builder.request(settings, force=forced)
 manifest, problem = check_index(settings)
-missing = manifest is None and problem is None
-if forced or missing or added:
-    if missing:
-        st.info("No index yet: building it from the documents (this happens once).")
-    build(settings, force=forced)
-    manifest, problem = check_index(settings)
+build = builder.status()
+if manifest is None and problem is None and not build.running and not build.failed:
+    builder.request(settings)  # no index yet (after a failed build, only when asked again)
+    build = builder.status()
+reported = build.finished > st.session_state.builds_seen
+if reported:  # each finished build is reported once per session
+    st.session_state.builds_seen = build.finished
+    if build.failed:
+        st.error(ui.message_markdown(build.message))
+    else:
+        st.success(build.message)
+        manifest, problem = check_index(settings)
 
+if build.running and (manifest is None or problem is not None):  # nothing to answer from yet
+    st.info(ui.BUILDING_FIRST if problem is None else ui.BUILDING_BROKEN)
+    build_progress(builder)
+    st.chat_input("Ask a question about the documents", disabled=True)
+    st.stop()
+if manifest is None and problem is None:  # no index, and its build failed
+    status_box.markdown("**Status:** no index")
+    if not reported:
+        st.error(ui.message_markdown(build.message))
+    st.button("Rebuild index", key="rebuild_error", on_click=request_rebuild, type="primary")
+    st.stop()
 if problem is not None:
     status_box.markdown("**Status:** unusable")
     st.error(ui.message_markdown(str(problem)))
@@ -338,7 +357,10 @@ if problem is not None:
 
 reasons = stale_reasons(manifest, settings)
 status_box.markdown("  \n".join(ui.index_status_lines(manifest, reasons)))
-if reasons:
+if build.running:
+    st.info(ui.BUILDING_AGAIN)
+    build_progress(builder)
+elif reasons:
     st.warning(ui.message_markdown("The index is out of date: " + "; ".join(reasons[:3]) + ". Answers come from the old index."))
     st.button("Rebuild index", key="rebuild_stale", on_click=request_rebuild)
 
@@ -373,10 +395,10 @@ if prompt is not None:
 
             def on_token(text: str) -> None:
                 streamed.append(text)
-                live.markdown(ui.md_text("".join(streamed)) + " ▌")
+                live.markdown(ui.md_text(redact("".join(streamed), asked, chat, secrets_only=True)) + " ▌")
 
+            chat, unavailable = None, None
             try:
-                chat, unavailable = None, None
                 if asked.answer == "llm":
                     try:
                         chat = load_chat_model(asked)
@@ -385,17 +407,18 @@ if prompt is not None:
                 live.caption("Searching the documents…")
                 answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
                                        chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token)
-                if unavailable:
-                    answer = dataclasses.replace(answer, notices=answer.notices + (unavailable,))
+                extra = ((unavailable,) if unavailable else ()) + ((ui.ANSWERED_FROM_PREVIOUS,) if build.running else ())
+                answer = dataclasses.replace(answer, notices=tuple(redact(n, asked, chat) for n in answer.notices + extra))
                 turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)
             except BadQuestion as exc:
                 st.warning(ui.message_markdown(str(exc)))
                 turn = None
             except RagError as exc:
-                turn = ui.Turn(turn_id, prompt, error=str(exc), mode=mode, k=k)
-            except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback to the log
-                log.exception("question failed")
-                turn = ui.Turn(turn_id, prompt, error=f"Something went wrong ({type(exc).__name__}: {exc})", mode=mode, k=k)
+                turn = ui.Turn(turn_id, prompt, error=redact(str(exc), asked, chat), mode=mode, k=k)
+            except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback (redacted) to the log
+                log.error("question failed: %s", redact("".join(traceback.format_exception(exc)), asked, chat))
+                turn = ui.Turn(turn_id, prompt, error=redact(f"Something went wrong ({type(exc).__name__}: {exc})", asked, chat),
+                               mode=mode, k=k)
             live.empty()
             if turn is not None:
                 st.session_state.turns.append(turn)

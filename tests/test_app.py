@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -215,6 +217,34 @@ def _fresh_resource_cache():
     st.cache_resource.clear()
 
 
+@pytest.fixture(autouse=True)
+def _builds_finish():
+    """No background index build outlives its test (it would keep a CPU busy and race the next one)."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name == ui.BUILD_THREAD:
+            thread.join(timeout=300)
+
+
+BUILDING = (ui.BUILDING_FIRST, ui.BUILDING_BROKEN, ui.BUILDING_AGAIN)
+
+
+def _building(at) -> bool:
+    return any(i.value in BUILDING for i in at.info)
+
+
+def _until_built(at, timeout: float = 300.0):
+    """Rerun the page until no background build is shown (in a browser the page's progress
+    fragment reruns it by itself when the build ends)."""
+    deadline = time.monotonic() + timeout
+    while _building(at):
+        assert time.monotonic() < deadline, "the background index build did not finish"
+        time.sleep(0.25)
+        at.run()
+        assert not at.exception, at.exception
+    return at
+
+
 def _app(monkeypatch, corpus: Path, index: Path):
     from streamlit.testing.v1 import AppTest
 
@@ -287,10 +317,15 @@ def test_app_builds_a_missing_index_then_answers(monkeypatch, tmp_path):
     letter = next(CORPUS.glob("*.txt")).read_text(encoding="utf-8")
     (corpus / "letter.txt").write_text(letter[:2500], encoding="utf-8")  # page 1 only: a quick build
     at = _app(monkeypatch, corpus, index)
+    assert [i.value for i in at.info] == [ui.BUILDING_FIRST]
+    assert at.chat_input[0].disabled  # nothing to answer from until the first build is done
+    _until_built(at)
     assert (index / "manifest.json").is_file()
-    assert any("Index built" in s.value for s in at.success)
+    assert [re.sub(r"\d+ chunks", "N chunks", s.value) for s in at.success] == ["Index built: 1 documents, N chunks."]
+    assert not at.chat_input[0].disabled
     _ask(at, QUESTION)
     assert "50" in _last_assistant(at).markdown[0].value
+    assert not at.success  # the build is reported once
 
 
 @pytest.mark.slow
@@ -303,7 +338,7 @@ def test_app_shows_hostile_document_text_only_escaped(monkeypatch, tmp_path):
         "![img](http://x/y.png) costs $5.\n",
         encoding="utf-8",
     )
-    at = _app(monkeypatch, corpus, index)
+    at = _until_built(_app(monkeypatch, corpus, index))
     _ask(at, "How much is the harbour fee per day?")
     reply = _last_assistant(at)
     for toggle in reply.toggle:  # show every passage in context too
@@ -359,14 +394,21 @@ MALTA = (
 )
 
 
-def _upload(at, files, replace: bool = False):
+def _upload(at, files, replace: bool = False) -> tuple[list[str], list[str]]:
+    """Submit ``files``, then wait for the re-index it starts: (success messages, error messages)
+    shown meanwhile, in order (the build may already be done in the run that saved the files)."""
     at.file_uploader(key="uploads").set_value(files)
     at.checkbox(key="replace").set_value(replace)
     [submit] = [b for b in at.button if b.label == "Add to the corpus and re-index"]
     submit.click()
     at.run()
     assert not at.exception, at.exception
-    return at
+    successes, errors = [s.value for s in at.success], [e.value for e in at.error]
+    if _building(at):
+        _until_built(at)
+        successes += [s.value for s in at.success]
+        errors += [e.value for e in at.error]
+    return successes, errors
 
 
 @pytest.mark.slow
@@ -375,19 +417,19 @@ def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_
     corpus.mkdir()
     letter = next(CORPUS.glob("*.txt")).read_text(encoding="utf-8")
     (corpus / "letter.txt").write_text(letter[:2500], encoding="utf-8")
-    at = _app(monkeypatch, corpus, index)
+    at = _until_built(_app(monkeypatch, corpus, index))
     assert "**Documents:** 1" in at.sidebar.markdown[0].value
 
-    _upload(at, [
+    successes, errors = _upload(at, [
         ("../Malta ferries.md", MALTA.encode(), "text/markdown"),
         ("scan.pdf", blank_pdf(), "application/pdf"),
         ("x.exe", b"MZ\x90\x00", "application/octet-stream"),
     ])
-    assert [s.value for s in at.success][:1] == [
+    assert successes[:1] == [
         ui.md_text(f"Added Malta_ferries.md ({len(MALTA)} characters of text), uploaded as '../Malta ferries.md'"),
     ]
-    assert [s.value.startswith("Index built: 2 documents, ") for s in at.success][1:] == [True]
-    assert [e.value for e in at.error] == [
+    assert [s.startswith("Index built: 2 documents, ") for s in successes[1:]] == [True]
+    assert errors == [
         ui.message_markdown("scan.pdf: no extractable text: run OCR first"),
         ui.message_markdown("'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
     ]
@@ -406,22 +448,138 @@ def test_app_replaces_an_uploaded_file_only_when_asked(monkeypatch, tmp_path):
     corpus, index = tmp_path / "corpus", tmp_path / "index"
     corpus.mkdir()
     (corpus / "notes.md").write_text(MALTA, encoding="utf-8")
-    at = _app(monkeypatch, corpus, index)
+    at = _until_built(_app(monkeypatch, corpus, index))
     newer = MALTA.replace("14 vessels", "15 vessels").encode()
 
-    _upload(at, ("notes.md", newer, "text/markdown"))
-    assert [e.value for e in at.error] == [
-        ui.message_markdown("notes.md is already in the corpus: allow replacing it, or rename the file")
-    ]
-    assert not at.success and (corpus / "notes.md").read_text(encoding="utf-8") == MALTA
+    successes, errors = _upload(at, ("notes.md", newer, "text/markdown"))
+    assert errors == [ui.message_markdown("notes.md is already in the corpus: allow replacing it, or rename the file")]
+    assert not successes and (corpus / "notes.md").read_text(encoding="utf-8") == MALTA
 
-    _upload(at, ("notes.md", newer, "text/markdown"), replace=True)
-    assert not at.error
-    assert [s.value for s in at.success][:1] == [
+    successes, errors = _upload(at, ("notes.md", newer, "text/markdown"), replace=True)
+    assert not errors
+    assert successes[:1] == [
         ui.md_text(f"Added notes.md ({len(MALTA)} characters of text), replacing the earlier file of that name"),
     ]
-    assert [s.value.startswith("Index built: 1 documents, ") for s in at.success][1:] == [True]
+    assert [s.startswith("Index built: 1 documents, ") for s in successes[1:]] == [True]
     assert (corpus / "notes.md").read_bytes() == newer
+
+
+@pytest.mark.slow
+def test_a_question_during_the_re_index_neither_cancels_it_nor_waits_for_it(monkeypatch, tmp_path):
+    """Every interaction reruns the script; the re-index after an upload runs in the server's
+    background builder, so a question asked meanwhile is answered from the previous index (with a
+    notice) and the build still completes; the next run shows the new index."""
+    import rag.index
+
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    letter = next(CORPUS.glob("*.txt")).read_text(encoding="utf-8")
+    (corpus / "letter.txt").write_text(letter[:2500], encoding="utf-8")
+    at = _until_built(_app(monkeypatch, corpus, index))
+    real_build, started, gate = rag.index.build_index, threading.Event(), threading.Event()
+
+    def gated_build(*args, **kwargs):  # the real build, held until the question has been asked
+        started.set()
+        assert gate.wait(120)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(rag.index, "build_index", gated_build)
+    at.file_uploader(key="uploads").set_value(("malta.md", MALTA.encode(), "text/markdown"))
+    [submit] = [b for b in at.button if b.label == "Add to the corpus and re-index"]
+    submit.click()
+    at.run()
+    assert started.wait(30)
+    assert [i.value for i in at.info] == [ui.BUILDING_AGAIN]
+    assert not at.warning  # the corpus is newer than the index, but that is being fixed: no stale warning
+    assert not at.chat_input[0].disabled
+
+    _ask(at, QUESTION)  # a rerun while the build runs
+    reply = _last_assistant(at)
+    assert "50" in reply.markdown[0].value
+    assert ui.md_text(ui.ANSWERED_FROM_PREVIOUS) in [c.value for c in reply.caption]
+    assert _building(at) and "**Documents:** 1" in at.sidebar.markdown[0].value
+    at.button(key="rebuild_sidebar").click().run()  # another click: queued behind the running build
+    assert not at.exception and _building(at)
+
+    gate.set()
+    _until_built(at)
+    assert [s.value.startswith("Index built: 2 documents, ") for s in at.success] == [True]
+    assert "**Documents:** 2" in at.sidebar.markdown[0].value and "**Status:** up to date" in at.sidebar.markdown[0].value
+    assert not at.warning
+    _ask(at, "How many vessels did the ferry inspections in Malta find without enough life jackets?")
+    reply = _last_assistant(at)
+    assert "14 vessels" in reply.markdown[0].value
+    assert ui.md_text(ui.ANSWERED_FROM_PREVIOUS) not in [c.value for c in reply.caption]
+
+
+# ---------------------------------------------------------------------------------------------
+# rag.ui.IndexBuilder: builds in a background thread (build_index replaced by a gated recorder)
+
+
+class _Built:
+    manifest = {"counts": {"documents": 3, "chunks": 7}}
+
+
+@pytest.fixture
+def gated_builds(monkeypatch):
+    """``rag.index.build_index`` replaced: each call is recorded, reports progress, then waits for
+    ``release``; it raises what ``fail`` holds, if anything."""
+    import rag.index
+
+    state = {"calls": [], "started": threading.Semaphore(0), "release": threading.Event(), "fail": None}
+
+    def build(settings, force=False, progress=None):
+        state["calls"].append((settings, force))
+        progress("embed passages", 1, 2)
+        state["started"].release()
+        assert state["release"].wait(30)
+        if state["fail"] is not None:
+            raise state["fail"]
+        return _Built()
+
+    monkeypatch.setattr(rag.index, "build_index", build)
+    return state
+
+
+def test_index_builder_runs_one_build_and_one_more_for_all_requests_made_meanwhile(gated_builds):
+    done: list[int] = []
+    builder = ui.IndexBuilder(on_done=lambda: done.append(1))
+    assert builder.status() == ui.BuildStatus(False, ui.BuildStep(0.0, ""), 0)
+    builder.request("first")
+    assert gated_builds["started"].acquire(timeout=10)
+    status = builder.status()
+    assert status.running and status.step == ui.build_step("embed passages", 1, 2) and status.finished == 0
+    builder.request("second")
+    builder.request("third", force=True)
+    builder.request("fourth")  # force is kept: one of the requests asked for it
+    gated_builds["release"].set()
+    assert builder.wait(30)
+    assert gated_builds["calls"] == [("first", False), ("fourth", True)]
+    assert builder.status() == ui.BuildStatus(False, ui.build_step("embed passages", 1, 2), 2,
+                                              "Index built: 3 documents, 7 chunks.", False)
+    assert done == [1, 1]
+    assert not [t for t in threading.enumerate() if t.name == ui.BUILD_THREAD]
+
+
+def test_index_builder_reports_a_failed_build_and_builds_again_when_asked(gated_builds):
+    from rag.errors import CorpusEmpty
+
+    builder = ui.IndexBuilder()
+    gated_builds["fail"] = CorpusEmpty("no readable documents in corpus")
+    gated_builds["release"].set()
+    builder.request("s")
+    assert builder.wait(30)
+    status = builder.status()
+    assert (status.running, status.finished, status.message, status.failed) == (
+        False, 1, "no readable documents in corpus", True)
+    gated_builds["fail"] = RuntimeError("disk on fire")
+    builder.request("s")
+    assert builder.wait(30)
+    assert builder.status().message == "the index build failed (RuntimeError: disk on fire)"
+    gated_builds["fail"] = None
+    builder.request("s")
+    assert builder.wait(30)
+    assert (builder.status().finished, builder.status().failed) == (3, False)
 
 
 # ---------------------------------------------------------------------------------------------

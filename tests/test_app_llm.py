@@ -100,12 +100,30 @@ def captions(reply) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_sidebar_offers_the_llm_backend_only_in_generative_mode(monkeypatch, real_settings, real_index):
+def test_sidebar_shows_the_operator_llm_settings_read_only_and_only_in_generative_mode(monkeypatch, real_settings, real_index):
     at = app(monkeypatch, real_settings, "extractive")
-    assert not _has_key(at, "llm_backend")
+    assert not _has_key(at, "llm_model")
     at.radio(key="answer_mode").set_value("llm").run()
-    assert at.selectbox(key="llm_backend").value == "ollama"
-    assert at.text_input(key="llm_url_ollama").value == "http://localhost:11434"
+    assert not at.sidebar.text_input  # no server, model or file a visitor could type
+    assert [s.key for s in at.sidebar.selectbox] == ["mode", "llm_model"]
+    model = at.selectbox(key="llm_model")
+    assert (model.options, model.value, model.disabled) == (["llama3.2"], "llama3.2", True)
+    assert ui.md_text("http://localhost:11434") in at.sidebar.markdown[0].value
+    assert at.sidebar.markdown[0].value.startswith("**Backend:** ollama  \n**Server:** ")
+
+
+def test_a_visitor_chooses_only_among_the_models_the_operator_listed(monkeypatch, real_settings, real_index, claim):
+    monkeypatch.setenv("RAG_LLM_BACKEND", "openai")
+    monkeypatch.setenv("RAG_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("RAG_LLM_MODELS", "gpt-4o-mini, qwen2.5")
+    built = use_chat(monkeypatch, fake(f"{claim} [1]."))
+    at = app(monkeypatch, real_settings)
+    model = at.selectbox(key="llm_model")
+    assert (model.options, model.value, model.disabled) == (["gpt-4o-mini", "qwen2.5"], "gpt-4o-mini", False)
+    assert "**Backend:** openai" in at.sidebar.markdown[0].value and "**API key:** not set" in at.sidebar.markdown[0].value
+    model.set_value("qwen2.5").run()
+    ask(at, FINLAND_Q)
+    assert [(s.llm_backend, s.llm_model, s.llm_base_url) for s in built] == [("openai", "qwen2.5", "http://127.0.0.1:9/v1")]
 
 
 def test_unsupported_sentence_is_flagged_and_its_citation_says_it_does_not_support(
@@ -190,8 +208,8 @@ def test_backend_error_shows_the_extractive_answer_and_the_fallback_notice(monke
 def test_unusable_backend_says_why_and_answers_extractively(monkeypatch, real_settings, real_index, assistant):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     ext = assistant.ask(FINLAND_Q, k=5)
+    monkeypatch.setenv("RAG_LLM_BACKEND", "openai")
     at = app(monkeypatch, real_settings)
-    at.selectbox(key="llm_backend").set_value("openai").run()
     reply = ask(at, FINLAND_Q)
     assert reply.markdown[0].value == ui.md_text(ext.answer)
     notice = ("the openai backend needs an API key (RAG_LLM_API_KEY or OPENAI_API_KEY) or a local "

@@ -269,3 +269,59 @@ def test_a_password_in_the_server_url_is_in_no_output(echo_401, real_settings, r
     assert "Authorization: Basic ***" in notice
     for text in (out, err, _log_text(caplog)):
         assert PASSWORD not in text and basic not in text and CANARY not in text
+
+
+# ---------------------------------------------------------------------------------------------
+# The app's page
+
+
+def _page_text(at) -> str:
+    """Everything the page holds: each element's protobuf (values, labels, options, captions)."""
+    parts: list[str] = []
+
+    def walk(node) -> None:
+        if getattr(node, "proto", None) is not None:
+            parts.append(str(node.proto))
+        for child in getattr(node, "children", {}).values():
+            walk(child)
+
+    walk(at.main)
+    walk(at.sidebar)
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_an_echoed_key_is_nowhere_on_the_app_page_and_the_notice_names_the_backend_used(
+        echo_401, real_settings, real_index, caplog, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from rag import ui
+
+    _openai_env(monkeypatch, echo_401.url)
+    monkeypatch.setenv("RAG_LLM_MODELS", "gpt-4o-mini,qwen2.5")
+    monkeypatch.setenv("RAG_CORPUS_DIR", str(real_settings.corpus_dir))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(real_settings.index_dir))
+    caplog.set_level(LOG_LEVEL)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        at.run()
+        assert not at.exception, at.exception
+        assert at.radio(key="answer_mode").value == "llm"  # RAG_ANSWER=llm
+        assert "**API key:** set (not shown)" in at.sidebar.markdown[0].value
+        at.selectbox(key="llm_model").set_value("qwen2.5").run()
+        at.chat_input[0].set_value(FINLAND_Q).run()
+        assert not at.exception, at.exception
+    finally:
+        st.cache_resource.clear()
+    assert [(s["authorization"], s["body"]["model"]) for s in echo_401.seen] == [(f"Bearer {CANARY}", "qwen2.5")]
+    reply = [m for m in at.chat_message if m.name == "assistant"][-1]
+    captions = [c.value for c in reply.caption]
+    notice = next(c for c in captions if "could not answer" in c)
+    assert notice.startswith(ui.md_text(f"the language model (openai:qwen2.5 at {echo_401.url}) could not answer ("))
+    assert ui.md_text("Authorization: Bearer ***") in notice
+    page = _page_text(at)
+    assert "50" in reply.markdown[0].value and "could not answer" in page
+    assert CANARY not in page
+    assert CANARY not in _log_text(caplog)

@@ -1,6 +1,7 @@
 """Pure helpers for the chat app (``app.py``): safe Markdown from document text, highlight
-segments, context windows, labels, build progress, the Markdown export of a conversation, and the
-Evaluation view's tables, progress and per-question drill-down.
+segments, context windows, labels, the read-only LLM settings, build progress and the background
+index builder, the Markdown export of a conversation, and the Evaluation view's tables, progress
+and per-question drill-down.
 
 No Streamlit here, so everything is unit-testable. The app renders every piece of document text
 through :func:`md_text` / :func:`segments_markdown`, never with ``unsafe_allow_html``: all
@@ -14,12 +15,16 @@ and arrows such as ``->`` in the *rendered* text into symbols.
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from .answer import Answer, Citation
+
+log = logging.getLogger(__name__)
 
 #: Every character CommonMark may treat as syntax plus what GFM and Streamlit add: ``$`` (math),
 #: ``:`` (``:red[...]`` directives), ``&`` (entities), ``=`` (setext headings). CommonMark allows a
@@ -232,6 +237,26 @@ def index_status_lines(manifest: Mapping[str, object], reasons: Sequence[str]) -
     return lines
 
 
+def llm_settings_lines(settings: Any) -> list[str]:
+    """Sidebar lines (safe Markdown) showing the operator's LLM settings read-only: backend, then the
+    server (its user-info redacted) and whether an API key is set, or the GGUF file's name. The key
+    itself is never shown, nor where the model file lives."""
+    from pathlib import PurePath
+
+    from .generate import DEFAULT_URLS, api_key, redact
+
+    backend = settings.llm_backend
+    lines = [f"**Backend:** {escape_markdown(backend)}"]
+    if backend == "llamacpp":
+        name = PurePath(settings.llm_model_path).name if settings.llm_model_path else "(not set)"
+        return lines + [f"**Model file:** {md_text(name)}"]
+    url = settings.llm_base_url or DEFAULT_URLS.get(backend) or "the OpenAI API"
+    lines.append(f"**Server:** {md_text(redact(url, settings))}")
+    if backend == "openai":
+        lines.append("**API key:** " + ("set (not shown)" if api_key(settings) else "not set"))
+    return lines
+
+
 class BuildStep(NamedTuple):
     fraction: float
     text: str
@@ -254,6 +279,103 @@ def build_step(stage: str, done: int, total: int) -> BuildStep:
     part = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
     text = f"{label} ({done}/{total})" if stage.startswith("embed") else f"{label}…"
     return BuildStep(round(lo + (hi - lo) * part, 4), text)
+
+
+def build_message(result: object) -> str:
+    """What the app says after a build: ``Index built: N documents, M chunks.``"""
+    counts = getattr(result, "manifest", {}).get("counts", {})
+    return f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks."
+
+
+BUILDING_FIRST = "No index yet: building it from the documents (this happens once)."
+BUILDING_BROKEN = "Rebuilding the index: the current one cannot be used. Ask when it is done."
+BUILDING_AGAIN = "The index is being rebuilt. Answers come from the previous index until it is done."
+ANSWERED_FROM_PREVIOUS = "answered from the previous index: the new one is still being built"
+BUILD_THREAD = "rag-index-build"
+
+
+@dataclass(frozen=True)
+class BuildStatus:
+    """The background build of one index folder, as a session of the app sees it."""
+
+    running: bool
+    step: BuildStep  # progress of the running build (or of the last one)
+    finished: int  # builds finished in this process (a session shows each outcome once)
+    message: str = ""  # the last finished build: "Index built: ..." or its error
+    failed: bool = False
+
+
+class IndexBuilder:
+    """Builds an index in a background thread owned by the server process, not by a script run.
+
+    A Streamlit script run is cut short by the next interaction (a question, a click), so a build
+    inside it dies half-way. Here a click can only ask for a build: one runs at a time, and a
+    request made while one runs (another upload, say) starts one more build after it, so files
+    added meanwhile are indexed too. ``on_done`` runs in the build thread after each build (the app
+    drops its cached, now older, assistant)."""
+
+    def __init__(self, on_done: Callable[[], None] | None = None) -> None:
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._pending: tuple[Any, bool] | None = None  # (settings, force) of the next build
+        self._thread: threading.Thread | None = None
+        self._status = BuildStatus(False, BuildStep(0.0, ""), 0)
+
+    def request(self, settings: Any, force: bool = False) -> None:
+        """Build ``settings.index_dir`` from ``settings.corpus_dir`` (now, or after the running build)."""
+        with self._lock:
+            force = force or (self._pending is not None and self._pending[1])
+            self._pending = (settings, force)
+            if self._thread is None:
+                self._status = replace(self._status, running=True, step=BuildStep(0.0, "Starting the build…"))
+                # not a daemon: a server stopped mid-build finishes it (a killed build leaves the old index anyway)
+                self._thread = threading.Thread(target=self._run, name=BUILD_THREAD)
+                self._thread.start()
+
+    def status(self) -> BuildStatus:
+        with self._lock:
+            return self._status
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no build runs (True) or ``timeout`` seconds pass (False)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return not self.status().running
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        step = build_step(stage, done, total)
+        with self._lock:
+            if step.fraction >= self._status.step.fraction:  # never moves backwards
+                self._status = replace(self._status, step=step)
+
+    def _run(self) -> None:
+        from . import index  # looked up per build (tests put a gate in front of build_index)
+        from .errors import RagError
+
+        while True:
+            with self._lock:
+                if self._pending is None:
+                    self._thread = None
+                    self._status = replace(self._status, running=False)
+                    return
+                (settings, force), self._pending = self._pending, None
+                self._status = replace(self._status, step=BuildStep(0.0, "Starting the build…"))
+            try:
+                message, failed = build_message(index.build_index(settings, force=force, progress=self._progress)), False
+            except RagError as exc:
+                message, failed = str(exc), True
+            except Exception as exc:  # noqa: BLE001 - shown as one line; the traceback goes to the log
+                log.exception("index build failed")
+                message, failed = f"the index build failed ({type(exc).__name__}: {exc})", True
+            with self._lock:
+                self._status = replace(self._status, finished=self._status.finished + 1, message=message, failed=failed)
+            if self._on_done is not None:
+                try:
+                    self._on_done()
+                except Exception:  # noqa: BLE001 - a failing callback must not stop later builds
+                    log.exception("after-build callback failed")
 
 
 # ---------------------------------------------------------------------------------------------
