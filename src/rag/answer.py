@@ -85,6 +85,21 @@ class Citation:
 
 
 @dataclass(frozen=True)
+class ShortAnswer:
+    """The exact phrase that answers the question: ``collapse_ws(document[start:end]) == text``, inside
+    the first cited sentence."""
+
+    text: str
+    doc: str
+    start: int
+    end: int
+    score: float  # the reader's confidence in this span
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "doc": self.doc, "start": self.start, "end": self.end, "score": round(self.score, 4)}
+
+
+@dataclass(frozen=True)
 class Scored:
     hit_rank: int
     start: int
@@ -113,6 +128,10 @@ class Answer:
     invalid_citations: tuple[int, ...] = ()
     #: The question as typed, when a follow-up was rewritten into ``question`` before retrieval.
     original_question: str | None = None
+    #: The phrase that answers the question (None: abstained, a long answer, or no confident span).
+    short_answer: ShortAnswer | None = None
+    #: The reader's probability that the passages answer the question (None with the verifier off).
+    answerable: float | None = None
 
     def to_json(self, id: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {} if id is None else {"id": id}
@@ -128,6 +147,8 @@ class Answer:
             mode=self.mode,
             unsupported_sentences=list(self.unsupported_sentences),
             invalid_citations=list(self.invalid_citations),
+            short_answer=self.short_answer.to_json() if self.short_answer else None,
+            answerable=None if self.answerable is None else round(self.answerable, 4),
         )
         if self.original_question is not None:
             out["original_question"] = self.original_question
@@ -204,7 +225,8 @@ def compose(
     max_words: int = 60,
     qtokens: Sequence[str] = (),
 ) -> tuple[str, bool, str, tuple[Citation, ...], float]:
-    """(answer, abstained, message, citations, support) from scored sentences."""
+    """(answer, abstained, message, citations, support) from scored sentences (best first; the
+    first is always part of the answer)."""
     support = scored[0].score if scored else 0.0
     if not scored or support < abstain_below:
         q = question.strip().rstrip("?")

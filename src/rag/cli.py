@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .errors import RagError
+from .settings import STRICTNESS, VERIFIER
 
 EXIT_USER_ERROR = 2
 MAX_K = 1000  # passages per question; more is a typo (or a denial of service on a large index)
@@ -154,6 +155,9 @@ def _answer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-backend", choices=["ollama", "openai", "llamacpp"], help="chat model backend for --answer llm")
     p.add_argument("--llm-model", help="chat model name (or RAG_LLM_MODEL)")
     p.add_argument("--llm-base-url", help="server address (or RAG_LLM_BASE_URL)")
+    p.add_argument("--strictness", choices=list(STRICTNESS),
+                   help="how readily to say 'the documents do not say' (default balanced; or RAG_STRICTNESS)")
+    p.add_argument("--verifier", choices=list(VERIFIER), help="the trained reader that abstains and finds short answers (default on)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -191,6 +195,7 @@ def _settings(args: argparse.Namespace):
         corpus_dir=getattr(args, "corpus", None), index_dir=getattr(args, "index", None),
         answer=getattr(args, "answer", None), llm_backend=getattr(args, "llm_backend", None),
         llm_model=getattr(args, "llm_model", None), llm_base_url=getattr(args, "llm_base_url", None),
+        strictness=getattr(args, "strictness", None), verifier=getattr(args, "verifier", None),
     )
 
 
@@ -539,6 +544,8 @@ def _print_human(ans, streamed: bool = False) -> None:
         print(f"(searched for: {t(ans.question)})")
     for n in ans.notices:
         print(f"note: {t(n)}")
+    if ans.short_answer is not None and not ans.abstained:
+        print(f"Answer: {t(ans.short_answer.text)}")
     print(t(ans.message, newlines=True))
     for s in ans.unsupported_sentences:
         print(f"  ⚠ not supported by its citations: {t(s)}")

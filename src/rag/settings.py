@@ -15,6 +15,8 @@ FUSIONS = ("rrf", "weighted")
 ANSWER_MODES = ("extractive", "llm")
 LLM_BACKENDS = ("ollama", "openai", "llamacpp")
 EMBED_BACKENDS = ("torch", "onnx")
+VERIFIER = ("on", "off")
+STRICTNESS = ("lenient", "balanced", "strict")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -56,8 +58,17 @@ class Settings:
     max_file_mb: float = 50.0
     #: Index corpus files that are symbolic links to outside the corpus folder (default: skipped).
     follow_symlinks: bool = False
-    #: Answers with a support score under this abstain ("The documents do not say ...").
+    #: Answers with a support score under this abstain ("The documents do not say ..."); used only
+    #: with the verifier off (with it on, the reader's answerable probability decides).
     abstain_below: float = 0.60
+    #: "on": the trained reader (rag.reader) reads the top passages, decides whether they answer the
+    #: question (abstaining when not) and finds the short answer; "off": support score only.
+    verifier: str = "on"
+    #: How readily the assistant says "the documents do not say": thresholds on the reader's answerable
+    #: probability chosen on held-out data (recorded in the reader's model card).
+    strictness: str = "balanced"
+    #: Passages the reader reads (best first).
+    read_k: int = 3
     max_answer_words: int = 60
     #: How the query/passage encoder runs: "torch" (sentence-transformers) or "onnx" (onnxruntime,
     #: exported once into cache_dir; same vectors, faster start).
@@ -88,13 +99,16 @@ class Settings:
         if self.fusion not in FUSIONS:
             raise BadSetting(f"unknown fusion {self.fusion!r}; expected one of: {', '.join(FUSIONS)}")
         for name, value, allowed in (("answer", self.answer, ANSWER_MODES), ("llm_backend", self.llm_backend, LLM_BACKENDS),
-                                     ("embed_backend", self.embed_backend, EMBED_BACKENDS)):
+                                     ("embed_backend", self.embed_backend, EMBED_BACKENDS),
+                                     ("verifier", self.verifier, VERIFIER), ("strictness", self.strictness, STRICTNESS)):
             if value not in allowed:
                 raise BadSetting(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
         if self.llm_timeout_s <= 0:
             raise BadSetting(f"llm_timeout_s must be > 0, got {self.llm_timeout_s}")
         if self.k < 1:
             raise BadSetting(f"k must be >= 1, got {self.k}")
+        if self.read_k < 1:
+            raise BadSetting(f"read_k must be >= 1, got {self.read_k}")
         if self.max_question_chars < 10:
             raise BadSetting(f"max_question_chars must be >= 10, got {self.max_question_chars}")
         c = self.chunking

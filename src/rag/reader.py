@@ -1,0 +1,240 @@
+"""Stage 6a: the reader. A span-extraction model with a no-answer score reads the question with each
+of the top passages and says (1) how likely it is that they answer it (``answerable``, a calibrated
+probability: the assistant abstains below a threshold) and (2) which exact span answers it (the
+short answer, as document offsets).
+
+The model is ours (trained by :mod:`rag.reader_train` from the bundled all-MiniLM-L6-v2 weights on
+SQuAD 2.0 tuning articles and the curated set; see ``models/reader/MODEL_CARD.md``), shipped in the
+package as ONNX with float16 weights. At first use it is expanded to float32 into the cache folder;
+both files are checked against the sha256 recorded in ``reader.json``. Query path: onnxruntime,
+tokenizers, numpy (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ModelUnavailable
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_DIR = Path(__file__).parent / "models" / "reader"
+REBUILD = "python -m rag.reader_train (see src/rag/models/reader/MODEL_CARD.md)"
+
+
+class ReaderUnavailable(ModelUnavailable):
+    """The reader's files are missing, corrupt or cannot run."""
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    """``reader.json``: how the model was trained and how its scores are turned into decisions."""
+
+    max_len: int
+    max_answer_tokens: int
+    #: answerable = sigmoid(a * margin + c * cos + b): margin = best span score - no-answer score,
+    #: cos = the best cosine of question and a read passage (a retrieval feature); held-out fit
+    calib_a: float
+    calib_b: float
+    #: answerable probability under which the assistant abstains, per strictness (held-out choice)
+    thresholds: dict[str, float]
+    #: a span becomes a short answer when its share of the span distribution is at least this
+    short_min_conf: float
+    sha256: dict[str, str]  # file name -> sha256 (the shipped files and the expanded float32 model)
+    calib_c: float = 0.0
+
+    @classmethod
+    def from_json(cls, d: Any) -> "ReaderConfig":
+        try:
+            cfg = cls(int(d["max_len"]), int(d["max_answer_tokens"]), float(d["calib_a"]), float(d["calib_b"]),
+                      {str(k): float(v) for k, v in dict(d["thresholds"]).items()}, float(d["short_min_conf"]),
+                      {str(k): str(v) for k, v in dict(d["sha256"]).items()}, float(d.get("calib_c", 0.0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReaderUnavailable(f"reader.json is damaged ({exc!r}); rebuild it with {REBUILD}") from exc
+        return cfg
+
+    def answerable(self, margin: float, cos: float = 0.0) -> float:
+        z = self.calib_a * margin + self.calib_c * cos + self.calib_b
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+@dataclass(frozen=True)
+class PassageReading:
+    """What the reader found in one passage: its best span (document offsets) and scores."""
+
+    rank: int  # position of the passage among those read
+    start: int  # document offsets of the best span; -1 when no span could be read
+    end: int
+    margin: float  # best span score minus the no-answer score
+    conf: float  # probability of the best span among all spans and no-answer
+
+    @property
+    def has_span(self) -> bool:
+        return self.start >= 0
+
+
+@dataclass(frozen=True)
+class Reading:
+    answerable: float  # probability that the read passages answer the question
+    best: PassageReading | None  # the passage and span with the highest margin
+    passages: tuple[PassageReading, ...]
+
+
+def reader_context(chunk, doc_text: str) -> tuple[str, int]:
+    """The text the reader reads for a :class:`rag.chunk.Chunk` and where the passage starts in it. The
+    section path goes first (a next-steps row says "Egypt" only in its path); spans are only taken
+    after it. Training (rag.reader_train) and answering use this one function."""
+    prefix = f"{chunk.section_path} | " if chunk.section else ""
+    return prefix + doc_text[chunk.start:chunk.end], len(prefix)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _expand(src: Path, dst: Path) -> None:
+    """Float16 weights back to float32 (the graph computes in float32), written atomically."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(str(src))
+    for init in m.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT16:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    onnx.save(m, str(tmp))
+    os.replace(tmp, dst)
+
+
+class Reader:
+    """The loaded reader: :meth:`read` scores a question against passages (thread-safe)."""
+
+    def __init__(self, cfg: ReaderConfig, onnx_path: Path, tokenizer_path: Path, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+            from tokenizers import Tokenizer
+        except ImportError as exc:
+            raise ReaderUnavailable("the reader needs onnxruntime and tokenizers: pip install onnxruntime tokenizers") from exc
+        self.cfg = cfg
+        tok = Tokenizer.from_file(str(tokenizer_path))
+        tok.no_padding()
+        tok.enable_truncation(cfg.max_len, strategy="only_second")
+        self.tokenizer = tok
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            so.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def load(cls, cache_dir: Path, artifact_dir: Path = ARTIFACT_DIR) -> "Reader":
+        cfg_path = artifact_dir / "reader.json"
+        onnx_path, tok_path = artifact_dir / "reader.onnx", artifact_dir / "tokenizer.json"
+        for p in (cfg_path, onnx_path, tok_path):
+            if not p.is_file():
+                raise ReaderUnavailable(f"reader file missing: {p}; rebuild it with {REBUILD}, or set RAG_VERIFIER=off")
+        try:
+            cfg = ReaderConfig.from_json(json.loads(cfg_path.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise ReaderUnavailable(f"{cfg_path} is not valid JSON ({exc}); rebuild it with {REBUILD}") from exc
+        if sha256_file(tok_path) != cfg.sha256.get("tokenizer.json"):
+            raise ReaderUnavailable(f"reader file corrupt (sha256 differs from reader.json): {tok_path}; "
+                                    f"restore it from git or rebuild with {REBUILD}")
+        want = cfg.sha256.get("reader.fp32.onnx", "")
+        expanded = Path(cache_dir) / "reader" / want[:16] / "reader.onnx"
+        if not (expanded.is_file() and sha256_file(expanded) == want):
+            if sha256_file(onnx_path) != cfg.sha256.get("reader.onnx"):
+                raise ReaderUnavailable(f"reader file corrupt (sha256 differs from reader.json): {onnx_path}; "
+                                        f"restore it from git or rebuild with {REBUILD}")
+            _expand(onnx_path, expanded)
+            if sha256_file(expanded) != want:
+                expanded.unlink(missing_ok=True)
+                raise ReaderUnavailable(f"expanding {onnx_path} gave a model whose sha256 differs from reader.json; "
+                                        f"rebuild it with {REBUILD}")
+        return cls(cfg, expanded, tok_path)
+
+    def threshold(self, strictness: str) -> float:
+        try:
+            return self.cfg.thresholds[strictness]
+        except KeyError:
+            raise ModelUnavailable(f"no threshold for strictness {strictness!r} in reader.json") from None
+
+    def read(self, question: str, contexts: Sequence[tuple[str, int, int]], cos: float = 0.0) -> Reading:
+        """``contexts``: (text the reader reads, where the passage starts in it, the passage's document
+        offset) per passage, best first; ``cos``: the best question-passage cosine among them. Spans
+        are only taken inside the passage part."""
+        if not contexts:
+            return Reading(0.0, None, ())
+        encs = self.tokenizer.encode_batch([(question, c[0]) for c in contexts])
+        n = max(len(e.ids) for e in encs)
+        ids = np.zeros((len(encs), n), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        types = np.zeros_like(ids)
+        for i, e in enumerate(encs):
+            ids[i, :len(e.ids)] = e.ids
+            mask[i, :len(e.ids)] = 1
+            types[i, :len(e.ids)] = e.type_ids
+        start, end = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})
+        out = []
+        for i, (e, (ctx, prefix, doc_off)) in enumerate(zip(encs, contexts)):
+            out.append(self._best_span(i, e, start[i, :len(e.ids)], end[i, :len(e.ids)], prefix, doc_off))
+        best = max(out, key=lambda r: r.margin)
+        return Reading(self.cfg.answerable(best.margin, cos), best if best.has_span else None, tuple(out))
+
+    def _best_span(self, rank: int, enc, s: np.ndarray, e: np.ndarray, prefix: int, doc_off: int) -> PassageReading:
+        seq = enc.sequence_ids
+        offs = enc.offsets
+        ok = np.array([sid == 1 and o[0] >= prefix and o[1] > o[0] for sid, o in zip(seq, offs)])
+        null = float(s[0] + e[0])
+        if not ok.any():
+            return PassageReading(rank, -1, -1, -1e9, 0.0)
+        ms = np.where(ok, s, -np.inf)
+        me = np.where(ok, e, -np.inf)
+        # best (i, j) with i <= j < i + max_answer_tokens: a band of the outer sum
+        L = len(s)
+        scores = ms[:, None] + me[None, :]
+        band = np.triu(np.ones((L, L), dtype=bool)) & ~np.triu(np.ones((L, L), dtype=bool), self.cfg.max_answer_tokens)
+        scores = np.where(band, scores, -np.inf)
+        flat = int(np.argmax(scores))
+        i, j = divmod(flat, L)
+        best = float(scores[i, j])
+        finite = scores[np.isfinite(scores)]
+        top = max(best, null)
+        z = np.exp(finite - top).sum() + math.exp(null - top)
+        conf = math.exp(best - top) / z
+        a = offs[i][0] - prefix + doc_off
+        b = offs[j][1] - prefix + doc_off
+        return PassageReading(rank, a, b, best - null, float(conf))
+
+
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _reader(cache_dir: str, artifact_dir: str) -> Reader:
+    return Reader.load(Path(cache_dir), Path(artifact_dir))
+
+
+def get_reader(cache_dir: Path, artifact_dir: Path = ARTIFACT_DIR) -> Reader:
+    """One loaded reader per process (per cache folder)."""
+    with _lock:
+        return _reader(str(cache_dir), str(artifact_dir))

