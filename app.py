@@ -142,11 +142,11 @@ def manifest_stamp(settings: Settings) -> int:
         return 0
 
 
-def render_source(c: Citation, tag: str, key: str, doc_text: str | None) -> None:
+def render_source(c: Citation, tag: str, key: str, doc_text: str | None, short: tuple[int, int] | None = None) -> None:
     with st.expander(ui.citation_label(c, tag)):
-        st.markdown(ui.passage_markdown(c, doc_text))
+        st.markdown(ui.passage_markdown(c, doc_text, short))
         if doc_text is not None and st.toggle("Show in context", key=key):
-            st.markdown(ui.context_markdown(doc_text, c.start, c.end))
+            st.markdown(ui.context_markdown(doc_text, c.start, c.end, short=short))
 
 
 def render_turn(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
@@ -175,11 +175,14 @@ def render_answer(turn: ui.Turn, docs: Mapping[str, DocRecord]) -> None:
         for i, p in enumerate(a.passages[:3], 1):
             render_source(p, f"#{i}", f"ctx-{turn.id}-p{i}", _text(docs, p.doc))
     else:
+        short = ui.short_answer_markdown(a)
+        if short is not None:
+            st.markdown(short)
         st.markdown(ui.md_text(a.answer))
         for sentence in a.unsupported_sentences:
             st.warning(ui.unsupported_markdown(sentence))
         for c in a.citations:
-            render_source(c, f"[{c.n}]", f"ctx-{turn.id}-c{c.n}", _text(docs, c.doc))
+            render_source(c, f"[{c.n}]", f"ctx-{turn.id}-c{c.n}", _text(docs, c.doc), ui.short_span(a, c))
     st.caption(ui.answer_caption(a, turn.mode, turn.k))
 
 

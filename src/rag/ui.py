@@ -88,6 +88,7 @@ def message_markdown(message: str) -> str:
 class Segment(NamedTuple):
     text: str
     marked: bool
+    strong: bool = False  # the short answer, inside a marked sentence: bold as well
 
 
 def merge_spans(spans: Iterable[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
@@ -104,17 +105,23 @@ def merge_spans(spans: Iterable[tuple[int, int]], lo: int, hi: int) -> list[tupl
     return out
 
 
-def segments(text: str, spans: Iterable[tuple[int, int]], offset: int = 0) -> tuple[Segment, ...]:
+def segments(text: str, spans: Iterable[tuple[int, int]], offset: int = 0,
+             strong: tuple[int, int] | None = None) -> tuple[Segment, ...]:
     """Cut ``text`` into plain and marked pieces. ``spans`` are absolute offsets; ``text`` starts at
     ``offset`` in the same coordinates (e.g. a passage ``doc[start:end]`` with ``offset=start``).
-    The pieces concatenate back to ``text``."""
+    ``strong`` (the short answer) is marked and strong. The pieces concatenate back to ``text``."""
+    spans = list(spans) + ([strong] if strong else [])
     out: list[Segment] = []
     pos = 0
     for s, e in merge_spans(spans, offset, offset + len(text)):
         s, e = s - offset, e - offset
         if s > pos:
             out.append(Segment(text[pos:s], False))
-        out.append(Segment(text[s:e], True))
+        if strong is not None and strong[0] - offset < e and s < strong[1] - offset:
+            a, b = max(s, strong[0] - offset), min(e, strong[1] - offset)
+            out += [Segment(t, True, st) for t, st in ((text[s:a], False), (text[a:b], True), (text[b:e], False)) if t]
+        else:
+            out.append(Segment(text[s:e], True))
         pos = e
     if pos < len(text):
         out.append(Segment(text[pos:], False))
@@ -122,28 +129,62 @@ def segments(text: str, spans: Iterable[tuple[int, int]], offset: int = 0) -> tu
 
 
 def segments_markdown(segs: Sequence[Segment], style: str = HIGHLIGHT) -> str:
-    """Safe Markdown for segments: plain text escaped, marked text escaped inside ``:style[...]``.
+    """Safe Markdown for segments: plain text escaped, a run of marked text escaped inside one
+    ``:style[...]`` (its strong part in ``**bold**``).
 
-    Whitespace is collapsed; a marked piece's leading and trailing spaces go outside the marker."""
+    Whitespace is collapsed; a marked run's leading and trailing spaces go outside the marker."""
     out = []
-    for seg in segs:
-        text = collapse_ws(seg.text)
-        core = text.strip()
-        if not seg.marked or not core:
+    i = 0
+    while i < len(segs):
+        if not segs[i].marked:
+            out.append(escape_markdown(collapse_ws(segs[i].text)))
+            i += 1
+            continue
+        run = []
+        while i < len(segs) and segs[i].marked:
+            run.append(segs[i])
+            i += 1
+        text = collapse_ws("".join(x.text for x in run))
+        if not text.strip():
             out.append(escape_markdown(text))
             continue
-        lead = " " if text[:1] == " " else ""
-        trail = " " if text[-1:] == " " else ""
-        out.append(f"{lead}:{style}[{escape_markdown(core)}]{trail}")
+        parts = []
+        for x in run:
+            t = collapse_ws(x.text).replace("\x00", "").replace("\x01", "")
+            core = t.strip()
+            if x.strong and core:
+                t = t.replace(core, f"\x00{core}\x01", 1)
+            parts.append(t)
+        body = collapse_ws("".join(parts))
+        lead = " " if body[:1] == " " else ""
+        trail = " " if body[-1:] == " " else ""
+        md = escape_markdown(body.strip()).replace("\x00", "**").replace("\x01", "**")
+        out.append(f"{lead}:{style}[{md}]{trail}")
     return re.sub(" {2,}", " ", "".join(out)).strip()
 
 
-def passage_markdown(c: Citation, doc_text: str | None = None) -> str:
-    """The cited passage with its supporting sentences highlighted. Needs the document text for the
-    exact offsets; without it (or if the offsets do not fit) the passage is shown unhighlighted."""
+def passage_markdown(c: Citation, doc_text: str | None = None, short: tuple[int, int] | None = None) -> str:
+    """The cited passage with its supporting sentences highlighted (and ``short``, the short answer's
+    span, in bold inside them). Needs the document text for the exact offsets; without it (or if the
+    offsets do not fit) the passage is shown unhighlighted."""
     if doc_text is None or not (0 <= c.start <= c.end <= len(doc_text)):
         return md_text(c.text)
-    return segments_markdown(segments(doc_text[c.start : c.end], c.highlights, offset=c.start))
+    return segments_markdown(segments(doc_text[c.start : c.end], c.highlights, offset=c.start, strong=short))
+
+
+def short_answer_markdown(a: Answer) -> str | None:
+    """``**Answer: 50**`` above the quoted sentence (escaped), or None without a short answer."""
+    if a.short_answer is None or a.abstained:
+        return None
+    return f"**Answer: {escape_markdown(collapse_ws(a.short_answer.text).strip())}**"
+
+
+def short_span(a: Answer, c: Citation) -> tuple[int, int] | None:
+    """The short answer's span when it lies in citation ``c`` (same document, inside the passage)."""
+    s = a.short_answer
+    if s is None or s.doc != c.doc or not (c.start <= s.start and s.end <= c.end):
+        return None
+    return (s.start, s.end)
 
 
 class Window(NamedTuple):
@@ -164,10 +205,12 @@ def context_window(text: str, start: int, end: int, chars: int = CONTEXT_CHARS) 
     return Window(lo, hi)
 
 
-def context_markdown(doc_text: str, start: int, end: int, chars: int = CONTEXT_CHARS) -> str:
-    """The document around a cited span, the span highlighted, ``…`` where the window is cut."""
+def context_markdown(doc_text: str, start: int, end: int, chars: int = CONTEXT_CHARS,
+                     short: tuple[int, int] | None = None) -> str:
+    """The document around a cited span, the span highlighted (the short answer in bold), ``…`` where
+    the window is cut."""
     w = context_window(doc_text, start, end, chars)
-    body = segments_markdown(segments(doc_text[w.start : w.end], [(start, end)], offset=w.start))
+    body = segments_markdown(segments(doc_text[w.start : w.end], [(start, end)], offset=w.start, strong=short))
     return ("… " if w.start > 0 else "") + body + (" …" if w.end < len(doc_text) else "")
 
 
@@ -426,7 +469,8 @@ def conversation_markdown(
             continue
         if a.original_question is not None:
             lines += [f"*Searched for:* {md_text(a.question)}", ""]
-        lines += [md_text(a.message), ""]
+        short = short_answer_markdown(a)
+        lines += ([short, ""] if short else []) + [md_text(a.message), ""]
         lines += [unsupported_markdown(u) + "  " for u in a.unsupported_sentences]
         if a.unsupported_sentences:
             lines.append("")
