@@ -378,7 +378,7 @@ class TrainConfig:
 def train(base: str | Path, examples: Sequence[Example], out_dir: Path, cfg: TrainConfig = TrainConfig(),
           progress: Callable[[str], None] = print) -> Path:
     """Fine-tune ``base`` (a BERT-style model folder) on the training examples; resumes from
-    ``out_dir/checkpoint.pt`` if present. Returns the folder of the trained model (transformers format)."""
+    ``out_dir/checkpoint.safetensors`` if present. Returns the folder of the trained model (transformers format)."""
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -405,14 +405,12 @@ def train(base: str | Path, examples: Sequence[Example], out_dir: Path, cfg: Tra
     warm = max(1, int(cfg.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(1, total - warm))))
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = out_dir / "checkpoint.pt"
+    ckpt = out_dir / "checkpoint.safetensors"
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)  # tensors and numbers only: no unpickling of code
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = int(state["step"])
+        step = _load_checkpoint(ckpt, model, opt)
+        for _ in range(step):
+            sched.step()
         progress(f"resumed at step {step}/{total}")
     flat = [b for ep in plan for b in ep][:total]
     model.train()
@@ -431,13 +429,42 @@ def train(base: str | Path, examples: Sequence[Example], out_dir: Path, cfg: Tra
         if step % 20 == 0 or step == total:
             progress(f"step {step}/{total} loss {loss_avg:.3f} {seen / (time.time() - t0):.1f} pairs/s")
         if step % cfg.checkpoint_every == 0 and step < total:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step}, tmp)
-            tmp.replace(ckpt)
+            _save_checkpoint(ckpt, model, opt, step)
     final = out_dir / "model"
     model.save_pretrained(final)
     tok.save_pretrained(final)
     return final
+
+
+def _save_checkpoint(path: Path, model, opt, step: int) -> None:
+    """Model weights and AdamW moments as safetensors (tensors only: nothing that runs code on load),
+    written atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for k, v in opt.state.get(p, {}).items():
+                tensors[f"opt.{names[id(p)]}.{k}"] = v.reshape(v.shape).contiguous() if v.dim() else v.reshape(1)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"step": str(step)})
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, model, opt) -> int:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    by_name = dict(model.named_parameters())
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            name, field = key[4:].rsplit(".", 1)
+            opt.state[by_name[name]][field] = v.reshape(()) if field == "step" else v
+    with safe_open(str(path), "pt") as fh:
+        return int(fh.metadata()["step"])
 
 
 def export_onnx(model_dir: Path, out_path: Path, fp16_storage: bool = True) -> Path:
@@ -771,7 +798,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         f"{train_cfg.epochs:g} epoch, batch {train_cfg.batch}, lr {train_cfg.lr:g}, positives x{train_cfg.pos_repeat}",
         ".venv/bin/python -m rag.reader_train calibrate /tmp/reader-run  # held-out probes -> reader.json, metrics.json, this card",
         "```",
-        "Training resumes from `checkpoint.pt` in the run folder (written every "
+        "Training resumes from `checkpoint.safetensors` in the run folder (written every "
         f"{train_cfg.checkpoint_every} steps). CPU only; about 1 hour on 2 busy cores.",
         "",
         "## Decisions (reader.json)",
