@@ -101,6 +101,27 @@ def blank_pdf() -> bytes:
     return buf.getvalue()
 
 
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``rag.cli.main(argv)`` in this process: (exit code, stdout, stderr); argparse exits count too."""
+    from rag.cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def one_error_line(err: str) -> str:
+    """The one ``rag: error: ...`` line a user error prints (and no traceback)."""
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("rag: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
 def use_chat(monkeypatch, chat) -> list:
     """Make ``rag.generate.make_chat_model`` (what Assistant.chat_model() and the app call) return
     ``chat``; returns the list of settings it was asked for."""

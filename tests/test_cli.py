@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FINLAND_Q, REPO
+from conftest import one_error_line, run_cli as run, FINLAND_Q, REPO
 from rag import __version__
 from rag.cli import main
 
@@ -22,18 +22,6 @@ def ask_args(settings, *extra: str) -> list[str]:
     return ["ask", *extra, "--index", str(settings.index_dir), "--corpus", str(settings.corpus_dir)]
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rag: error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def subprocess_env() -> dict[str, str]:

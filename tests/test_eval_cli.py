@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_DIR, REPO
-from rag.cli import main
+from conftest import one_error_line, run_cli as run, CACHE_DIR, REPO
 from test_beir import write_beir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -18,18 +17,6 @@ ROW_KEYS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10", "answer_ac
             "abstention_recall", "false_abstention", "median_passage_words", "p50_ms")
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rag: error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

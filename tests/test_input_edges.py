@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FINLAND_Q, settings_for, write_corpus
+from conftest import one_error_line, run_cli as run, FINLAND_Q, settings_for, write_corpus
 from rag import cli, pipeline
 from rag.answer import Answer, Citation
 from rag.cli import MAX_BATCH_LINE_BYTES, MAX_K, main, terminal_safe
@@ -27,21 +27,6 @@ from rag.lexical import tokenize
 from rag.pipeline import clean_question
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse errors
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("rag: error: ")
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def raw_controls(text: str) -> list[str]:

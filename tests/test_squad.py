@@ -14,8 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import CACHE_DIR, REPO
-from rag.cli import main
+from conftest import one_error_line, run_cli as run, CACHE_DIR, REPO
 from rag.errors import RagError
 from rag.evaluate import squad_scores
 from rag.squad import (
@@ -373,16 +372,6 @@ def test_write_squad_report_writes_json_markdown_plot_and_official_files(tmp_pat
 # The command line
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = main(argv)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rag: error: ") and "Traceback" not in err, err
-    return lines[0]
 
 
 def write_mini_squad(folder: Path, titles=("Amazon_rainforest", "Intergovernmental_Panel_on_Climate_Change",
