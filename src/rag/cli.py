@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--beir", type=Path, help="a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)")
     pe.add_argument("--split", default="test", help="BEIR qrels split (default test; tune on train)")
     pe.add_argument("--squad", type=Path, help="a SQuAD 2.0 open-corpus folder (corpus.jsonl, questions.jsonl)")
+    pe.add_argument("--articles", help="with --squad: ask only the questions of these comma-separated article titles")
     pe.add_argument("--leave-out", type=int, default=3, metavar="N",
                     help="SQuAD: articles kept out of the index, whose questions should be abstained on (default 3)")
     pe.add_argument("--limit", type=int, metavar="M", help="SQuAD: ask only the first M questions of each kind")
@@ -353,7 +354,9 @@ def _eval(args: argparse.Namespace) -> int:
         from .squad import format_squad_table, run_squad, write_squad_report
 
         try:
-            squad = run_squad(settings, args.squad, leave_out=args.leave_out, limit=args.limit, progress=progress)
+            articles = [a.strip() for a in args.articles.split(",") if a.strip()] if args.articles else None
+            squad = run_squad(settings, args.squad, leave_out=args.leave_out, limit=args.limit, progress=progress,
+                              articles=articles)
         finally:
             close()
         paths = write_squad_report(squad, args.out)

@@ -471,8 +471,10 @@ class SquadReport:
 
 
 def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = None, progress: Progress = _noop,
-              force_index: bool = False) -> SquadReport:
-    """Index, ask every selected question, score. ``limit`` asks the first ``limit`` questions of each kind."""
+              force_index: bool = False, articles: Iterable[str] | None = None) -> SquadReport:
+    """Index, ask every selected question, score. ``limit`` asks the first ``limit`` questions of each kind;
+    ``articles`` asks only the questions of these titles (the index still holds every article not left
+    out): e.g. the reader's held-out articles, for figures on questions it was not trained on."""
     from .index import load_index
     from .pipeline import Assistant
 
@@ -481,6 +483,12 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
     folder = Path(folder)
     ssettings, built, corpus, out, paragraphs, questions = squad_index(settings, folder, leave_out, progress, force_index)
     assistant = Assistant(ssettings, load_index(ssettings)).warm_up()
+    if articles is not None:
+        wanted = set(articles)
+        unknown = wanted - {p.title for p in paragraphs}
+        if unknown:
+            raise RagError(f"--articles: no such article(s) in {folder}: {', '.join(sorted(unknown))}")
+        questions = [q for q in questions if q.title in wanted]
     selected = select_questions(questions, out, limit)
     outcomes: list[SquadOutcome] = []
     for kind in KINDS:
@@ -502,6 +510,7 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
                 "articles_indexed": len(indexed),
                 "paragraphs_indexed": len(corpus.spans), "chunks": manifest.get("counts", {}).get("chunks"),
                 "left_out": out, "left_out_rule": "the last N titles in sorted order", "limit": limit,
+                "articles_asked": sorted(articles) if articles is not None else "all",
                 "questions_in_folder": len(questions)},
         metrics=score_outcomes(outcomes),
         # the configured threshold is a point of the curve when the support score is what abstains
