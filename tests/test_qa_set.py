@@ -205,6 +205,14 @@ def test_unanswerable_count():
     assert len(UNANSWERABLE) >= 15, f"only {len(UNANSWERABLE)} unanswerable items"
 
 
+def test_unanswerable_items_cover_the_three_kinds():
+    """Off-topic (nothing about it in the corpus), out-of-corpus (another document's topic) and
+    near-miss (on topic, but the fact asked for is not there): each is abstained on differently."""
+    types = [it.get("unanswerable_type") for it in UNANSWERABLE]
+    assert set(types) == {"off-topic", "out-of-corpus", "near-miss"}, set(types)
+    assert all(types.count(t) >= 8 for t in set(types)), {t: types.count(t) for t in set(types)}
+
+
 def test_every_page_covered():
     counts = {p: 0 for p in range(1, N_PAGES + 1)}
     for it in ITEMS:
