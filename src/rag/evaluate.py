@@ -32,6 +32,7 @@ class QAItem:
     kind: str
     section: str = ""
     page: int | None = None
+    unanswerable_type: str = ""  # "off-topic", "out-of-corpus" or "near-miss" for unanswerable items
 
     @property
     def answerable(self) -> bool:
@@ -56,7 +57,7 @@ def load_qa(path: Path) -> list[QAItem]:
             raise RagError(f"{path}:{n}: each line needs a JSON object with 'id' and 'question' ({exc})") from exc
         ev = tuple(e for e in (d.get("evidence"), d.get("evidence2")) if e)
         items.append(QAItem(d["id"], d["question"], d.get("answer", ""), tuple(d.get("aliases", [])), ev,
-                            d.get("kind", ""), d.get("section", ""), d.get("page")))
+                            d.get("kind", ""), d.get("section", ""), d.get("page"), d.get("unanswerable_type", "")))
     return items
 
 
@@ -310,6 +311,8 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         "answer_accuracy": share([bool(r.correct) for r in ans]),
         "citation_support": share([bool(r.cited_ok) for r in spoke]) if spoke or not answering else 0.0,
         "abstention_recall": share([bool(r.abstained) for r in una]),
+        **{f"abstention_{t}": share([bool(r.abstained) for r in una if r.item.unanswerable_type == t])
+           for t in ("off-topic", "out-of-corpus", "near-miss") if any(r.item.unanswerable_type == t for r in una)},
         "false_abstention": share([bool(r.abstained) for r in ans]),
         "short_em": share([em for em, _ in squad]),
         "short_f1": share([f1 for _, f1 in squad]),
@@ -426,6 +429,14 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
         curves[row] = recall_curve(res)
         if row == rows[0]:
             primary = res
+            if a.settings.verifier == "on":
+                from .reader_train import CURATED_HELDOUT_SHARE, split_of
+
+                # the reader trained on two thirds of this set: the third it never saw, alone
+                held = [r for r in res if split_of(r.item.id, CURATED_HELDOUT_SHARE)]
+                out_rows[f"{row} (reader held-out third)"] = summarize(held)
+                off = Assistant(a.settings.with_(verifier="off"), assistant.data, assistant.embedder)
+                out_rows[f"{row} (verifier off)"] = summarize(run_qa(off, items, mode=mode))
     if include_langchain:
         docs = {d: r.text for d, r in assistant.data.docs.items()}
         path = resolve_model(assistant.settings.model, assistant.settings.cache_dir)
@@ -463,7 +474,9 @@ def _question_row(r: QAResult) -> dict[str, Any]:
 TABLE_COLUMNS = (
     ("recall@1", "R@1"), ("recall@5", "R@5"), ("recall@10", "R@10"), ("mrr@10", "MRR@10"), ("ndcg@10", "nDCG@10"),
     ("recall@100", "R@100"), ("answer_accuracy", "acc"), ("citation_support", "cited"),
-    ("abstention_recall", "abst"), ("false_abstention", "false-abst"), ("short_em", "sEM"), ("short_f1", "sF1"),
+    ("abstention_recall", "abst"), ("abstention_off-topic", "abst-off"), ("abstention_out-of-corpus", "abst-ooc"),
+    ("abstention_near-miss", "abst-near"), ("false_abstention", "false-abst"), ("short_em", "sEM"), ("short_f1", "sF1"),
+    ("short_fact", "sFact"),
     ("median_passage_words", "words"),
     ("p50_ms", "p50 ms"),
 )
