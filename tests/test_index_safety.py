@@ -841,3 +841,95 @@ def test_a_reader_does_not_restore_while_a_build_holds_the_lock(tiny_copy, monke
         assert aside.is_dir() and not index.exists()
     assert load_index(tiny_copy).chunks  # lock free: the reader restores it
     assert not aside.exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Review 16: a load during a rebuild, sidecars that are huge, deep or folders, forged index
+# folders, manifests that leave files out, lazy indexes with bad ids, refusals that wrote to disk
+
+
+class FakeEmbedder:
+    """One-hot vectors from a hash of the text: builds an index in milliseconds, no model."""
+
+    dim = 384
+
+    def embed(self, texts):
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
+        return out
+
+
+def fake_build(settings, force: bool = False):
+    return build_index(settings, force=force, embedder=FakeEmbedder())
+
+
+@pytest.fixture
+def fake_model(monkeypatch):
+    """The CLI's `rag index` and `rag ask` get the fake embedder (and no verifier model)."""
+    import rag.embed
+
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: FakeEmbedder())
+    monkeypatch.setenv("RAG_VERIFIER", "off")
+
+
+def test_a_deeply_nested_sidecar_is_ignored_and_the_document_still_indexes(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", {**GOOD, "doc.txt": "Doc\n\nThe Lisbon rail yard closed.\n",
+                                                "doc.meta.json": "[" * 200000 + "]" * 200000})
+    report = load_corpus(corpus)
+    assert [d.doc_id for d in report.documents] == ["doc.txt", "good.txt"]
+    assert report.documents[0].metadata == {}
+    assert report.notices == ("doc.txt: metadata doc.meta.json ignored (nested more than 16 levels deep)",)
+    # not as deep as the parser's limit, but deeper than any sidecar: ignored too
+    (corpus / "doc.meta.json").write_text(json.dumps({"title": "T", "x": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}))
+    assert "nested more than 16 levels deep" in load_corpus(corpus).notices[0]
+    (corpus / "doc.meta.json").write_text("[" * 200000 + "]" * 200000)
+    result = fake_build(settings_for(corpus, tmp_path / "index"))
+    assert result.status == "built" and result.manifest["counts"]["documents"] == 2
+    assert any("doc.meta.json ignored (nested" in n for n in result.notices)
+
+
+def test_sidecar_text_fields_and_parts_are_capped_with_a_notice(tmp_path):
+    from rag.load import SIDECAR_MAX_CHARS, SIDECAR_MAX_PART_CHARS, SIDECAR_MAX_PARTS
+
+    parts = [{"title": "P" * 300, "anchor": "Doc"}] * (SIDECAR_MAX_PARTS + 50)
+    meta = {"title": "T" * 5000, "author": "A" * 600, "date": "2023", "parts": parts}
+    corpus = write_corpus(tmp_path / "corpus", {"doc.txt": "Doc\n\nBody.\n", "doc.meta.json": json.dumps(meta)})
+    (doc,) = load_corpus(corpus).documents
+    assert len(doc.title) == SIDECAR_MAX_CHARS and doc.title.startswith("TTT") and doc.title.endswith("\u2026")
+    assert len(doc.metadata["author"]) == SIDECAR_MAX_CHARS and doc.metadata["date"] == "2023"
+    assert len(doc.metadata["parts"]) == SIDECAR_MAX_PARTS
+    assert all(len(p["title"]) == SIDECAR_MAX_PART_CHARS and p["anchor"] == "Doc" for p in doc.metadata["parts"])
+    (notice,) = load_corpus(corpus).notices
+    assert notice == (f"doc.txt: metadata doc.meta.json: title cut to 500 characters (it has 5000); author cut to 500 "
+                      f"characters (it has 600); only the first 200 of 250 parts kept; part titles and anchors cut "
+                      f"to 200 characters")
+
+
+def test_a_5_mb_sidecar_is_ignored_and_not_copied_into_every_passage(tmp_path):
+    body = "Doc\n\n" + "".join(f"Paragraph {i} about the harbour of Valletta and its ferries.\n\n" for i in range(40))
+    corpus = write_corpus(tmp_path / "corpus", {"doc.txt": body, "doc.meta.json": json.dumps({"title": "T" * 5 * 2**20})})
+    report = load_corpus(corpus)
+    assert report.documents[0].title == "Doc" and report.documents[0].metadata == {}
+    assert report.notices == ("doc.txt: metadata doc.meta.json ignored (file is 5.0 MB, over the 1 MB limit)",)
+    settings = settings_for(corpus, tmp_path / "index")
+    result = fake_build(settings)
+    assert result.manifest["counts"]["chunks"] > 1
+    assert (tmp_path / "index" / "chunks.jsonl").stat().st_size < 100_000
+    # just under the limit: kept, with the title cut, so each passage carries 500 characters, not 900 000
+    (corpus / "doc.meta.json").write_text(json.dumps({"title": "T" * 900_000}))
+    fake_build(settings)
+    chunks = load_index(settings, check_fresh=False).chunks
+    assert all(len(c.title) == 500 for c in chunks)
+    assert (tmp_path / "index" / "chunks.jsonl").stat().st_size < 100_000
+
+
+def test_a_sidecar_that_is_a_folder_is_named_in_a_notice(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus", {"doc.txt": "Doc\n\nBody.\n", "doc.meta.json/inner.txt": "Inner\n\nText.\n"})
+    report = load_corpus(corpus)
+    assert [d.doc_id for d in report.documents] == ["doc.meta.json/inner.txt", "doc.txt"]  # its files still read
+    assert report.notices == ("doc.meta.json: metadata ignored: a folder, not a metadata file",)
+    _, notice = load_file(corpus / "doc.txt")  # one file alone (an upload): the same
+    assert notice == "metadata doc.meta.json ignored (a folder, not a file)"

@@ -8,8 +8,9 @@ Only files that belong to the corpus are opened (:func:`scan_corpus`): a symboli
 is outside the corpus folder is refused unless ``follow_symlinks`` is set, and FIFOs, devices and
 sockets are never opened (opening a FIFO blocks until someone writes to it). A file is opened
 non-blocking and checked to be a regular file before it is read, so one swapped in after the scan
-is refused too. A ``NAME.meta.json`` sidecar is checked against :class:`Sidecar`; a bad one is
-ignored with a notice naming it, and its document still loads.
+is refused too. A ``NAME.meta.json`` sidecar is checked against :class:`Sidecar`; a bad one (a
+folder, over :data:`SIDECAR_MAX_MB`, nested too deeply, wrong types) is ignored with a notice naming
+it, and its document still loads; text fields and parts over their limits are cut, with a notice.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def scan_corpus(corpus_dir: Path, follow_symlinks: bool = False) -> CorpusScan:
                 continue
             outside = is_link and not _inside(Path(os.path.realpath(path)), root)
             if stat.S_ISDIR(st.st_mode):
+                if kind == "sidecar":  # its documents are still read; as metadata it is ignored, said so
+                    refused.append(Skipped(doc_id, "a folder, not a metadata file"))
                 real = Path(os.path.realpath(path))
                 if is_link and not follow_symlinks:
                     if outside:
@@ -382,19 +385,83 @@ class Sidecar:
         return cls(**{k: obj.get(k) for k in cls.TEXT_FIELDS}, parts=tuple(checked))
 
 
+#: A sidecar is a few lines of metadata: one larger than this is ignored (with a notice), whatever
+#: ``max_file_mb`` allows documents.
+SIDECAR_MAX_MB = 1.0
+#: Nesting a sidecar may have (``{"x": {"y": [...]}}`` is 3): deeper ones are ignored.
+SIDECAR_MAX_DEPTH = 16
+#: Longest text field (title, author, ...) kept; a longer one is cut, with a notice. The title is
+#: copied into every passage of its document, so a huge one would bloat the index.
+SIDECAR_MAX_CHARS = 500
+#: Most parts kept, and the longest part title and anchor (part titles are copied into passages).
+SIDECAR_MAX_PARTS = 200
+SIDECAR_MAX_PART_CHARS = 200
+
+
 def read_sidecar(side: Path, max_file_mb: float = 50.0) -> tuple[dict[str, Any], str]:
-    """(metadata, notice): the sidecar's object when it is valid, else ``{}`` and a notice naming it."""
+    """(metadata, notice): the sidecar's object when it is valid, else ``{}`` and a notice naming it.
+    A sidecar over :data:`SIDECAR_MAX_MB` or nested deeper than :data:`SIDECAR_MAX_DEPTH` is ignored;
+    text fields and parts over their limits are cut, with a notice."""
+    limit_mb = min(max_file_mb, SIDECAR_MAX_MB)
     try:
-        raw = _read_regular(side, max_bytes=int(max_file_mb * 1024 * 1024), follow=True, max_file_mb=max_file_mb)
+        if side.is_dir():
+            return _ignored(side, "a folder, not a file")
+        raw = _read_regular(side, max_bytes=int(limit_mb * 1024 * 1024), follow=True, max_file_mb=limit_mb)
         meta = json.loads(raw.decode("utf-8"))
+        if _depth(meta) > SIDECAR_MAX_DEPTH:
+            raise ValueError(f"nested more than {SIDECAR_MAX_DEPTH} levels deep")
         Sidecar.from_json(meta)
     except UnreadableFile as exc:
         if not side.exists() and not side.is_symlink():
             return {}, ""
         return _ignored(side, str(exc))
+    except RecursionError:
+        return _ignored(side, f"nested more than {SIDECAR_MAX_DEPTH} levels deep")
     except (UnicodeDecodeError, ValueError) as exc:
         return _ignored(side, str(exc))
-    return dict(meta), ""
+    meta, cut = _capped(dict(meta))
+    if cut:
+        log.warning("metadata %s: %s", side.name, "; ".join(cut))
+        return meta, f"metadata {side.name}: {'; '.join(cut)}"
+    return meta, ""
+
+
+def _depth(obj: Any) -> int:
+    """How deeply ``obj`` (parsed JSON) nests lists and objects; without recursion."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, level)
+            if level > SIDECAR_MAX_DEPTH:
+                break
+            todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def _capped(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """``meta`` (a valid sidecar) with text fields and parts cut to their limits, and what was cut."""
+    cut = []
+    for name in Sidecar.TEXT_FIELDS:
+        value = meta.get(name)
+        if isinstance(value, str) and len(value) > SIDECAR_MAX_CHARS:
+            meta[name] = _cut(value, SIDECAR_MAX_CHARS)
+            cut.append(f"{name} cut to {SIDECAR_MAX_CHARS} characters (it has {len(value)})")
+    parts = meta.get("parts")
+    if isinstance(parts, list) and parts:
+        if len(parts) > SIDECAR_MAX_PARTS:
+            cut.append(f"only the first {SIDECAR_MAX_PARTS} of {len(parts)} parts kept")
+            parts = parts[:SIDECAR_MAX_PARTS]
+        capped = [{**p, "title": _cut(p["title"], SIDECAR_MAX_PART_CHARS), "anchor": p["anchor"][:SIDECAR_MAX_PART_CHARS]}
+                  for p in parts]
+        if any(c["title"] != p["title"] or c["anchor"] != p["anchor"] for c, p in zip(capped, parts)):
+            cut.append(f"part titles and anchors cut to {SIDECAR_MAX_PART_CHARS} characters")
+        meta["parts"] = capped
+    return meta, cut
 
 
 def _ignored(side: Path, why: str) -> tuple[dict[str, Any], str]:
