@@ -891,6 +891,39 @@ def test_a_deeply_nested_sidecar_is_ignored_and_the_document_still_indexes(tmp_p
     assert any("doc.meta.json ignored (nested" in n for n in result.notices)
 
 
+def test_files_of_the_user_in_lexical_are_never_deleted(tiny_copy, no_model):
+    index = Path(tiny_copy.index_dir)
+    (index / "lexical" / "thesis.docx").write_text("precious\n")
+    before = tree(index)
+    with pytest.raises(IndexRefused, match=r"not a rag index \(it holds lexical/thesis\.docx\)"):
+        build_index(tiny_copy, force=True)
+    assert tree(index) == before
+
+
+@pytest.mark.parametrize("with_docx", [True, False], ids=["forged-manifest-and-a-docx", "forged-manifest-alone"])
+def test_a_forged_manifest_does_not_make_a_folder_an_index(tmp_path, with_docx, no_model):
+    folder = tmp_path / "index"
+    (folder / "lexical").mkdir(parents=True)
+    (folder / MANIFEST).write_text('{"format_version": 1}')
+    if with_docx:
+        (folder / "lexical" / "thesis.docx").write_text("precious\n")
+    before = tree(folder)
+    corpus = write_corpus(tmp_path / "corpus", GOOD)
+    with pytest.raises(IndexRefused, match="is not a rag index") as exc:
+        build_index(settings_for(corpus, folder), force=True)
+    assert ("lexical/thesis.docx" if with_docx else "manifest.json") in str(exc.value)
+    assert tree(folder) == before
+
+
+def test_lexical_index_save_writes_exactly_the_names_rag_accepts_in_lexical(tmp_path):
+    """If bm25s starts writing another file, rag would refuse its own index folders: fail here first."""
+    from rag.index import LEXICAL_FILES
+    from rag.lexical import LexicalIndex
+
+    LexicalIndex.build(["the harbour of valletta", "ferries to gozo"]).save(tmp_path / "lexical")
+    assert {p.name for p in (tmp_path / "lexical").iterdir()} == LEXICAL_FILES
+
+
 def test_sidecar_text_fields_and_parts_are_capped_with_a_notice(tmp_path):
     from rag.load import SIDECAR_MAX_CHARS, SIDECAR_MAX_PART_CHARS, SIDECAR_MAX_PARTS
 
@@ -924,6 +957,63 @@ def test_a_5_mb_sidecar_is_ignored_and_not_copied_into_every_passage(tmp_path):
     chunks = load_index(settings, check_fresh=False).chunks
     assert all(len(c.title) == 500 for c in chunks)
     assert (tmp_path / "index" / "chunks.jsonl").stat().st_size < 100_000
+
+
+def test_a_manifest_file_name_with_a_nul_is_index_damaged_never_a_traceback(tiny_copy, capsys, fake_model):
+    index = Path(tiny_copy.index_dir)
+    _damage_manifest(index, lambda m: m["artifacts"].__setitem__("docs\u0000.jsonl", m["artifacts"]["docs.jsonl"]))
+    code, out, err = run(["ask", "Where did the ministers meet?", "--index", index, "--corpus", tiny_copy.corpus_dir], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert "index damaged: " in line and r"'docs\x00.jsonl' is not a file name inside the index folder" in line
+    assert "\x00" not in line and line.endswith("run `rag index --force`")
+    for name in ("docs\u001b[2J.jsonl", "docs\n.jsonl"):  # other control characters: the same
+        _damage_manifest(index, lambda m: (m["artifacts"].pop("docs\u0000.jsonl", None), m["artifacts"].__setitem__(
+            name, m["artifacts"]["docs.jsonl"])))
+        with pytest.raises(IndexCorrupt, match="holds a control character"):
+            load_manifest(index)
+        _damage_manifest(index, lambda m: m["artifacts"].pop(name))
+
+
+def test_verify_files_turns_a_name_the_system_refuses_into_index_damaged(tiny_copy):
+    from rag.index import ArtifactRecord, verify_files
+
+    index = Path(tiny_copy.index_dir)
+    m = load_manifest(index)
+    forged = dataclasses.replace(m, artifacts={**m.artifacts, "x\u0000y": ArtifactRecord("0" * 64, 1)})
+    with pytest.raises(IndexCorrupt, match="index damaged: .*: missing; run `rag index --force`"):
+        verify_files(index, forged)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda m: m.__setitem__("artifacts", {}), "the manifest lists no chunks.faiss, chunks.jsonl, docs.jsonl and 7 more"),
+        (lambda m: m["artifacts"].pop("docs.jsonl"), "the manifest lists no docs.jsonl"),
+        (lambda m: m["artifacts"].pop("lexical/vocab.index.json"), "the manifest lists no lexical/vocab.index.json"),
+        (lambda m: m["artifacts"].pop("docs.offsets.npy"), "the manifest lists no docs.offsets.npy, which the folder holds"),
+        (lambda m: m["artifacts"].__setitem__("notes.bin", m["artifacts"]["docs.jsonl"]), "'notes.bin' is not a file rag writes"),
+    ],
+    ids=["no-artifacts", "no-docs", "no-lexical-file", "no-offsets-but-the-file-is-there", "a-name-rag-does-not-write"],
+)
+def test_a_manifest_must_record_every_index_file(tiny_copy, change, words):
+    index = Path(tiny_copy.index_dir)
+    _damage_manifest(index, change)
+    with pytest.raises(IndexCorrupt) as exc:
+        load_index(tiny_copy, check_fresh=False)
+    assert str(exc.value).startswith("index damaged: ") and words in str(exc.value), str(exc.value)
+    assert str(exc.value).endswith("run `rag index --force`") and "\n" not in str(exc.value)
+
+
+def test_an_edited_docs_jsonl_is_not_served_by_emptying_the_manifests_artifacts(tiny_copy, capsys, fake_model):
+    index = Path(tiny_copy.index_dir)
+    for rel in ("chunks.jsonl", "docs.jsonl"):
+        edit_keeping_size_and_mtime(index / rel, b"deployed 50 border", b"deployed 90 border")
+    _damage_manifest(index, lambda m: m.__setitem__("artifacts", {}))  # nothing left to check them against
+    code, out, err = run(["ask", "How many border guards did Frontex deploy?", "--index", index,
+                          "--corpus", tiny_copy.corpus_dir], capsys)
+    assert code == 2 and "90" not in out
+    assert "the manifest lists no chunks.faiss, chunks.jsonl, docs.jsonl" in one_error_line(err)
 
 
 def test_a_sidecar_that_is_a_folder_is_named_in_a_notice(tmp_path):

@@ -75,6 +75,18 @@ INDEX_FILES = frozenset({
     MANIFEST, "docs.jsonl", "docs.offsets.npy", "docs.ids.json", "chunks.jsonl", "chunks.offsets.npy",
     "sentence_counts.npy", "chunks.faiss", "sentences.npy",
 })
+#: The files :meth:`LexicalIndex.save` writes in ``lexical/`` (bm25s's arrays and parameters, and
+#: ``df.json``); nothing else may be there.
+LEXICAL_FILES = frozenset({
+    "data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy", "params.index.json", "vocab.index.json",
+    "df.json",
+})
+#: Index files every manifest must record (sha256 and size), so none is read unchecked.
+REQUIRED_ARTIFACTS = frozenset({"docs.jsonl", "chunks.jsonl", "chunks.faiss", "sentences.npy"}
+                               | {f"{LEXICAL}/{name}" for name in LEXICAL_FILES})
+#: Index files a manifest must record when the folder holds them (indexes built before the offset
+#: files existed have none of them, and are read eagerly).
+ARTIFACTS = REQUIRED_ARTIFACTS | (INDEX_FILES - {MANIFEST})
 #: Index files up to this size are re-hashed at every load. sha256 runs at ~1.1 GB/s here, so this
 #: costs at most ~60 ms a file. The default index (137 passages: 14 files, 0.96 MB) is hashed in
 #: full in 2.0 ms (the stat-only check took 0.5 ms; the whole warm load_index 13 ms). At 1M passages
@@ -259,7 +271,11 @@ class Manifest:
             raise ValueError(f"model.dim: must be >= 1, got {dim}")
         artifacts = _table(obj, "artifacts", "", ArtifactRecord.from_json)
         for rel in artifacts:
-            _safe_rel(rel)
+            if _safe_rel(rel) not in ARTIFACTS:
+                raise ValueError(f"artifacts: {_shown(rel)} is not a file rag writes in an index folder")
+        unlisted = sorted(REQUIRED_ARTIFACTS - set(artifacts))
+        if unlisted:
+            raise ValueError(f"artifacts: the manifest lists no {_names(unlisted)} (every index file must be recorded)")
         faiss_spec = _get(obj, "faiss", dict, "", None) or {"type": ann.FLAT}
         if _get(faiss_spec, "type", str, "faiss.") == ann.HNSW and _get(faiss_spec, "efSearch", int, "faiss.") < 1:
             raise ValueError(f"faiss.efSearch: must be >= 1, got {faiss_spec['efSearch']}")
@@ -289,11 +305,22 @@ class Manifest:
         )
 
 
+def _shown(rel: str) -> str:
+    """A file name for a message: repr (control characters escaped), cut to 60 characters."""
+    return repr(rel) if len(repr(rel)) <= 60 else repr(rel)[:57] + "..."
+
+
 def _safe_rel(rel: str) -> str:
-    parts = Path(rel).parts
-    if not rel or Path(rel).is_absolute() or ".." in parts or "\\" in rel:
-        raise ValueError(f"artifacts: {rel!r} is not a file name inside the index folder")
+    shown = _shown(rel)
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in rel):  # NUL, newlines, terminal escapes
+        raise ValueError(f"artifacts: {shown} is not a file name inside the index folder (it holds a control character)")
+    if not rel or Path(rel).is_absolute() or ".." in Path(rel).parts or "\\" in rel:
+        raise ValueError(f"artifacts: {shown} is not a file name inside the index folder")
     return rel
+
+
+def _names(names: Sequence[str], most: int = 3) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _typed(manifest: Mapping[str, Any] | Manifest, index_dir: Path | str = "") -> Manifest:
@@ -414,29 +441,31 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _foreign_entries(folder: Path) -> list[str]:
-    """What ``folder`` holds that rag does not write: other names, or rag's names of the wrong kind
-    (a folder called ``chunks.jsonl``, a link called ``manifest.json``)."""
+    """What ``folder`` holds that rag does not write: other names (in ``lexical/`` too), or rag's
+    names of the wrong kind (a folder called ``chunks.jsonl``, a link called ``manifest.json``)."""
     out = []
     with os.scandir(folder) as it:
         for e in it:
             if e.name == LEXICAL and e.is_dir(follow_symlinks=False):
                 with os.scandir(e.path) as sub:
-                    out += [f"{LEXICAL}/{s.name}" for s in sub if not s.is_file(follow_symlinks=False)]
+                    out += [f"{LEXICAL}/{s.name}" + ("/" if s.is_dir(follow_symlinks=False) else "") for s in sub
+                            if not (s.name in LEXICAL_FILES and s.is_file(follow_symlinks=False))]
             elif not ((e.name in INDEX_FILES or e.name == README) and e.is_file(follow_symlinks=False)):
                 out.append(e.name + ("/" if e.is_dir(follow_symlinks=False) else ""))
     return sorted(out)
 
 
 def _written_by_rag(folder: Path) -> bool:
-    """The folder's manifest.json is rag's: it parses with a format_version, or the vectors are there."""
+    """The folder is rag's: its manifest.json is one (it passes :meth:`Manifest.from_json`), or the
+    vectors are there (a rag index whose manifest is damaged, to be rebuilt)."""
     if (folder / "chunks.faiss").is_file():
         return True
     try:
         with open_regular(folder / MANIFEST) as fh:
-            raw = json.loads(fh.read().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
+            Manifest.from_json(json.loads(fh.read().decode("utf-8")))
+    except (OSError, ValueError, TypeError, RecursionError):
         return False
-    return isinstance(raw, dict) and "format_version" in raw
+    return True
 
 
 def check_index_target(index_dir: Path, corpus_dir: Path | None = None) -> Path:
@@ -817,11 +846,14 @@ def verify_files(index_dir: Path, manifest: Mapping[str, Any] | Manifest, full: 
     index holds gigabytes; ``touch -r`` cannot reset a ctime). ``full=True`` re-hashes every file."""
     index_dir = Path(index_dir)
     m = _typed(manifest, index_dir)
+    unlisted = sorted(rel for rel in ARTIFACTS - set(m.artifacts) if os.path.lexists(index_dir / rel))
+    if unlisted:  # a file the loader reads must be checked: the manifest must name it
+        raise _damaged(index_dir, MANIFEST, f"the manifest lists no {_names(unlisted)}, which the folder holds")
     for rel, info in m.artifacts.items():
         p = index_dir / rel
         try:
             st = p.lstat()
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a name the system cannot take (a NUL)
             raise _damaged(index_dir, rel, "missing") from None
         if not stat.S_ISREG(st.st_mode):
             raise _damaged(index_dir, rel, "not a regular file")
@@ -835,8 +867,8 @@ def verify_files(index_dir: Path, manifest: Mapping[str, Any] | Manifest, full: 
             continue
         try:
             digest = sha256_file(p)
-        except OSError as exc:
-            raise _damaged(index_dir, rel, f"unreadable ({exc.strerror})") from exc
+        except (OSError, ValueError) as exc:
+            raise _damaged(index_dir, rel, f"unreadable ({getattr(exc, 'strerror', None) or _why(exc)})") from exc
         if digest != info.sha256:
             raise _damaged(index_dir, rel, "modified after the build (its sha256 differs)")
 
