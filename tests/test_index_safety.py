@@ -31,7 +31,7 @@ import pytest
 
 from conftest import CACHE_DIR, REPO, settings_for, write_corpus
 from rag.cli import main
-from rag.errors import BadSetting, IndexCorrupt, IndexMissing, IndexRefused
+from rag.errors import BadSetting, IndexCorrupt, IndexLocked, IndexMissing, IndexRefused
 from rag.index import (MANIFEST, Manifest, build_index, check_index_target, index_lock, load_index, load_manifest,
                        read_manifest, verify_index)
 from rag.load import Sidecar, UnreadableFile, load_corpus, load_file, scan_corpus, sha256_file
@@ -875,6 +875,106 @@ def fake_model(monkeypatch):
     monkeypatch.setenv("RAG_VERIFIER", "off")
 
 
+def mixed(data) -> str:
+    """Why a loaded index is not one build ('' when it is): counts or texts of two builds."""
+    m = data.manifest["counts"]
+    if m["chunks"] != len(data.chunks) or m["chunks"] != data.vectors.ntotal or m["chunks"] != data.lexical.n_docs:
+        return f"manifest says {m['chunks']} passages, loaded {len(data.chunks)} / {data.vectors.ntotal} vectors"
+    if m["sentences"] != data.sentence_vecs.shape[0]:
+        return f"manifest says {m['sentences']} sentences, loaded {data.sentence_vecs.shape[0]} vectors"
+    for c in data.chunks:
+        if " ".join(data.docs[c.doc_id].text[c.start : c.end].split()) != " ".join(c.text.split()):
+            return f"passage {c.chunk_id} is not the text of its document"
+    return ""
+
+
+def test_a_load_during_rebuilds_sees_one_whole_index_and_never_a_false_damage(tmp_path):
+    """A builder thread rebuilds (--force, the corpus growing each time) while this thread loads."""
+    corpus = write_corpus(tmp_path / "corpus", {"a.txt": "Notes\n\nThe ministers met in Vienna.\n",
+                                                "b.md": "# B\n\nFinland deployed fifty guards.\n"})
+    settings = settings_for(corpus, tmp_path / "index")
+    fake_build(settings)
+    stop = threading.Event()
+    builds, build_errors = [0], []
+
+    def builder():
+        try:
+            while not stop.is_set():
+                with open(corpus / "a.txt", "a", encoding="utf-8") as fh:
+                    fh.write(f"More text {builds[0]} about the ministers in Vienna.\n")
+                fake_build(settings, force=True)
+                builds[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            build_errors.append(exc)
+
+    thread = threading.Thread(target=builder, daemon=True)
+    thread.start()
+    loads, bad, errors = 0, [], []
+    try:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            try:
+                data = load_index(settings, check_fresh=False)
+            except IndexLocked:  # replaced at every one of the tries: honest, and no damage claimed
+                continue
+            except IndexCorrupt as exc:
+                errors.append(str(exc))
+                continue
+            loads += 1
+            if why := mixed(data):
+                bad.append(why)
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not build_errors, build_errors
+    assert builds[0] >= 3 and loads >= 10, (builds, loads)  # the two really overlapped (here: ~50 of each)
+    assert errors == [], errors[:3]  # a swap is not "index damaged"
+    assert bad == [], bad[:3]  # no load mixes two builds
+
+
+def test_a_load_that_keeps_seeing_new_builds_gives_up_in_one_line(tiny_copy, monkeypatch):
+    import rag.index
+
+    real = rag.index._load_index_once
+    calls = []
+
+    def load_then_replace(settings, index_dir, check_fresh):
+        calls.append(1)
+        data = real(settings, index_dir, check_fresh)
+        os.utime(index_dir / MANIFEST)  # as a rebuild would: the manifest is another one now
+        return data
+
+    monkeypatch.setattr(rag.index, "_load_index_once", load_then_replace)
+    monkeypatch.setattr(rag.index, "LOAD_RETRY_S", 0)
+    with pytest.raises(IndexLocked, match=r"was replaced \d+ times while being read") as exc:
+        load_index(tiny_copy)
+    assert len(calls) == rag.index.LOAD_ATTEMPTS and "\n" not in str(exc.value)
+
+
+def test_a_damage_seen_while_the_folder_changed_is_read_again_not_reported(tiny_copy, monkeypatch):
+    import rag.index
+
+    real = rag.index._load_index_once
+    calls = []
+
+    def damaged_once_mid_swap(settings, index_dir, check_fresh):
+        calls.append(1)
+        if len(calls) == 1:
+            os.utime(index_dir / MANIFEST)  # the swap happened under this try
+            raise IndexCorrupt("index damaged: chunks.faiss: modified after the build; run `rag index --force`")
+        return real(settings, index_dir, check_fresh)
+
+    monkeypatch.setattr(rag.index, "_load_index_once", damaged_once_mid_swap)
+    assert len(load_index(tiny_copy).chunks) == 3 and len(calls) == 2
+    # the same error with the folder unchanged is real damage: reported at once
+    monkeypatch.setattr(rag.index, "_load_index_once", lambda *a: (calls.append(1), (_ for _ in ()).throw(
+        IndexCorrupt("index damaged: x; run `rag index --force`")))[1])
+    calls.clear()
+    with pytest.raises(IndexCorrupt, match="index damaged: x"):
+        load_index(tiny_copy)
+    assert len(calls) == 1
+
+
 def test_a_deeply_nested_sidecar_is_ignored_and_the_document_still_indexes(tmp_path):
     corpus = write_corpus(tmp_path / "corpus", {**GOOD, "doc.txt": "Doc\n\nThe Lisbon rail yard closed.\n",
                                                 "doc.meta.json": "[" * 200000 + "]" * 200000})
@@ -1014,6 +1114,62 @@ def test_an_edited_docs_jsonl_is_not_served_by_emptying_the_manifests_artifacts(
                           "--corpus", tiny_copy.corpus_dir], capsys)
     assert code == 2 and "90" not in out
     assert "the manifest lists no chunks.faiss, chunks.jsonl, docs.jsonl" in one_error_line(err)
+
+
+def _edit_lines(index: Path, rel: str, edit) -> None:
+    path = index / rel
+    path.write_bytes(edit(path.read_bytes()))
+    m = json.loads((index / MANIFEST).read_text(encoding="utf-8"))
+    data = path.read_bytes()
+    m["artifacts"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (index / MANIFEST).write_text(json.dumps(m), encoding="utf-8")
+    if rel.endswith(".jsonl"):  # keep the line offsets right, so only the records are wrong
+        import numpy as np
+
+        offsets = np.cumsum([0] + [len(line) for line in data.splitlines(keepends=True)]).astype(np.int64)
+        np.save(index / rel.replace(".jsonl", ".offsets.npy"), offsets, allow_pickle=False)
+        _edit_lines(index, rel.replace(".jsonl", ".offsets.npy"), lambda b: b)
+
+
+def test_a_lazy_passage_naming_a_missing_document_is_index_damaged_when_read(tiny_copy, monkeypatch):
+    import rag.index
+
+    monkeypatch.setattr(rag.index, "LAZY_ABOVE", 0)
+    index = Path(tiny_copy.index_dir)
+    _edit_lines(index, "chunks.jsonl", lambda b: b.replace(b'"doc_id": "notes.txt"', b'"doc_id": "zzzzz.txt"', 1))
+    data = load_index(tiny_copy, check_fresh=False)  # lazy: nothing parsed yet
+    assert type(data.chunks).__name__ == "LazyChunks"
+    bad = next(i for i in range(3) if b"zzzzz" in (index / "chunks.jsonl").read_bytes().splitlines()[i])
+    with pytest.raises(IndexCorrupt, match=rf'chunks\.jsonl: line {bad + 1}: inconsistent \(passage .* names document '
+                                           r'"zzzzz\.txt", which docs\.jsonl does not hold\)'):
+        data.chunks[bad]
+    monkeypatch.setattr(rag.index, "LAZY_ABOVE", 10**9)  # the small-index branch says the same at load
+    with pytest.raises(IndexCorrupt, match=r'names document "zzzzz\.txt", which docs\.jsonl does not hold'):
+        load_index(tiny_copy, check_fresh=False)
+
+
+def test_lazy_document_ids_listed_twice_or_out_of_step_are_index_damaged(tiny_copy, monkeypatch):
+    import rag.index
+
+    monkeypatch.setattr(rag.index, "LAZY_ABOVE", 0)
+    index = Path(tiny_copy.index_dir)
+    ids = json.loads((index / "docs.ids.json").read_text())
+    assert len(ids) == 2
+    _edit_lines(index, "docs.ids.json", lambda b: json.dumps([ids[0], ids[0]]).encode())
+    with pytest.raises(IndexCorrupt, match=rf'docs\.ids\.json: document "{ids[0]}" is listed twice: inconsistent'):
+        load_index(tiny_copy, check_fresh=False)
+    _edit_lines(index, "docs.ids.json", lambda b: json.dumps(ids[::-1]).encode())  # every id known, in the wrong lines
+    data = load_index(tiny_copy, check_fresh=False)
+    with pytest.raises(IndexCorrupt, match=rf'docs\.jsonl: line 1: inconsistent \(document "{ids[0]}", but docs\.ids\.json says'):
+        data.docs[ids[1]]
+
+
+def test_a_document_twice_in_docs_jsonl_is_index_damaged(tiny_copy):
+    index = Path(tiny_copy.index_dir)
+    first = (index / "docs.jsonl").read_bytes().splitlines(keepends=True)[0]
+    _edit_lines(index, "docs.jsonl", lambda b: b + first)
+    with pytest.raises(IndexCorrupt, match=r"docs\.jsonl: line 3: document .* is there twice: inconsistent"):
+        load_index(tiny_copy, check_fresh=False)
 
 
 def test_a_sidecar_that_is_a_folder_is_named_in_a_notice(tmp_path):

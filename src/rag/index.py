@@ -931,11 +931,55 @@ def _parse(index_dir: Path, rel: str, read: Callable[[], T]) -> T:
         raise _damaged(index_dir, rel, _why(exc)) from exc
 
 
+#: How often a load starts again when a rebuild swapped the index folder while it was read, and the
+#: pause between tries.
+LOAD_ATTEMPTS = 8
+LOAD_RETRY_S = 0.05
+
+
+def _version(index_dir: Path) -> tuple | None:
+    """What tells one build of ``index_dir`` from the next: the folder's and the manifest's inode,
+    and the manifest's mtime, ctime and size (a rebuild renames a new folder into place). None while
+    there is no index folder (between a swap's two renames)."""
+    try:
+        folder = os.stat(index_dir)
+        man = os.stat(index_dir / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    return folder.st_dev, folder.st_ino, man.st_ino, man.st_mtime_ns, man.st_ctime_ns, man.st_size
+
+
 def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
-    """Load and check an index. Raises IndexMissing / IndexStale / IndexCorrupt / IndexMismatch."""
+    """Load and check an index. Raises IndexMissing / IndexStale / IndexCorrupt / IndexMismatch.
+
+    The load sees one build: when a rebuild renames a new index into place while the files are
+    being read (the folder or manifest changed between the start and the end of the load), it
+    starts again; an error met while the folder changed is a reason to retry, not "index damaged".
+    IndexLocked when the index kept changing for :data:`LOAD_ATTEMPTS` tries."""
+    index_dir = Path(settings.index_dir)
+    for attempt in range(LOAD_ATTEMPTS):
+        if attempt:
+            time.sleep(LOAD_RETRY_S)
+        before = _version(index_dir)
+        try:
+            data = _load_index_once(settings, index_dir, check_fresh)
+        except IndexError_:
+            if _version(index_dir) == before:
+                raise
+            log.info("index %s changed while it was read (attempt %d): reading it again", index_dir, attempt + 1)
+            continue
+        if _version(index_dir) == before:
+            return data
+        log.info("index %s changed while it was read (attempt %d): reading it again", index_dir, attempt + 1)
+    raise IndexLocked(
+        f"index at {index_dir} was replaced {LOAD_ATTEMPTS} times while being read (is `rag index` rebuilding it "
+        "in a loop?): try again when the build has finished"
+    )
+
+
+def _load_index_once(settings: Settings, index_dir: Path, check_fresh: bool) -> IndexData:
     import faiss
 
-    index_dir = Path(settings.index_dir)
     manifest = load_manifest(index_dir)
     if manifest.model_id != settings.model:
         raise IndexMismatch(
@@ -962,8 +1006,10 @@ def load_index(settings: Settings, check_fresh: bool = True) -> IndexData:
     else:
         docs = _parse(index_dir, "docs.jsonl", lambda: _read_docs(index_dir / "docs.jsonl"))
         chunks = _parse(index_dir, "chunks.jsonl", lambda: _read_chunks(index_dir / "chunks.jsonl"))
-        if any(c.doc_id not in docs for c in chunks):
-            raise _damaged(index_dir, "chunks.jsonl", "inconsistent (a passage names a document docs.jsonl does not hold)")
+        unknown = next((c for c in chunks if c.doc_id not in docs), None)
+        if unknown is not None:
+            raise _damaged(index_dir, "chunks.jsonl", f"inconsistent (passage {brief_repr(unknown.chunk_id)} names "
+                                                      f"document {brief_repr(unknown.doc_id)}, which docs.jsonl does not hold)")
         counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
     # memory-mapped: loading costs no copy, queries touch only the pages they need
     vectors = _parse(index_dir, "chunks.faiss", lambda: faiss.read_index(
@@ -1012,6 +1058,8 @@ def _read_docs(path: Path) -> dict[str, DocRecord]:
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             d = _line(n, line, _doc_from_json)
+            if d.doc_id in docs:
+                raise ValueError(f"line {n}: document {brief_repr(d.doc_id)} is there twice: inconsistent")
             docs[d.doc_id] = d
     return docs
 
@@ -1032,6 +1080,10 @@ def _read_ids(path: Path) -> list[str]:
     ids = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
         raise ValueError("not a list of document ids")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        twice = next(d for d in ids if d in seen or seen.add(d))
+        raise ValueError(f"document {brief_repr(twice)} is listed twice: inconsistent")
     return ids
 
 
@@ -1040,7 +1092,7 @@ def _lazy_records(index_dir: Path) -> tuple["LazyDocs", "LazyChunks", np.ndarray
     doc_offsets = _parse(index_dir, "docs.offsets.npy", lambda: _int_array(index_dir / "docs.offsets.npy"))
     docs = _parse(index_dir, "docs.offsets.npy", lambda: LazyDocs(index_dir / "docs.jsonl", ids, doc_offsets))
     chunk_offsets = _parse(index_dir, "chunks.offsets.npy", lambda: _int_array(index_dir / "chunks.offsets.npy"))
-    chunks = _parse(index_dir, "chunks.offsets.npy", lambda: LazyChunks(index_dir / "chunks.jsonl", chunk_offsets))
+    chunks = _parse(index_dir, "chunks.offsets.npy", lambda: LazyChunks(index_dir / "chunks.jsonl", chunk_offsets, docs))
     counts = _parse(index_dir, "sentence_counts.npy", lambda: _int_array(index_dir / "sentence_counts.npy"))
     return docs, chunks, counts
 
@@ -1080,9 +1132,18 @@ class _Lines:
 class LazyChunks(Sequence[Chunk]):
     """``IndexData.chunks`` of a large index: a read-only sequence of :class:`Chunk`, parsed on access."""
 
-    def __init__(self, path: Path, offsets: np.ndarray) -> None:
+    def __init__(self, path: Path, offsets: np.ndarray, docs: Mapping[str, Any] | None = None) -> None:
         self._lines = _Lines(path, offsets)
-        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: self._lines.record(i, _chunk_from_json))
+        self._docs = docs  # the document ids a passage may name (checked when the passage is first read)
+        self._get = lru_cache(maxsize=LAZY_CACHE)(self._read)
+
+    def _read(self, i: int) -> Chunk:
+        chunk = self._lines.record(i, _chunk_from_json)
+        if self._docs is not None and chunk.doc_id not in self._docs:
+            raise _damaged(self._lines._path.parent, self._lines._path.name,
+                           f"line {i + 1}: inconsistent (passage {brief_repr(chunk.chunk_id)} names document "
+                           f"{brief_repr(chunk.doc_id)}, which docs.jsonl does not hold)")
+        return chunk
 
     def __len__(self) -> int:
         return len(self._lines)
@@ -1116,7 +1177,18 @@ class LazyDocs(Mapping[str, DocRecord]):
         if len(ids) != len(self._lines):
             raise ValueError(f"docs.ids.json names {len(ids)} documents, docs.jsonl holds {len(self._lines)}: inconsistent")
         self._pos = {d: i for i, d in enumerate(ids)}
-        self._get = lru_cache(maxsize=LAZY_CACHE)(lambda i: self._lines.record(i, _doc_from_json))
+        if len(self._pos) != len(ids):
+            raise ValueError("docs.ids.json names a document twice: inconsistent")
+        self._ids = ids
+        self._get = lru_cache(maxsize=LAZY_CACHE)(self._read)
+
+    def _read(self, i: int) -> DocRecord:
+        doc = self._lines.record(i, _doc_from_json)
+        if doc.doc_id != self._ids[i]:
+            raise _damaged(self._lines._path.parent, self._lines._path.name,
+                           f"line {i + 1}: inconsistent (document {brief_repr(doc.doc_id)}, but docs.ids.json "
+                           f"says {brief_repr(self._ids[i])})")
+        return doc
 
     def __getitem__(self, doc_id: str) -> DocRecord:
         return self._get(self._pos[doc_id])
