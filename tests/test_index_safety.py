@@ -1179,3 +1179,78 @@ def test_a_sidecar_that_is_a_folder_is_named_in_a_notice(tmp_path):
     assert report.notices == ("doc.meta.json: metadata ignored: a folder, not a metadata file",)
     _, notice = load_file(corpus / "doc.txt")  # one file alone (an upload): the same
     assert notice == "metadata doc.meta.json ignored (a folder, not a file)"
+
+
+def test_a_refused_build_creates_no_folder_and_no_lock(tmp_path, capsys, no_model):
+    target = tmp_path / "x" / "a" / "b" / "idx"
+    code, _, err = run(["index", "--corpus", tmp_path / "nonexistent", "--index", target], capsys)
+    assert code == 2 and "corpus folder" in one_error_line(err) and "does not exist" in err
+    assert sorted(os.listdir(tmp_path)) == []
+    (tmp_path / "notes.txt").write_text("a file, not a folder\n")
+    code, _, err = run(["index", "--corpus", tmp_path / "notes.txt", "--index", target], capsys)
+    assert code == 2
+    assert f"corpus folder {tmp_path / 'notes.txt'} is a file, not a folder: point --corpus" in one_error_line(err)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+    (tmp_path / "empty").mkdir()  # refused after the lock (no documents): the lock and folders go again
+    code, _, err = run(["index", "--corpus", tmp_path / "empty", "--index", target], capsys)
+    assert code == 2 and "no readable documents" in one_error_line(err)
+    assert sorted(os.listdir(tmp_path)) == ["empty", "notes.txt"]
+
+
+def test_a_read_only_index_folder_refused_after_the_lock_leaves_no_lock(tiny_copy, capsys, no_model):
+    index = Path(tiny_copy.index_dir)
+    assert not (index.parent / ".index.lock").exists()
+    os.chmod(index, 0o555)
+    try:
+        code, _, err = run(["index", "--corpus", tiny_copy.corpus_dir, "--index", index, "--force"], capsys)
+        assert code == 2 and "is read-only" in one_error_line(err)
+        assert not (index.parent / ".index.lock").exists()
+    finally:
+        os.chmod(index, 0o755)
+    (index.parent / ".index.lock").write_text("")  # a lock file that was there before is left alone
+    os.chmod(index, 0o555)
+    try:
+        with pytest.raises(IndexRefused, match="read-only"):
+            build_index(tiny_copy, force=True)
+        assert (index.parent / ".index.lock").exists()
+    finally:
+        os.chmod(index, 0o755)
+
+
+def test_the_lock_taken_after_a_refused_build_removed_its_file_is_the_new_one(tmp_path, monkeypatch):
+    """A build that opened the lock file just before a refused build deleted it must not lock the
+    deleted file (then two builds could run at once): it takes the file now at the name."""
+    import fcntl
+
+    import rag.index
+
+    index = tmp_path / "index"
+    lock = tmp_path / ".index.lock"
+    lock.write_text("")
+    real = rag.index._lock_file
+    opened = []
+
+    def open_then_lose_the_race(path):
+        fh, created = real(path)
+        if not opened:  # the first open: the name is deleted and made anew before we lock
+            os.unlink(path)
+            path.write_text("")
+        opened.append(os.fstat(fh.fileno()).st_ino)
+        return fh, created
+
+    monkeypatch.setattr(rag.index, "_lock_file", open_then_lose_the_race)
+    with index_lock(index):
+        assert len(opened) == 2 and opened[1] == lock.stat().st_ino != opened[0]
+        other = open(lock)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: the file at the name
+        other.close()
+
+
+def test_rag_ask_with_a_file_as_the_index_says_it_is_a_file(tmp_path, capsys, fake_model):
+    corpus = write_corpus(tmp_path / "corpus", GOOD)
+    (tmp_path / "index.txt").write_text("not an index\n")
+    code, out, err = run(["ask", "Where?", "--index", tmp_path / "index.txt", "--corpus", corpus], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert f"index folder {tmp_path / 'index.txt'} is a file, not a folder" in line and "build it with" not in line

@@ -14,15 +14,20 @@
   memory-mapped);
 - ``lexical/``: the BM25 index (bm25s's plain files) and document frequencies.
 
-Integrity at load (:func:`verify_files`): every index file up to :data:`HASH_AT_LOAD_MAX` bytes is
-re-hashed (sha256) at every load; a larger one is trusted while its size, mtime *and ctime* are as
-recorded at build (the kernel sets ctime on every write, ``chmod`` or ``touch``, and nothing can set
-it back, so ``touch -r`` does not hide an edit) and re-hashed otherwise.
+Integrity at load (:func:`verify_files`): the manifest must record every index file rag writes
+(:data:`REQUIRED_ARTIFACTS`, and any other of its names the folder holds), and names nothing else;
+every index file up to :data:`HASH_AT_LOAD_MAX` bytes is re-hashed (sha256) at every load; a larger
+one is trusted while its size, mtime *and ctime* are as recorded at build (the kernel sets ctime on
+every write, ``chmod`` or ``touch``, and nothing can set it back, so ``touch -r`` does not hide an
+edit) and re-hashed otherwise. A load that a rebuild's swap overlapped (the folder or manifest
+changed while it was read) starts again, so it never mixes two builds nor calls a swap "damage".
 
 Safety of the folder (:func:`check_index_target`): ``rag index`` only replaces a folder that is
-missing, empty (or holds only a ``README.md``) or recognisably a rag index (``manifest.json`` and
-nothing but the names rag writes); it refuses anything else, a file, a read-only folder, and any
-folder that is, contains or is inside the corpus, before anything is touched.
+missing, empty (or holds only a ``README.md``) or recognisably a rag index (a manifest that parses
+as rag's, or the vectors, and nothing but the names rag writes, in ``lexical/`` too); it refuses
+anything else, a file, a read-only folder, a corpus that is missing or a file, and any folder that
+is, contains or is inside the corpus, before anything is touched (a refusal that comes after the
+lock removes the lock file and folders it created).
 
 Built into a temporary folder next to the target and renamed into place, under a lock, so a crash
 mid-build leaves the previous index intact and two builders cannot interleave. The swap is two
@@ -359,6 +364,9 @@ def load_manifest(index_dir: Path) -> Manifest:
     or IndexMismatch (another format version). A build killed mid-swap is recovered first."""
     index_dir = Path(index_dir)
     path = index_dir / MANIFEST
+    if os.path.lexists(index_dir) and not index_dir.is_dir():
+        raise IndexMissing(f"index folder {index_dir} is a file, not a folder: point --index (or RAG_INDEX_DIR) "
+                           "at the folder `rag index` built")
     if not os.path.lexists(path):
         _recover_for_reader(index_dir)
     if not os.path.lexists(path):
@@ -530,12 +538,17 @@ def check_index_writable(target: Path, shown: Path | None = None) -> None:
 
 @contextmanager
 def index_lock(index_dir: Path) -> Iterator[None]:
+    """Hold ``.NAME.lock`` next to the index (flock; IndexLocked if another process holds it). The
+    folders it had to create and the lock file are removed again when the body raises (a refused
+    build leaves nothing behind)."""
     index_dir = Path(index_dir).resolve()
     lock_path = index_dir.parent / f".{index_dir.name}.lock"
+    made = _missing_folders(index_dir.parent)
     try:
         index_dir.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(lock_path, "w")
+        fh, created = _lock_file(lock_path)
     except OSError as exc:
+        _remove_empty(made)
         raise IndexRefused(
             f"cannot write in {index_dir.parent} ({exc.strerror}), where `rag index` keeps the lock and temporary "
             f"folder of index {index_dir}: choose another --index, or make that folder writable"
@@ -550,9 +563,62 @@ def index_lock(index_dir: Path) -> Iterator[None]:
                 ) from exc
             raise
         try:
-            yield
+            if not _same_file(fh, lock_path):  # deleted by a refused build after we opened it: take the new one
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+                with index_lock(index_dir):
+                    yield
+                return
+            try:
+                yield
+            except BaseException:
+                if created and _same_file(fh, lock_path):
+                    os.unlink(lock_path)  # still held: whoever opens the name next gets a new file
+                    _remove_empty(made)
+                raise
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            if not fh.closed:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _lock_file(path: Path) -> tuple[Any, bool]:
+    """``path`` opened for writing (never truncated, never blocking on a FIFO), and whether this
+    call created it."""
+    flags = os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        try:
+            return os.fdopen(os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o644), "w"), True
+        except FileExistsError:
+            pass
+        try:
+            return os.fdopen(os.open(path, flags), "w"), False
+        except FileNotFoundError:
+            continue  # deleted in between: create it
+
+
+def _same_file(fh: Any, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fh.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    out = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        out.append(folder)
+        folder = folder.parent
+    return out
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stops at the first that is not empty
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 def build_index(
@@ -567,6 +633,7 @@ def build_index(
     shown = Path(settings.index_dir)
     corpus_dir = Path(settings.corpus_dir)
     index_dir = check_index_target(shown, corpus_dir)  # at once: before the lock, the corpus or the model
+    _check_corpus(corpus_dir)  # and before any folder or lock file is created
     with index_lock(index_dir):
         recover_index(index_dir)
         _clean_leftovers(index_dir)
@@ -585,8 +652,7 @@ def build_index(
             reasons = ["--force"]
         check_index_writable(index_dir, shown)
         t0 = time.perf_counter()
-        if not corpus_dir.is_dir():
-            raise CorpusEmpty(f"corpus folder {corpus_dir} does not exist: create it and add .txt, .md or .pdf files")
+        _check_corpus(corpus_dir)
         progress("load", 0, 1)
         report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks)
         if not report.documents:
@@ -595,6 +661,14 @@ def build_index(
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
         manifest = write_index(settings, index_dir, report, progress, embedder, started=t0)
         return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons))
+
+
+def _check_corpus(corpus_dir: Path) -> None:
+    if not os.path.lexists(corpus_dir) or (corpus_dir.is_symlink() and not corpus_dir.exists()):
+        raise CorpusEmpty(f"corpus folder {corpus_dir} does not exist: create it and add .txt, .md or .pdf files")
+    if not corpus_dir.is_dir():
+        raise CorpusEmpty(f"corpus folder {corpus_dir} is a file, not a folder: point --corpus (or RAG_CORPUS_DIR) "
+                          "at the folder that holds the documents")
 
 
 def write_index(
