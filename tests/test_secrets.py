@@ -26,7 +26,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import FINLAND_Q, REPO
+from conftest import FINLAND_Q, REPO, settings_for, write_corpus
 from rag import generate
 from rag.generate import LLMUnavailable, backend_label, known_secrets, make_chat_model, redact
 from rag.settings import Settings
@@ -167,7 +167,8 @@ def echo_401() -> Iterator[EchoServer]:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             auth = self.headers.get("Authorization", "")
             server_box[0].seen.append({"path": self.path, "authorization": auth, "body": json.loads(body or b"{}")})
-            reply = json.dumps({"error": {"message": f"Invalid credentials. Authorization: {auth}",
+            # the header, and its credential alone (which no "Authorization:" pattern would catch)
+            reply = json.dumps({"error": {"message": f"Invalid credentials. Authorization: {auth}; token {auth.split(' ')[-1]}",
                                           "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()
             self.send_response(401)
             self.send_header("Content-Type", "application/json")
@@ -325,3 +326,187 @@ def test_an_echoed_key_is_nowhere_on_the_app_page_and_the_notice_names_the_backe
     assert "50" in reply.markdown[0].value and "could not answer" in page
     assert CANARY not in page
     assert CANARY not in _log_text(caplog)
+
+
+# ---------------------------------------------------------------------------------------------
+# A server URL without a scheme, streamed secrets, the follow-up rewrite: the real pipeline on a
+# small index embedded by a hash (no model is loaded), real clients, a real local server
+
+
+class HashEmbedder:
+    """One-hot vectors from a hash of the text: deterministic, instant, good enough to retrieve with
+    the lexical half of hybrid search."""
+
+    dim = 384
+
+    def embed(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
+        return out
+
+
+MINISTERS_Q = "Where did the ministers meet?"
+
+
+@pytest.fixture
+def hashed_index(tmp_path, monkeypatch) -> Settings:
+    """Settings of a two-document index built with HashEmbedder, which every later embedder lookup
+    returns too; the reader is off (RAG_VERIFIER=off), so no model file is needed."""
+    import rag.embed
+    import rag.index
+
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setenv("RAG_VERIFIER", "off")
+    corpus = write_corpus(tmp_path / "corpus", {
+        "a.txt": "Title one\n\nThe ministers met in Vienna on Monday to discuss the border.\n",
+        "b.md": "# Second\n\nFinland deployed fifty guards.\n",
+    })
+    settings = settings_for(corpus, tmp_path / "index", verifier="off")
+    rag.index.build_index(settings, embedder=HashEmbedder())
+    return settings
+
+
+def _hashed_cli(settings, capsys, *args: str, command: str = "ask") -> tuple[int, str, str]:
+    from conftest import run_cli
+
+    argv = [command, *([MINISTERS_Q] if command == "ask" else []), *args,
+            "--index", str(settings.index_dir), "--corpus", str(settings.corpus_dir)]
+    return run_cli(argv, capsys)
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_split_userinfo_reads_a_url_without_a_scheme_as_http():
+    assert generate.split_userinfo(f"bob:{PASSWORD}@127.0.0.1:8") == ("http://127.0.0.1:8", ("bob", PASSWORD))
+    assert generate.split_userinfo("localhost:11434") == ("localhost:11434", None)  # nothing to take out
+    s = Settings(llm_base_url=f"bob:{PASSWORD}@127.0.0.1:8")
+    assert set(known_secrets(s)) >= {PASSWORD, _basic("bob", PASSWORD)}
+    assert backend_label(s) == "ollama:llama3.2 at ***@127.0.0.1:8"
+    assert redact(f"at bob:{PASSWORD}@127.0.0.1:8 and alice:x9@h.example") == "at ***@127.0.0.1:8 and ***@h.example"
+    assert redact("write to bob@example.com") == "write to bob@example.com"  # an e-mail address is no user-info
+
+
+def test_a_shown_server_url_has_no_user_info_query_or_fragment():
+    assert generate.shown_url(f"https://bob:{PASSWORD}@h.example/v1?code=SECRET&x=1#t") == "https://***@h.example/v1?***#***"
+    assert generate.shown_url(f"bob:{PASSWORD}@h:8/v1?code=SECRET") == "***@h:8/v1?***"
+    assert generate.shown_url("http://localhost:11434") == "http://localhost:11434"
+    assert generate.shown_url("http://[::1?code=SECRET") == "http://[::1?***"  # unparseable: the query still goes
+    assert backend_label(Settings(llm_base_url="http://h.example/?code=SECRET")) == "ollama:llama3.2 at http://h.example/?***"
+
+
+def test_known_secrets_reads_the_auth_and_headers_of_a_chat_model():
+    pytest.importorskip("langchain_ollama")
+    from langchain_ollama import ChatOllama
+
+    basic = _basic("bob", PASSWORD)
+    chat = ChatOllama(model="m", base_url="http://127.0.0.1:8", client_kwargs={"auth": ("bob", PASSWORD), "timeout": 3})
+    assert set(known_secrets(chat=chat)) >= {PASSWORD, basic}
+    headers = ChatOllama(model="m", client_kwargs={"headers": {"Authorization": f"Basic {basic}", "X-Api-Key": CANARY,
+                                                               "Accept": "application/json"}})
+    assert set(known_secrets(chat=headers)) >= {PASSWORD, basic, CANARY}
+    assert "application/json" not in known_secrets(chat=headers)
+    built = make_chat_model(Settings(llm_base_url=f"bob:{PASSWORD}@127.0.0.1:8"))
+    assert built.base_url == "http://127.0.0.1:8" and built.client_kwargs["auth"] == ("bob", PASSWORD)
+    assert redact(f"token {basic}", chat=built) == "token ***"
+
+
+def test_a_scheme_less_url_password_is_sent_as_a_header_and_in_no_output(echo_401, hashed_index, capsys, caplog, monkeypatch):
+    pytest.importorskip("langchain_ollama")
+    monkeypatch.setenv("RAG_LLM_TIMEOUT_S", "10")
+    caplog.set_level(LOG_LEVEL)
+    url = f"bob:{PASSWORD}@127.0.0.1:{echo_401.port}"
+    code, text_out, text_err = _hashed_cli(hashed_index, capsys, "--answer", "llm", "--llm-base-url", url)
+    assert code == 0, text_err
+    code, json_out, json_err = _hashed_cli(hashed_index, capsys, "--answer", "llm", "--llm-base-url", url, "--json")
+    assert code == 0, json_err
+    basic = _basic("bob", PASSWORD)
+    assert [(s["path"], s["authorization"]) for s in echo_401.seen] == [("/api/chat", f"Basic {basic}")] * 2
+    notice = json.loads(json_out)["notices"][-1]
+    assert notice.startswith(f"the language model (ollama:llama3.2 at http://127.0.0.1:{echo_401.port}) could not answer (")
+    assert "Authorization: Basic ***; token ***" in notice  # the server's echo, both copies redacted
+    assert f"note: {notice}" in text_out
+    for where, text in [("text", text_out + text_err), ("--json", json_out + json_err), ("log", _log_text(caplog))]:
+        assert PASSWORD not in text and basic not in text, where
+
+
+def test_a_failed_follow_up_rewrite_logs_no_credential(echo_401, hashed_index, capsys, caplog, monkeypatch):
+    """`rag chat`: the second line is a follow-up, rewritten by the model, which fails."""
+    import io
+
+    pytest.importorskip("langchain_ollama")
+    monkeypatch.setenv("RAG_LLM_TIMEOUT_S", "10")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{MINISTERS_Q}\nand what about Finland?\n"))
+    caplog.set_level(LOG_LEVEL)
+    url = f"http://bob:{PASSWORD}@127.0.0.1:{echo_401.port}"
+    code, out, err = _hashed_cli(hashed_index, capsys, "--answer", "llm", "--llm-base-url", url, command="chat")
+    assert code == 0, err
+    basic = _basic("bob", PASSWORD)
+    assert len(echo_401.seen) == 3 and {s["authorization"] for s in echo_401.seen} == {f"Basic {basic}"}
+    [rewrite] = [r.getMessage() for r in caplog.records if "follow-up rewrite by the LLM failed" in r.getMessage()]
+    assert "Authorization: Basic ***; token ***" in rewrite
+    for text in (out, err, _log_text(caplog)):
+        assert PASSWORD not in text and basic not in text
+
+
+def test_rewrite_with_llm_redacts_with_the_settings_it_is_given(echo_401):
+    pytest.importorskip("langchain_ollama")
+    s = Settings(llm_base_url=f"bob:{PASSWORD}@127.0.0.1:{echo_401.port}", llm_timeout_s=10)
+    chat = make_chat_model(s)
+    basic = _basic("bob", PASSWORD)
+    for kwargs in ({}, {"settings": s}):
+        with pytest.raises(LLMUnavailable) as info:
+            generate.rewrite_with_llm(chat, [("q", "a")], "and then?", **kwargs)
+        assert "token ***" in str(info.value) and basic not in str(info.value) and PASSWORD not in str(info.value)
+    # a chat model that does not say its credentials (a wrapper, a fake): the settings do
+    from langchain_core.language_models import FakeListChatModel
+
+    class Echoing(FakeListChatModel):
+        def _call(self, *args, **kwargs):
+            raise RuntimeError(f"server said: token {basic} for bob:{PASSWORD}")
+
+    with pytest.raises(LLMUnavailable) as info:
+        generate.rewrite_with_llm(Echoing(responses=["x"]), [("q", "a")], "and then?", settings=s)
+    assert str(info.value) == "RuntimeError: server said: token *** for bob:***"
+    with pytest.raises(LLMUnavailable) as info:  # without the settings nothing says what the secrets are
+        generate.rewrite_with_llm(Echoing(responses=["x"]), [("q", "a")], "and then?")
+    assert basic in str(info.value)
+
+
+def test_a_scheme_less_url_password_is_nowhere_on_the_app_page(echo_401, hashed_index, caplog, monkeypatch):
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from rag import ui
+
+    pytest.importorskip("langchain_ollama")
+    for name, value in {"RAG_ANSWER": "llm", "RAG_LLM_BACKEND": "ollama", "RAG_LLM_TIMEOUT_S": "10",
+                        "RAG_LLM_BASE_URL": f"bob:{PASSWORD}@127.0.0.1:{echo_401.port}",
+                        "RAG_CORPUS_DIR": str(hashed_index.corpus_dir), "RAG_INDEX_DIR": str(hashed_index.index_dir)}.items():
+        monkeypatch.setenv(name, value)
+    caplog.set_level(LOG_LEVEL)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        at.chat_input[0].set_value(MINISTERS_Q).run()
+        assert not at.exception, at.exception
+    finally:
+        st.cache_resource.clear()
+    basic = _basic("bob", PASSWORD)
+    assert [s["authorization"] for s in echo_401.seen] == [f"Basic {basic}"]
+    assert ui.md_text(f"***@127.0.0.1:{echo_401.port}") in at.sidebar.markdown[0].value
+    reply = [m for m in at.chat_message if m.name == "assistant"][-1]
+    notice = next(c.value for c in reply.caption if "could not answer" in c.value)
+    assert notice.startswith(ui.md_text(f"the language model (ollama:llama3.2 at http://127.0.0.1:{echo_401.port}) could not answer ("))
+    assert ui.md_text("token ***") in notice
+    page = _page_text(at)
+    assert PASSWORD not in page and basic not in page
+    assert PASSWORD not in _log_text(caplog) and basic not in _log_text(caplog)

@@ -127,17 +127,53 @@ def api_key(settings: "Settings") -> str:
     return settings.llm_api_key or os.environ.get("OPENAI_API_KEY", "")
 
 
+#: ``scheme://`` at the start of a URL
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]*://", re.I)
+
+
+def _with_scheme(url: str) -> str:
+    """``url`` as the clients read it: one without a scheme (``user:pw@host:11434``) is ``http://``."""
+    if not url or _SCHEME.match(url):
+        return url
+    return ("http:" if url.startswith("//") else "http://") + url
+
+
 def split_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
     """``http://user:pw@host/v1`` -> (``http://host/v1``, ("user", "pw")); other URLs unchanged.
-    The credentials then travel in a header, never in a URL that clients log."""
+    A URL without a scheme is read as ``http://`` (as the Ollama client does): ``user:pw@host`` ->
+    (``http://host``, ("user", "pw")). The credentials then travel in a header, never in a URL that
+    clients log."""
     from urllib.parse import unquote, urlsplit, urlunsplit
 
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(_with_scheme(url))
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 address: no user-info can be read from it
+        return url, None
     if "@" not in parts.netloc:
         return url, None
     userinfo, host = parts.netloc.rsplit("@", 1)
     user, _, password = userinfo.partition(":")
     return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def shown_url(url: str, settings: "Settings | None" = None, chat: Any = None) -> str:
+    """A server URL safe to show: user-info as ``***@``, the whole query string and fragment as
+    ``***`` (a ``?code=...`` can be a credential too), then :func:`redact`."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        full = _with_scheme(url)
+        parts = urlsplit(full)
+    except ValueError:
+        return redact(re.sub(r"[?#].*", f"?{REDACTED}", url, flags=re.S), settings, chat)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@" + netloc.rsplit("@", 1)[1]
+    shown = urlunsplit(parts._replace(netloc=netloc, query=REDACTED if parts.query else "",
+                                      fragment=REDACTED if parts.fragment else ""))
+    if full != url:  # keep the operator's spelling: no scheme was given
+        shown = shown[len(full) - len(url):]
+    return redact(shown, settings, chat)
 
 
 def _basic_auth(user: str, password: str) -> str:
@@ -243,6 +279,7 @@ def backend_label(settings: "Settings", chat: Any = None) -> str:
         from pathlib import Path
 
         model = Path(model).name  # the file, not where the operator keeps it
+    where = shown_url(where, settings, chat) if where else ""
     return redact(f"{backend}:{model}" + (f" at {where}" if where else ""), settings, chat)
 
 
@@ -252,6 +289,9 @@ def backend_label(settings: "Settings", chat: Any = None) -> str:
 REDACTED = "***"
 #: ``scheme://user:password@`` in any URL
 _URL_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@", re.I)
+#: ``user:password@host`` without a scheme (clients read it as ``http://``), not inside a word, a
+#: path or a ``scheme://***@`` already redacted; an e-mail address has no ``:`` and stays
+_BARE_USERINFO = re.compile(r"(?<![\w.~%+/:@*-])[\w.~%!$&*+=-]+:[^\s/?#@'\"<>]+@(?=[\w\[])")
 #: ``Authorization: Bearer x`` / ``"authorization": "Basic x"`` / ``x-api-key=x`` (header dumps, JSON, reprs)
 _AUTH_HEADER = re.compile(
     r"\b((?:proxy-)?authorization|x-api-key|api-key)([\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"'<>,;)}\]]+",
@@ -268,10 +308,75 @@ _KEY_FIELD = re.compile(r"([\"'](?:api[_-]?key|access[_-]?token|password|secret)
 MIN_SECRET_CHARS = 4
 
 
+#: Header names whose values are credentials (in a chat model's headers)
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|passw|cookie", re.I)
+#: Fields of a chat model that hold a server address (its user-info is a password)
+_URL_FIELD = re.compile(r"url|base|host|proxy|endpoint", re.I)
+
+
+def _auth_secrets(user: Any, password: Any) -> list[str]:
+    """The password and the Basic credential made of it (``("user", "pw")`` as httpx takes it)."""
+    if isinstance(user, bytes):
+        user = user.decode("utf-8", "replace")
+    if isinstance(password, bytes):
+        password = password.decode("utf-8", "replace")
+    if not isinstance(user, str) or not isinstance(password, str) or not password:
+        return []
+    return [password, _basic_auth(user, password).split(" ", 1)[1]]
+
+
+def _header_secrets(value: str) -> list[str]:
+    """A credential header's value, without its scheme; for ``Basic``, also the password in it."""
+    import base64
+    import binascii
+
+    scheme, _, token = value.strip().partition(" ")
+    if not token:  # a bare key (``X-Api-Key: k``), not a scheme with nothing after it
+        return [] if scheme.lower() in ("basic", "bearer", "token") else [scheme]
+    found = [token.strip()]
+    if scheme.lower() == "basic":
+        try:
+            user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return found
+        if sep:
+            found.append(password)
+    return found
+
+
+def _client_secrets(value: Any, depth: int = 0) -> list[str]:
+    """Credentials in a chat model's client settings: ``auth`` tuples (``client_kwargs={"auth": ...}``),
+    httpx auth objects and header dicts, in nested dicts (depth-limited)."""
+    found: list[str] = []
+    if depth > 3 or not isinstance(value, dict):
+        return found
+    for key, item in value.items():
+        name = str(key).lower()
+        if name == "auth":
+            if isinstance(item, (tuple, list)) and len(item) == 2:
+                found += _auth_secrets(*item)
+            elif isinstance(getattr(item, "_auth_header", None), str):  # httpx.BasicAuth
+                found += _header_secrets(item._auth_header)
+        elif name in ("headers", "default_headers") and isinstance(item, dict):
+            found += _header_values(item)
+        elif isinstance(item, dict):
+            found += _client_secrets(item, depth + 1)
+    return found
+
+
+def _header_values(headers: dict) -> list[str]:
+    found: list[str] = []
+    for name, value in headers.items():
+        if isinstance(value, str) and _SECRET_HEADER.search(str(name)):
+            found += _header_secrets(value)
+    return found
+
+
 def known_secrets(settings: "Settings | None" = None, chat: Any = None) -> tuple[str, ...]:
     """The literal secrets that must never be shown, longest first: the API key, the password in the
-    server URL and the Basic credentials made of it, the secret fields of a chat model (and each of
-    them percent-encoded)."""
+    server URL (with or without a scheme) and the Basic credentials made of it, the secret fields of a
+    chat model, the ``auth`` and credential headers of its client settings (and each of them
+    percent-encoded)."""
     from urllib.parse import quote
 
     found: list[str] = []
@@ -282,15 +387,19 @@ def known_secrets(settings: "Settings | None" = None, chat: Any = None) -> tuple
     if chat is not None:
         from pydantic import SecretStr
 
-        for value in getattr(chat, "__dict__", {}).values():
+        for name, value in getattr(chat, "__dict__", {}).items():
             if isinstance(value, SecretStr):
                 found.append(value.get_secret_value())
-            elif isinstance(value, str) and "://" in value:
+            elif isinstance(value, str) and ("://" in value or _URL_FIELD.search(name)):
                 urls.append(value)
+            elif isinstance(value, dict) and name in ("default_headers", "headers", "default_query"):
+                found += _header_values(value)
+            elif isinstance(value, dict):  # client_kwargs, sync_client_kwargs, ...
+                found += _client_secrets(value)
     for url in urls:
         _, auth = split_userinfo(url or "")
         if auth:
-            found += [auth[1], _basic_auth(*auth).split(" ", 1)[1]]
+            found += _auth_secrets(*auth)
     found += [quote(s, safe="") for s in found]
     return tuple(sorted({s for s in found if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True))
 
@@ -300,12 +409,13 @@ def redact(text: str, settings: "Settings | None" = None, chat: Any = None, *, s
     those of ``chat``), ``Bearer``/``Basic``/``Authorization`` values, ``api_key=``/``key=``-style
     parameters and the user-info of any URL. For notices, warnings, log lines and error messages;
     ``secrets_only`` replaces just the literal secrets (for a model's answer, where "Basic income"
-    is prose, not a header)."""
+    is prose, not a header). User-info is found with or without ``scheme://`` (``user:pw@host``)."""
     for secret in known_secrets(settings, chat):
         text = text.replace(secret, REDACTED)
     if secrets_only:
         return text
     text = _URL_USERINFO.sub(rf"\1{REDACTED}@", text)
+    text = _BARE_USERINFO.sub(f"{REDACTED}@", text)
     text = _AUTH_HEADER.sub(lambda m: f"{m[1]}{m[2]}{m[3] + ' ' if m[3] else ''}{REDACTED}", text)
     text = _SCHEME_TOKEN.sub(rf"\1\2{REDACTED}", text)
     text = _KEY_PARAM.sub(rf"\1={REDACTED}", text)
@@ -506,7 +616,10 @@ def _cite(h: Hit, n: int, spans: Iterable[tuple[int, int]], supported: bool) -> 
 # Follow-up questions through the model
 
 
-def rewrite_with_llm(chat: "BaseChatModel", history: Sequence[tuple[str, str]], question: str) -> str:
+def rewrite_with_llm(chat: "BaseChatModel", history: Sequence[tuple[str, str]], question: str, *,
+                     settings: "Settings | None" = None) -> str:
+    """``question`` rewritten by ``chat`` as a standalone question. A failure raises LLMUnavailable
+    with the server's text redacted with ``settings`` (the key, the URL's password) and ``chat``."""
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
     msgs: list[Any] = [SystemMessage(REWRITE_PROMPT)]
@@ -516,7 +629,7 @@ def rewrite_with_llm(chat: "BaseChatModel", history: Sequence[tuple[str, str]], 
     try:
         out = chat.invoke(msgs).content
     except Exception as exc:  # the server's text may carry secrets: only a redacted message leaves here
-        raise LLMUnavailable(redact(f"{type(exc).__name__}: {exc}".rstrip(": "), chat=chat)) from None
+        raise LLMUnavailable(redact(f"{type(exc).__name__}: {exc}".rstrip(": "), settings, chat)) from None
     raw = out if isinstance(out, str) else str(out)
     line = next((ln for ln in raw.splitlines() if ln.strip()), "")  # the question, not an explanation after it
     text = collapse_ws(line).strip('"“” ')
