@@ -401,6 +401,14 @@ def test_a_shown_server_url_has_no_user_info_query_or_fragment():
     assert backend_label(Settings(llm_base_url="http://h.example/?code=SECRET")) == "ollama:llama3.2 at http://h.example/?***"
 
 
+def test_the_repr_of_settings_hides_the_url_password():
+    for url, shown in [(f"http://bob:{PASSWORD}@h/v1", "'http://***@h/v1'"), (f"bob:{PASSWORD}@h:8", "'***@h:8'"),
+                       ("http://h/p@x", "'http://h/p@x'")]:
+        text = repr(Settings(llm_base_url=url, llm_api_key=CANARY))
+        assert f"llm_base_url={shown}" in text and PASSWORD not in text and CANARY not in text
+    assert repr(Settings()).startswith("Settings(corpus_dir=PosixPath('corpus'), index_dir=PosixPath('index'), ")
+
+
 def test_known_secrets_reads_the_auth_and_headers_of_a_chat_model():
     pytest.importorskip("langchain_ollama")
     from langchain_ollama import ChatOllama

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ EMBED_BACKENDS = ("torch", "onnx")
 VERIFIER = ("on", "off")
 STRICTNESS = ("lenient", "balanced", "strict")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: The user-info of a URL, with or without ``scheme://`` (hidden in the repr)
+_URL_USERINFO = re.compile(r"^((?:[a-z][a-z0-9+.-]*:)?//)?[^/?#]*@", re.I)
 
 
 def default_cache_dir() -> Path:
@@ -117,6 +120,12 @@ class Settings:
                 f"chunking needs 1 <= min_words <= target_words <= max_words, got {c.min_words}, "
                 f"{c.target_words}, {c.max_words}"
             )
+
+    def __repr__(self) -> str:
+        """The dataclass repr, with the server URL's user-info (a password) shown as ``***@``."""
+        shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["llm_base_url"] = _URL_USERINFO.sub(r"\1***@", self.llm_base_url)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def with_(self, **changes: Any) -> "Settings":
         """A copy with some fields changed; ``None`` values are ignored (``k=None`` means keep mine)."""
