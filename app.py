@@ -29,7 +29,7 @@ import streamlit as st
 from rag import ui
 from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
-from rag.generate import choose_model, model_choices, redact
+from rag.generate import StreamRedactor, choose_model, model_choices, redact
 from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import ANSWER_MODES, MODES, Settings
@@ -394,11 +394,14 @@ if prompt is not None:
             st.markdown(ui.md_text(prompt))
         with st.chat_message("assistant"):
             live = st.empty()  # the LLM's text as it streams (escaped), replaced by the checked answer
-            streamed: list[str] = []
+            streamed: list[str] = []  # what is shown: redacted, without an end that could start a secret
+            redactor: list[StreamRedactor] = []
 
             def on_token(text: str) -> None:
-                streamed.append(text)
-                live.markdown(ui.md_text(redact("".join(streamed), asked, chat, secrets_only=True)) + " ▌")
+                if not redactor:  # made on the first piece: by then `chat` is the model that streams
+                    redactor.append(StreamRedactor(asked, chat))
+                streamed.append(redactor[0].feed(text))
+                live.markdown(ui.md_text("".join(streamed)) + " ▌")
 
             chat, unavailable = None, None
             try:

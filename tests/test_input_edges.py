@@ -539,3 +539,12 @@ def test_hostile_document_end_to_end_index_and_ask(tmp_path, capsys):
     d = strict_json(out)
     assert d["passages"][0]["doc"] == "border\x1b]0;pwned\x07.md"
     assert "\x1b]0;pwned\x07" in d["passages"][0]["text"]
+
+
+def test_streamed_text_held_back_as_a_possible_secret_is_printed_at_the_end(tmp_path, capsys, fake, monkeypatch):
+    monkeypatch.setenv("RAG_LLM_API_KEY", "sk-test-0123456789")
+    fake(tokens=("Fifty guards, key sk-test-", "0123456789 [1]. Then sk-te"))
+    code, out, err = run(args(tmp_path, "How many guards?", "--answer", "llm"), capsys)
+    assert code == 0, err
+    assert out.startswith("Fifty guards, key *** [1]. Then sk-te\n\nChecked answer:\n")
+    assert "sk-test-0123456789" not in out

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import FINLAND_Q, REPO, settings_for, write_corpus
+from conftest import FINLAND_Q, REPO, settings_for, use_chat, write_corpus
 from rag import generate
 from rag.generate import LLMUnavailable, backend_label, known_secrets, make_chat_model, redact
 from rag.settings import Settings
@@ -485,6 +485,94 @@ def test_rewrite_with_llm_redacts_with_the_settings_it_is_given(echo_401):
     with pytest.raises(LLMUnavailable) as info:  # without the settings nothing says what the secrets are
         generate.rewrite_with_llm(Echoing(responses=["x"]), [("q", "a")], "and then?")
     assert basic in str(info.value)
+
+
+# Streamed text: the secrets arrive one character per chunk (FakeListChatModel streams that way)
+
+STREAMED = f"Fifty guards [1]. The key is {CANARY} and the login {_basic('bob', PASSWORD)} ok, sk-can"
+
+
+def test_stream_redactor_never_passes_on_a_piece_of_a_secret():
+    s = Settings(llm_backend="openai", llm_api_key=CANARY, llm_base_url=f"http://bob:{PASSWORD}@h/v1")
+    whole = redact(STREAMED, s, secrets_only=True)
+    assert CANARY not in whole and whole.endswith("The key is *** and the login *** ok, sk-can")
+    for cut in range(len(STREAMED) + 1):  # every split in two pieces
+        r = generate.StreamRedactor(s)
+        first = r.feed(STREAMED[:cut])
+        rest = r.feed(STREAMED[cut:]) + r.flush()
+        assert first + rest == whole, cut
+        assert whole.startswith(first), cut  # nothing shown ever needs taking back
+        assert "sk-canary" not in first and "YnV" not in first[first.find("login"):], cut
+    r = generate.StreamRedactor(s)
+    shown = [r.feed(ch) for ch in STREAMED]  # one character at a time
+    assert "".join(shown) == whole.removesuffix("sk-can") and r.flush() == "sk-can"  # held back until the end
+    assert generate.StreamRedactor().feed("sk-can") == "sk-can"  # no secrets known: nothing held back
+
+
+def _stream_env(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("RAG_LLM_BACKEND", "openai")
+    monkeypatch.setenv("RAG_LLM_API_KEY", CANARY)
+    monkeypatch.setenv("RAG_LLM_BASE_URL", f"http://bob:{PASSWORD}@127.0.0.1:9/v1")
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_streamed_llm_text_on_the_terminal_is_redacted_piece_by_piece(hashed_index, capsys, monkeypatch, command):
+    import io
+
+    from langchain_core.language_models import FakeListChatModel
+
+    _stream_env(monkeypatch)
+    use_chat(monkeypatch, FakeListChatModel(responses=[STREAMED]))  # streams one character per chunk
+    monkeypatch.setattr(sys, "stdin", io.StringIO(MINISTERS_Q + "\n"))
+    code, out, err = _hashed_cli(hashed_index, capsys, "--answer", "llm", command=command)
+    assert code == 0, err
+    streamed, checked = out.split("\n\nChecked answer:\n", 1)
+    assert streamed == "Fifty guards [1]. The key is *** and the login *** ok, sk-can"  # the held-back end flushed
+    assert "The key is *** and the login *** ok" in checked
+    basic = _basic("bob", PASSWORD)
+    for piece in (CANARY, CANARY[:12], basic, basic[:12], PASSWORD):
+        assert piece not in out and piece not in err
+
+
+def test_streamed_llm_text_on_the_app_page_is_redacted_piece_by_piece(hashed_index, monkeypatch):
+    """What the page shows while the answer streams (each st.markdown of the live placeholder)."""
+    import streamlit as st
+    from langchain_core.language_models import FakeListChatModel
+    from streamlit.delta_generator import DeltaGenerator
+    from streamlit.testing.v1 import AppTest
+
+    _stream_env(monkeypatch)
+    monkeypatch.setenv("RAG_ANSWER", "llm")
+    monkeypatch.setenv("RAG_CORPUS_DIR", str(hashed_index.corpus_dir))
+    monkeypatch.setenv("RAG_INDEX_DIR", str(hashed_index.index_dir))
+    use_chat(monkeypatch, FakeListChatModel(responses=[STREAMED]))
+    shown: list[str] = []
+    real_markdown = DeltaGenerator.markdown
+
+    def markdown(self, body, *args, **kwargs):
+        if str(body).endswith(" ▌"):
+            shown.append(str(body))
+        return real_markdown(self, body, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "markdown", markdown)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        at.run()
+        at.chat_input[0].set_value(MINISTERS_Q).run()
+        assert not at.exception, at.exception
+    finally:
+        st.cache_resource.clear()
+    from rag import ui
+
+    assert len(shown) == len(STREAMED)  # one update per streamed character
+    assert shown[-1] == ui.md_text("Fifty guards [1]. The key is *** and the login *** ok, ") + " ▌"
+    basic = _basic("bob", PASSWORD)
+    for piece in (CANARY[:4], basic[:4]):  # not even the start of a secret was shown
+        assert not any(piece in ui.md_text(x) or piece in x for x in shown), piece
+    page = _page_text(at)
+    assert CANARY not in page and basic not in page and PASSWORD not in page
 
 
 def test_a_scheme_less_url_password_is_nowhere_on_the_app_page(echo_401, hashed_index, caplog, monkeypatch):

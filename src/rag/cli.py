@@ -258,7 +258,7 @@ def _ask(args: argparse.Namespace) -> int:
     assistant = Assistant.load(settings).warm_up()
     stream = settings.answer == "llm" and not (args.json or args.batch)
     for item_id, question in items:
-        echo = _Echo()
+        echo = _Echo(assistant)
         try:
             ans = assistant.ask(question, k=args.k, mode=args.mode, on_token=echo if stream else None)
         except BadQuestion as exc:
@@ -270,20 +270,44 @@ def _ask(args: argparse.Namespace) -> int:
         if args.json or args.batch:
             print(_json_line(ans.to_json(item_id)), flush=True)
         else:
+            echo.flush()
             _print_human(ans, streamed=echo.used)
     return 0
 
 
 class _Echo:
-    """Prints the LLM's text as it streams, and remembers whether anything was printed."""
+    """Prints the LLM's text as it streams, and remembers whether anything was printed. The text is
+    redacted as it comes (rag.generate.StreamRedactor: the key, the URL's password and its Basic
+    credential never reach the terminal, even split over pieces); :meth:`flush` prints the rest."""
 
-    def __init__(self) -> None:
+    def __init__(self, assistant: Any = None) -> None:
         self.used = False
+        self._assistant = assistant
+        self._redactor: Any = None
 
     def __call__(self, text: str) -> None:
         self.used = True
-        sys.stdout.write(terminal_safe(text, newlines=True))
-        sys.stdout.flush()
+        if self._redactor is None:
+            from .generate import StreamRedactor
+
+            chat, chat_model = None, getattr(self._assistant, "chat_model", None)
+            try:  # the model that is streaming (built already, so this only reads it)
+                chat = chat_model() if chat_model is not None else None
+            except Exception:  # noqa: BLE001 - then the settings alone say what the secrets are
+                chat = None
+            self._redactor = StreamRedactor(getattr(self._assistant, "settings", None), chat)
+        self._write(self._redactor.feed(text))
+
+    def flush(self) -> None:
+        """The end of the stream: print what was held back (redacted)."""
+        if self._redactor is not None:
+            self._write(self._redactor.flush())
+
+    @staticmethod
+    def _write(text: str) -> None:
+        if text:
+            sys.stdout.write(terminal_safe(text, newlines=True))
+            sys.stdout.flush()
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -305,7 +329,7 @@ def _chat(args: argparse.Namespace) -> int:
             return 0
         if not line.strip():
             continue
-        echo = _Echo()
+        echo = _Echo(assistant)
         try:
             ans = assistant.ask(line, k=args.k, mode=args.mode, history=history, on_token=echo if stream else None)
         except BadQuestion as exc:
@@ -315,6 +339,7 @@ def _chat(args: argparse.Namespace) -> int:
         if args.json:
             print(_json_line(ans.to_json()), flush=True)
         else:
+            echo.flush()
             _print_human(ans, streamed=echo.used)
             print()
 

@@ -422,6 +422,54 @@ def redact(text: str, settings: "Settings | None" = None, chat: Any = None, *, s
     return _KEY_FIELD.sub(rf"\1{REDACTED}", text)
 
 
+class StreamRedactor:
+    """Streamed text with every literal secret replaced (:func:`redact`, ``secrets_only``), for a
+    display that shows the text as it arrives: a secret may come split over several pieces, so the
+    end of the text that could still be the start of a secret is held back until the next piece
+    shows it is not (or :meth:`flush`, at the end). What it passes on never needs taking back."""
+
+    def __init__(self, settings: "Settings | None" = None, chat: Any = None) -> None:
+        self.settings, self.chat = settings, chat
+        self._secrets = known_secrets(settings, chat)
+        self._pending = ""  # received, not yet passed on
+
+    def feed(self, text: str) -> str:
+        """Add a piece of the stream; returns the (redacted) text that is now safe to show."""
+        self._pending += text
+        return self._take(self._safe_end())
+
+    def flush(self) -> str:
+        """The rest, redacted (the stream has ended)."""
+        return self._take(len(self._pending))
+
+    def _take(self, end: int) -> str:
+        if end <= 0:
+            return ""
+        out, self._pending = self._pending[:end], self._pending[end:]
+        return redact(out, self.settings, self.chat, secrets_only=True)
+
+    def _safe_end(self) -> int:
+        """How much of the pending text can be passed on: up to the first place from which the rest
+        is the start of a secret, and never through the middle of a whole secret."""
+        text, secrets = self._pending, self._secrets
+        if not secrets:
+            return len(text)
+        end = len(text)
+        for i in range(max(0, len(text) - len(secrets[0]) + 1), len(text)):
+            tail = text[i:]
+            if any(s.startswith(tail) for s in secrets):
+                end = i
+                break
+        moved = True
+        while moved:  # a whole secret across the cut (possible only where secrets overlap): cut before it
+            moved = False
+            for s in secrets:
+                start = text.find(s, max(0, end - len(s) + 1))
+                if 0 <= start < end < start + len(s):
+                    end, moved = start, True
+        return end
+
+
 def stream_text(chat: "BaseChatModel", messages: list["BaseMessage"], on_token: Callable[[str], None] | None) -> str:
     """Run the model, passing each piece of text to ``on_token`` as it arrives; the whole text."""
     pieces: list[str] = []
