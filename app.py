@@ -103,19 +103,44 @@ def build_progress(builder: ui.IndexBuilder) -> None:
     st.progress(status.step.fraction, text=status.step.text)
 
 
-def add_documents(settings: Settings, files: list[Any], replace: bool) -> int:
-    """Save uploaded files into the corpus (each checked by :func:`rag.upload.save_upload`); one
-    message per file; returns how many were added."""
-    added = 0
+def add_documents(settings: Settings, files: list[Any], replace: bool, builder: ui.IndexBuilder) -> list[tuple[bool, str]]:
+    """Save uploaded files into the corpus (each checked by :func:`rag.upload.save_upload`) and ask
+    ``builder`` for a re-index right after each file is saved; returns (saved, message) per file.
+
+    Nothing here calls Streamlit: every element call can end the script run (a question asked
+    meanwhile starts a new one), which must not leave files unsaved or the index not requested.
+    Files handled already in this session (a run cut short, then repeated with the same submission)
+    are not saved again; their message is repeated."""
+    done: dict[str, tuple[bool, str]] = st.session_state.setdefault("uploads_done", {})
+    results = []
     for f in files:
+        file_id = str(getattr(f, "file_id", "") or "")
+        key = f"{file_id}:{replace}"  # the same upload submitted with "replace" changed is a new request
+        if file_id and key in done:
+            results.append(done[key])
+            continue
         try:
             saved = save_upload(settings.corpus_dir, f.name, f.getvalue(), max_file_mb=settings.max_file_mb, overwrite=replace)
         except RagError as exc:
-            st.error(ui.message_markdown(str(exc)))
+            result = (False, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one file's failure must not stop the others (or the re-index)
+            log.exception("saving an upload failed")
+            result = (False, f"{getattr(f, 'name', 'a file')}: could not be saved ({type(exc).__name__})")
         else:
-            st.success(ui.md_text(saved.message))
-            added += 1
-    return added
+            builder.request(settings)  # before anything else: the index must follow the corpus
+            result = (True, saved.message)
+        if file_id:
+            done[key] = result
+        results.append(result)
+    return results
+
+
+def show_upload_results(results: list[tuple[bool, str]]) -> None:
+    for ok, message in results:
+        if ok:
+            st.success(ui.md_text(message))
+        else:
+            st.error(ui.message_markdown(message))
 
 
 def upload_limit(settings: Settings) -> dict[str, int]:
@@ -318,15 +343,17 @@ with st.sidebar:
         replace = st.checkbox("Replace files with the same name", key="replace")
         add = st.form_submit_button("Add to the corpus and re-index")
 
-st.title("Ask the documents" if view == "Chat" else "Evaluation")
-added = add_documents(settings, uploads, replace) if add and uploads else 0
-
 # Index: built in the background when missing or asked to; checked before loading.
 builder = index_builder(str(Path(settings.index_dir).resolve()))
 st.session_state.setdefault("builds_seen", builder.status().finished)
+# Uploads are saved (and their re-index requested) before the next element call, which could end this run.
+upload_results = add_documents(settings, uploads, replace, builder) if add and uploads else []
+
+st.title("Ask the documents" if view == "Chat" else "Evaluation")
+show_upload_results(upload_results)
 forced = st.session_state.pop("rebuild", False)
-if forced or added:
-    builder.request(settings, force=forced)
+if forced:
+    builder.request(settings, force=True)
 manifest, problem = check_index(settings)
 build = builder.status()
 if manifest is None and problem is None and not build.running and not build.failed:

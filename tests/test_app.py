@@ -512,6 +512,64 @@ def test_a_question_during_the_re_index_neither_cancels_it_nor_waits_for_it(monk
     assert ui.md_text(ui.ANSWERED_FROM_PREVIOUS) not in [c.value for c in reply.caption]
 
 
+def test_an_upload_cut_short_by_the_next_interaction_is_saved_and_re_indexed(monkeypatch, tmp_path):
+    """Every element call can end the script run (a question asked meanwhile starts a new one). The
+    run that saves uploads is ended here at its first message: every file must be saved and the
+    re-index requested by then. Submitting the same files again (what a cut-short run's rerun does)
+    saves nothing twice and repeats the messages. Embedded by a hash: no model is loaded."""
+    import rag.embed
+    import streamlit as st
+    from streamlit.runtime.scriptrunner_utils.exceptions import StopException
+
+    from rag.index import read_manifest
+    from test_secrets import HashEmbedder
+
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setenv("RAG_VERIFIER", "off")
+    corpus, index = tmp_path / "corpus", tmp_path / "index"
+    corpus.mkdir()
+    (corpus / "letter.txt").write_text("The ministers met in Vienna on Monday.\n", encoding="utf-8")
+    at = _until_built(_app(monkeypatch, corpus, index))
+    assert "**Documents:** 1" in at.sidebar.markdown[0].value
+
+    real_success, messages = st.success, []
+
+    def success(body, *args, **kwargs):  # the first message of the run ends it
+        messages.append(body)
+        if len(messages) == 1:
+            raise StopException()
+        return real_success(body, *args, **kwargs)
+
+    monkeypatch.setattr(st, "success", success)
+    notes = "# Notes\n\nThe port of Valletta inspected 14 ferries.\n"
+    uploader = at.file_uploader(key="uploads").set_value([("malta.md", MALTA.encode(), "text/markdown"),
+                                                          ("notes.md", notes.encode(), "text/markdown")])
+    sent = list(uploader._files)  # (file id, name, bytes, type): AppTest has no public way to send the same ids again
+    [submit] = [b for b in at.button if b.label == "Add to the corpus and re-index"]
+    submit.click()
+    at.run()
+    assert not at.exception, at.exception
+    added = [ui.md_text(f"Added malta.md ({len(MALTA)} characters of text)"),
+             ui.md_text(f"Added notes.md ({len(notes)} characters of text)")]
+    assert messages == added[:1]  # the run ended at the first message ...
+    assert sorted(p.name for p in corpus.iterdir()) == ["letter.txt", "malta.md", "notes.md"]  # ... after both saves
+    for thread in threading.enumerate():  # ... and after the re-index was requested
+        if thread.name == ui.BUILD_THREAD:
+            thread.join(timeout=120)
+    assert read_manifest(index)["counts"]["documents"] == 3
+
+    (corpus / "malta.md").write_text("changed on disk", encoding="utf-8")
+    at.file_uploader(key="uploads")._files = sent
+    [submit] = [b for b in at.button if b.label == "Add to the corpus and re-index"]
+    submit.click()  # the same submission again (the same files, as a rerun of a cut-short run may see them)
+    at.run()
+    assert not at.exception and not at.error, at.error
+    assert messages[1:3] == added, messages  # each file's message again ...
+    assert (corpus / "malta.md").read_text(encoding="utf-8") == "changed on disk"  # ... and nothing saved twice
+    _until_built(at)
+    assert "**Documents:** 3" in at.sidebar.markdown[0].value
+
+
 # ---------------------------------------------------------------------------------------------
 # rag.ui.IndexBuilder: builds in a background thread (build_index replaced by a gated recorder)
 
