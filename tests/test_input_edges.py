@@ -318,6 +318,20 @@ def test_rag_k_from_the_environment_is_checked_too(tmp_path, capsys, monkeypatch
     assert "k must be <= 1,000, got 1,000,000,000" in one_error_line(err)
 
 
+@pytest.mark.parametrize("k, words", [
+    ("9" * 5000, "k must be <= 1,000, got a number with 5,000 digits"),
+    ("-" + "9" * 5000, "k must be >= 1, got a negative number with 5,000 digits"),
+    ("9" * 4000, "k must be <= 1,000, got a number with 4,000 digits"),  # int() could read it, but it is not echoed
+    ("x" * 5000, "invalid int value: '" + "x" * 20 + "…'"),
+])
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_a_huge_k_is_one_short_error_line(tmp_path, capsys, k, words, command):
+    code, out, err = run([command, *(["q?"] if command == "ask" else []), "-k", k, "--index", str(tmp_path / "no-index")], capsys)
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert words in line and len(line) < 150
+
+
 @pytest.mark.parametrize("k", [1, MAX_K])
 def test_k_at_the_limits_is_passed_on(tmp_path, capsys, fake, k):
     holder = fake()
@@ -539,6 +553,42 @@ def test_hostile_document_end_to_end_index_and_ask(tmp_path, capsys):
     d = strict_json(out)
     assert d["passages"][0]["doc"] == "border\x1b]0;pwned\x07.md"
     assert "\x1b]0;pwned\x07" in d["passages"][0]["text"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A reader that goes away: `rag ask ... | head -1`
+
+_PIPE_CHILD = """
+import sys
+sys.path.insert(0, sys.argv.pop(1))
+from rag import pipeline
+from test_input_edges import FakeAssistant
+pipeline.Assistant.load = staticmethod(lambda settings: FakeAssistant(settings))
+from rag.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("command", ["ask-batch", "chat"])
+def test_a_closed_output_pipe_ends_quietly(tmp_path, command):
+    """The reader takes one line and closes the pipe; a later write fails (EPIPE): exit 141, no
+    traceback. 5,000 answers (JSON lines, or a chat's text) are far more than a pipe holds."""
+    import subprocess
+    import sys
+
+    lines = '{"id": 1, "question": "How many guards?"}\n' * 5000 if command == "ask-batch" else "How many guards?\n" * 5000
+    questions = write_batch(tmp_path, lines)
+    argv = ["ask", "--batch", str(questions), "--json"] if command == "ask-batch" else ["chat"]
+    with open(questions, "rb") as stdin:
+        child = subprocess.Popen([sys.executable, "-c", _PIPE_CHILD, str(Path(__file__).parent), *argv,
+                                  "--index", str(tmp_path / "no-index")],
+                                 stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        first = child.stdout.readline()
+        child.stdout.close()
+        err = child.stderr.read().decode()
+        code = child.wait(120)
+    assert first.strip()
+    assert (code, err) == (cli.EXIT_BROKEN_PIPE, "")
 
 
 def test_streamed_text_held_back_as_a_possible_secret_is_printed_at_the_end(tmp_path, capsys, fake, monkeypatch):

@@ -28,6 +28,7 @@ from .errors import RagError
 from .settings import STRICTNESS, VERIFIER
 
 EXIT_USER_ERROR = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
 MAX_K = 1000  # passages per question; more is a typo (or a denial of service on a large index)
 
 
@@ -112,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pa = sub.add_parser("ask", help="answer a question from the index")
     pa.add_argument("question", nargs="?", help="the question (or use --batch)")
-    pa.add_argument("-k", type=int, help="number of passages to retrieve (default 5)")
+    pa.add_argument("-k", type=_k_value, help="number of passages to retrieve (default 5)")
     pa.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
     pa.add_argument("--index", type=Path, help="index folder")
     pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
@@ -121,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     _answer_arguments(pa)
 
     pc = sub.add_parser("chat", help="a conversation on the terminal: one question per line, follow-ups understood")
-    pc.add_argument("-k", type=int, help="number of passages to retrieve (default 5)")
+    pc.add_argument("-k", type=_k_value, help="number of passages to retrieve (default 5)")
     pc.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
     pc.add_argument("--index", type=Path, help="index folder")
     pc.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
@@ -150,6 +151,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+#: A -k with more digits than this is refused by its length (and not echoed whole in the error)
+MAX_K_DIGITS = 20
+
+
+def _k_value(text: str) -> int:
+    """The -k option: an integer, shown shortened in the error when it is not one (or far too long)."""
+    sign, digits = text.strip()[:1], text.strip().lstrip("+-").lstrip("0")
+    if len(digits) > MAX_K_DIGITS and digits.isdigit():
+        limit = "k must be >= 1, got a negative number" if sign == "-" else f"k must be <= {MAX_K:,}, got a number"
+        raise argparse.ArgumentTypeError(f"{limit} with {len(digits):,} digits")
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {_clip(text)!r}") from None
+
+
 def _answer_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answer", choices=["extractive", "llm"],
                    help="extractive (default, offline) or llm (RAG_LLM_BACKEND: ollama, openai or llamacpp)")
@@ -170,23 +187,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     try:
-        if args.command == "index":
-            return _index(args)
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "chat":
-            return _chat(args)
-        if args.command == "bench":
-            from .bench import run_cli
-
-            return run_cli(args, _settings(args))
-        return _ask(args)
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit (where it prints a traceback)
+        return code
     except RagError as exc:
         print(f"rag: error: {terminal_safe(exc)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rag ask ... | head -1`: the reader has gone; stop quietly
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "index":
+        return _index(args)
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "chat":
+        return _chat(args)
+    if args.command == "bench":
+        from .bench import run_cli
+
+        return run_cli(args, _settings(args))
+    return _ask(args)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit finds no closed pipe (the idiom of the
+    Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process): nothing is flushed at exit
+        pass
 
 
 def _settings(args: argparse.Namespace):
