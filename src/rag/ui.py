@@ -286,7 +286,7 @@ def llm_settings_lines(settings: Any) -> list[str]:
     itself is never shown, nor where the model file lives."""
     from pathlib import PurePath
 
-    from .generate import DEFAULT_URLS, api_key, redact
+    from .generate import DEFAULT_URLS, api_key, shown_url
 
     backend = settings.llm_backend
     lines = [f"**Backend:** {escape_markdown(backend)}"]
@@ -294,7 +294,7 @@ def llm_settings_lines(settings: Any) -> list[str]:
         name = PurePath(settings.llm_model_path).name if settings.llm_model_path else "(not set)"
         return lines + [f"**Model file:** {md_text(name)}"]
     url = settings.llm_base_url or DEFAULT_URLS.get(backend) or "the OpenAI API"
-    lines.append(f"**Server:** {md_text(redact(url, settings))}")
+    lines.append(f"**Server:** {md_text(shown_url(url, settings))}")
     if backend == "openai":
         lines.append("**API key:** " + ("set (not shown)" if api_key(settings) else "not set"))
     return lines
