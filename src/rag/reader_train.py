@@ -371,6 +371,9 @@ class TrainConfig:
     #: keep the word embeddings as MiniLM learnt them: ~30 % faster steps here, and with a few thousand
     #: questions the rare words' vectors are better left alone
     freeze_embeddings: bool = True
+    #: also keep the lowest transformer layers as they are: no backward pass through them (a second
+    #: stage trains ~1.5x more pairs per second with the bottom 3 of 6 frozen)
+    freeze_layers: int = 0
     #: positives are read this many times per epoch (they teach the spans; negatives are plentiful)
     pos_repeat: int = 2
 
@@ -388,6 +391,9 @@ def train(base: str | Path, examples: Sequence[Example], out_dir: Path, cfg: Tra
     model = AutoModelForQuestionAnswering.from_pretrained(str(base))
     if cfg.freeze_embeddings:
         model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.freeze_layers:
+        for module in [model.base_model.embeddings, *model.base_model.encoder.layer[: cfg.freeze_layers]]:
+            module.requires_grad_(False)
     feats = encode_examples(tok, [e for e in examples if not e.heldout], cfg.max_len)
     feats += [f for f in feats if f["start"] > 0] * (cfg.pos_repeat - 1)
     epochs = max(1, math.ceil(cfg.epochs))
@@ -751,6 +757,15 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
 
 
 
+#: The commands that made the shipped model (the model card quotes them).
+RECIPE = (
+    "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader-1 --max-steps 420            # seed 13, lr 6e-5",
+    "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader-2 --base /tmp/reader-1/model \\",
+    "    --lr 3e-5 --seed 14 --max-steps 600 --freeze-layers 3",
+    ".venv/bin/python -m rag.reader_train calibrate /tmp/reader-2   # held-out probes -> reader.json, metrics.json, this card",
+)
+
+
 def example_counts(examples: Sequence[Example]) -> dict[str, int]:
     c = Counter(f"{'held-out' if e.heldout else 'train'} {e.source} {e.kind}" for e in examples)
     return dict(sorted(c.items()))
@@ -793,13 +808,19 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         *[f"| {k} | {v} |" for k, v in counts.items()],
         "",
         "## Reproduce",
+        "Two stages (CPU only; ~4 and ~6 pairs/s on 2 busy cores here, about 25 + 20 minutes):",
         "```bash",
-        f"OMP_NUM_THREADS=1 .venv/bin/python -m rag.reader_train train /tmp/reader-run   # seed {train_cfg.seed}, "
-        f"{train_cfg.epochs:g} epoch, batch {train_cfg.batch}, lr {train_cfg.lr:g}, positives x{train_cfg.pos_repeat}",
-        ".venv/bin/python -m rag.reader_train calibrate /tmp/reader-run  # held-out probes -> reader.json, metrics.json, this card",
+        *RECIPE,
         "```",
         "Training resumes from `checkpoint.safetensors` in the run folder (written every "
-        f"{train_cfg.checkpoint_every} steps). CPU only; about 1 hour on 2 busy cores.",
+        f"{train_cfg.checkpoint_every} steps). Stage 1 trains all layers but the word embeddings; stage 2 starts",
+        "from stage 1 with a lower learning rate, another seed (other sampled negatives) and the bottom 3",
+        "layers frozen (1.5x faster steps).",
+        "",
+        "**As run (2026-12-01), honestly:** the shipped model's runs were resumed from checkpoints with changed",
+        "plans, so the commands above reproduce the recipe, not these exact weights. Stage 1 ran 50 steps planned",
+        "for 605 (one thread), then resumed to 420. Stage 2 ran 100 steps planned for 250 with all layers",
+        "trainable, then resumed to 600 with the bottom 3 layers frozen.",
         "",
         "## Decisions (reader.json)",
         f"- answerable = sigmoid({cfg['calib_a']:.4f} · margin + {cfg.get('calib_c', 0.0):.4f} · cos + {cfg['calib_b']:.4f}), margin = best span score −",
@@ -847,7 +868,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--freeze-layers", type=int, default=0, help="keep the lowest N transformer layers fixed")
     p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--base", type=Path, help="model folder to start from (default: the bundled MiniLM); a second "
+                                             "stage starts from the first stage's RUN_DIR/model")
     a = p.parse_args(argv)
     say = lambda m: print(m, flush=True)  # noqa: E731
     if a.step == "calibrate":
@@ -856,8 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = build_examples(a.squad, a.qa, a.corpus, a.seed)
     write_examples(examples, a.run / "examples.jsonl")
     s = Settings()
-    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, max_steps=a.max_steps, seed=a.seed)
-    model_dir = train(resolve_model(s.model, s.cache_dir), examples, a.run, cfg, progress=say)
+    cfg = TrainConfig(epochs=a.epochs, lr=a.lr, max_steps=a.max_steps, seed=a.seed, freeze_layers=a.freeze_layers)
+    model_dir = train(a.base or resolve_model(s.model, s.cache_dir), examples, a.run, cfg, progress=say)
     export_onnx(model_dir, a.run / "reader.onnx")
     say(f"exported {a.run / 'reader.onnx'}")
     return 0
