@@ -32,7 +32,7 @@ from rag.errors import BadQuestion, IndexMissing, RagError
 from rag.generate import StreamRedactor, choose_model, model_choices, redact
 from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
 from rag.pipeline import Assistant
-from rag.settings import ANSWER_MODES, MODES, Settings
+from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings
 from rag.upload import save_upload
 
 log = logging.getLogger("rag.app")
@@ -68,6 +68,11 @@ def answer_settings(settings: Settings) -> Settings:
     labels = {"extractive": "Extractive (offline, quoted)", "llm": "Generative (LLM, verified)"}
     answer = st.radio("Answer mode", ANSWER_MODES, index=ANSWER_MODES.index(settings.answer),
                       format_func=labels.__getitem__, key="answer_mode")
+    if settings.verifier == "on":
+        strict = st.select_slider("Strictness", STRICTNESS, value=settings.strictness, key="strictness",
+                                  help="How readily the assistant says the documents do not say: strict abstains "
+                                       "more often, lenient answers more often.")
+        settings = settings.with_(strictness=strict)
     if answer != "llm":
         return settings.with_(answer=answer)
     st.markdown("  \n".join(ui.llm_settings_lines(settings)))
@@ -439,7 +444,8 @@ if prompt is not None:
                         unavailable = f"{exc}; showing the extractive answer instead"
                 live.caption("Searching the documents…")
                 answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
-                                       chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token)
+                                       chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token,
+                                       strictness=asked.strictness)
                 extra = ((unavailable,) if unavailable else ()) + ((ui.ANSWERED_FROM_PREVIOUS,) if build.running else ())
                 answer = dataclasses.replace(answer, notices=tuple(redact(n, asked, chat) for n in answer.notices + extra))
                 turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)

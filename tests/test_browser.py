@@ -272,7 +272,10 @@ def test_browser_answers_and_the_cited_sentence_is_highlighted_in_the_passage(pa
     server.timings["chat input visible"] = server.since_start()
     reply = _ask(page, FINLAND_Q)
     server.timings["first answer (from server start)"] = server.since_start()
-    answer = reply.get_by_test_id("stMarkdownContainer").first
+    short = reply.get_by_test_id("stMarkdownContainer").first  # the short answer, in bold, first
+    expect(short).to_have_text("Answer: 50")
+    expect(short.locator("strong")).to_have_text("Answer: 50")
+    answer = reply.get_by_test_id("stMarkdownContainer").nth(1)  # then the quoted sentence
     expect(answer).to_contain_text("50")
     expect(answer).to_contain_text("[1]")
 
@@ -282,6 +285,7 @@ def test_browser_answers_and_the_cited_sentence_is_highlighted_in_the_passage(pa
     marked = first.locator(HIGHLIGHT).first
     expect(marked).to_be_visible()
     expect(marked).to_contain_text("50 European border guards")
+    expect(marked.locator("strong")).to_have_text("50")  # the short answer, bold inside its sentence
     _shot(page, "browser-01-answer-with-citation")
 
     first.get_by_text("Show in context").click()

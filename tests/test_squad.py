@@ -489,3 +489,13 @@ def test_eval_squad_end_to_end_on_three_articles(tmp_path, tmp_cache, capsys):
     for label in ("retrieval R@1 (gold paragraph)", "short answer EM", "abstention, out of corpus", "ask p95 ms",
                   "official scorer: exact"):
         assert label in out, label
+
+    # --articles: only these articles' questions are asked (the index is the same)
+    code, out, err = run(argv[:-4] + ["--articles", "Amazon_rainforest", "--json", "--out", str(out_dir), "--no-progress"], capsys)
+    assert code == 0, err
+    one = json.loads(out.splitlines()[0])
+    assert one["config"]["articles_asked"] == ["Amazon_rainforest"] and one["config"]["index_status"] == "up-to-date"
+    asked = json.loads((out_dir / "squad.json").read_text(encoding="utf-8"))["questions"]
+    assert asked and {x["qid"] for x in asked} <= {x["qid"] for x in qs if x["title"] == "Amazon_rainforest"}
+    code, _, err = run(argv[:-4] + ["--articles", "Atlantis", "--no-progress"], capsys)
+    assert code == 2 and "no such article(s)" in one_error_line(err)

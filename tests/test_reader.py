@@ -1,0 +1,226 @@
+"""The reader (rag.reader): the shipped artifact, its checks, abstention and short answers on the real
+corpus, and the training code (a tiny run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rag.errors import ModelUnavailable
+from rag.reader import ARTIFACT_DIR, Reader, ReaderConfig, ReaderUnavailable, sha256_file
+
+from conftest import CACHE_DIR, FINLAND_Q, REAL_DOC_ID
+
+GOOD = {"max_len": 192, "max_answer_tokens": 30, "calib_a": 1.0, "calib_b": 0.0,
+        "thresholds": {"lenient": 0.1, "balanced": 0.2, "strict": 0.3}, "short_min_conf": 0.2, "sha256": {}}
+
+
+def test_config_validates_and_calibrates():
+    cfg = ReaderConfig.from_json(GOOD)
+    assert cfg.answerable(0.0) == pytest.approx(0.5)
+    assert cfg.answerable(5.0) > cfg.answerable(1.0) > cfg.answerable(-3.0)
+    assert 0.0 <= cfg.answerable(-1e9) < 1e-20 and cfg.answerable(1e9) == pytest.approx(1.0)
+    for bad in ({**GOOD, "thresholds": 5}, {**GOOD, "calib_a": "x"}, {k: v for k, v in GOOD.items() if k != "max_len"}, []):
+        with pytest.raises(ReaderUnavailable, match="reader.json is damaged"):
+            ReaderConfig.from_json(bad)
+
+
+def test_shipped_artifact_matches_its_recorded_sha256():
+    cfg = ReaderConfig.from_json(json.loads((ARTIFACT_DIR / "reader.json").read_text()))
+    for name in ("reader.onnx", "tokenizer.json"):
+        assert sha256_file(ARTIFACT_DIR / name) == cfg.sha256[name]
+    assert (ARTIFACT_DIR / "reader.onnx").stat().st_size < 50_000_000
+    assert set(cfg.thresholds) == {"lenient", "balanced", "strict"}
+    assert cfg.thresholds["lenient"] <= cfg.thresholds["balanced"] <= cfg.thresholds["strict"]
+    card = (ARTIFACT_DIR / "MODEL_CARD.md").read_text()
+    for fact in ("CC BY-SA 4.0", "all-MiniLM-L6-v2", "python -m rag.reader_train", cfg.sha256["reader.onnx"]):
+        assert fact in card
+
+
+@pytest.fixture
+def artifact_copy(tmp_path) -> Path:
+    dst = tmp_path / "reader"
+    shutil.copytree(ARTIFACT_DIR, dst)
+    return dst
+
+
+@pytest.mark.parametrize("name", ["reader.onnx", "tokenizer.json", "reader.json"])
+def test_missing_file_is_one_clear_error(artifact_copy, tmp_path, name):
+    (artifact_copy / name).unlink()
+    with pytest.raises(ReaderUnavailable, match=rf"reader file missing: .*{name}.*rag.reader_train.*RAG_VERIFIER=off"):
+        Reader.load(tmp_path / "cache", artifact_copy)
+
+
+def test_corrupt_files_are_refused_before_running(artifact_copy, tmp_path):
+    tok = artifact_copy / "tokenizer.json"
+    tok.write_text(tok.read_text().replace("[CLS]", "[CLX]", 1))
+    with pytest.raises(ReaderUnavailable, match="corrupt .*tokenizer.json"):
+        Reader.load(tmp_path / "cache", artifact_copy)
+    shutil.copy2(ARTIFACT_DIR / "tokenizer.json", tok)
+    model = artifact_copy / "reader.onnx"
+    raw = bytearray(model.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit in the weights
+    model.write_bytes(bytes(raw))
+    with pytest.raises(ReaderUnavailable, match="corrupt .*reader.onnx"):
+        Reader.load(tmp_path / "cache", artifact_copy)
+    (artifact_copy / "reader.json").write_text("{not json")
+    with pytest.raises(ReaderUnavailable, match="not valid JSON"):
+        Reader.load(tmp_path / "cache", artifact_copy)
+
+
+@pytest.mark.slow
+def test_a_tampered_expanded_model_in_the_cache_is_rebuilt(tmp_path):
+    r = Reader.load(tmp_path / "cache", ARTIFACT_DIR)
+    cached = next((tmp_path / "cache" / "reader").rglob("reader.onnx"))
+    cached.write_bytes(cached.read_bytes()[:-10] + b"0123456789")
+    r2 = Reader.load(tmp_path / "cache", ARTIFACT_DIR)
+    assert sha256_file(cached) == r2.cfg.sha256["reader.fp32.onnx"]
+    ctx = "Letter | Frontex: 50 European border guards are now deployed at our EU external border in Finland."
+    a, b = r.read(FINLAND_Q, [(ctx, 9, 0)]), r2.read(FINLAND_Q, [(ctx, 9, 0)])
+    assert a.answerable == pytest.approx(b.answerable, abs=1e-5)
+
+
+@pytest.mark.slow
+def test_reader_reads_the_span_and_batches_like_single_reads():
+    r = Reader.load(CACHE_DIR)
+    ctx = "Letter | Frontex has already expanded its Joint Operation: 50 European border guards are now deployed in Finland."
+    other = "Annex › Egypt | The EU will deliver seven boats to the Egyptian coast guard in 2024."
+    one = r.read(FINLAND_Q, [(ctx, 9, 100)])
+    both = r.read(FINLAND_Q, [(ctx, 9, 100), (other, other.index("|") + 2, 5000)])
+    assert one.best is not None and ctx[one.best.start - 100 + 9:one.best.end - 100 + 9] == "50"
+    assert both.best.rank == 0 and both.passages[0].margin == pytest.approx(one.passages[0].margin, abs=1e-3)
+    assert both.passages[1].margin < both.passages[0].margin
+    assert r.read(FINLAND_Q, []).answerable == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the assistant, on the real corpus
+
+
+NOT_YET = pytest.mark.xfail(strict=True, reason="on topic for the letter (migrants, the Mediterranean, 2023): the "
+                             "reader does not detect near-misses yet (model card, Limitations)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question", [
+    "What is the capital of France?",
+    pytest.param("How many migrants died in the Mediterranean in 2023?", marks=NOT_YET),
+    "What is the population of Poland?",
+    "Who painted the Mona Lisa?",
+])
+def test_off_topic_questions_are_abstained(assistant, question):
+    ans = assistant.ask(question)
+    assert ans.abstained, (question, ans.answer, ans.answerable)
+    assert ans.message.startswith("The documents do not say")
+    assert ans.passages and ans.short_answer is None and ans.answerable is not None
+
+
+@pytest.mark.slow
+def test_short_answer_is_the_phrase_with_exact_offsets(assistant, real_text):
+    from rag.clean import collapse_ws
+
+    ans = assistant.ask("What is the budget of Mauritania's land-and-sea border action adopted in October 2023?")
+    assert not ans.abstained and ans.short_answer is not None
+    s = ans.short_answer
+    assert s.text == "EUR 6.4 million" and s.doc == REAL_DOC_ID and collapse_ws(real_text[s.start:s.end]) == s.text
+    assert s.text in ans.answer.split("[1]")[0]  # in the first quoted sentence, which cites [1]
+    first = ans.citations[0]
+    assert any(a <= s.start and s.end <= b for a, b in first.highlights)  # inside the cited sentence
+    js = ans.to_json()
+    assert js["short_answer"]["text"] == "EUR 6.4 million" and 0.0 <= js["answerable"] <= 1.0
+
+
+@pytest.mark.slow
+def test_no_short_answer_without_confidence(assistant):
+    """The Finland question's best span is a 13-word phrase at low confidence: the sentence stays."""
+    ans = assistant.ask("How many European border guards were deployed to Finland?")
+    assert not ans.abstained and ans.short_answer is None and "50 European border guards" in ans.answer
+
+
+@pytest.mark.slow
+def test_long_questions_keep_the_sentence(assistant):
+    ans = assistant.ask("Why does the letter say Member States need to work together on migration?")
+    assert ans.short_answer is None or len(ans.short_answer.text.split()) <= 12
+
+
+@pytest.mark.slow
+def test_strictness_orders_abstention(assistant):
+    from rag.pipeline import Assistant
+
+    qs = ["Who is the Prime Minister of Finland?", "Which country received seven boats?",
+          "What is the budget for Tunisia?", "How many border guards went to Finland?",
+          "What is the capital of France?"]
+    rates = {}
+    for level in ("lenient", "balanced", "strict"):
+        a = Assistant(assistant.settings.with_(strictness=level), assistant.data, assistant.embedder)
+        rates[level] = sum(a.ask(q).abstained for q in qs)
+    assert rates["lenient"] <= rates["balanced"] <= rates["strict"]
+
+
+@pytest.mark.slow
+def test_verifier_off_answers_as_before(assistant):
+    from rag.pipeline import Assistant
+
+    off = Assistant(assistant.settings.with_(verifier="off"), assistant.data, assistant.embedder)
+    ans = off.ask("What is the capital of France?")
+    assert ans.answerable is None and ans.short_answer is None
+    assert off.reader is None
+
+
+def test_bad_strictness_is_a_setting_error():
+    from rag.errors import BadSetting
+    from rag.settings import Settings
+
+    with pytest.raises(BadSetting, match="strictness"):
+        Settings(strictness="paranoid")
+    with pytest.raises(BadSetting, match="verifier"):
+        Settings(verifier="maybe")
+    assert Settings.from_env({"RAG_VERIFIER": "off", "RAG_STRICTNESS": "strict"}).verifier == "off"
+
+
+# ---------------------------------------------------------------------------------------------
+# Training code: a tiny run, end to end (examples -> a few steps -> ONNX -> the runtime reads it)
+
+
+@pytest.mark.slow
+def test_training_a_tiny_reader_end_to_end(tmp_path):
+    from rag.embed import resolve_model
+    from rag.reader_train import Example, TrainConfig, encode_examples, export_onnx, train
+    from rag.settings import Settings
+
+    ctx = "Letter | Frontex deployed 50 European border guards in Finland."
+    pos = Example("q1", "How many guards?", ctx, ctx.index("50"), ctx.index("50") + 2, "test", "pos", "d", 0, False)
+    neg = Example("q2", "What is the capital of France?", ctx, -1, -1, "test", "offtopic", "d", 0, False)
+    held = Example("q3", "How many boats?", ctx, -1, -1, "test", "offtopic", "d", 0, True)
+    s = Settings()
+    base = resolve_model(s.model, s.cache_dir)
+    from transformers import AutoTokenizer
+
+    feats = encode_examples(AutoTokenizer.from_pretrained(base), [pos, neg])
+    assert [f["start"] > 0 for f in feats] == [True, False]
+    cfg = TrainConfig(batch=2, max_len=64, max_steps=3, checkpoint_every=2, pos_repeat=1)
+    model_dir = train(base, [pos, neg, held] * 2, tmp_path, cfg, progress=lambda m: None)
+    assert (tmp_path / "checkpoint.safetensors").exists()  # written at step 2: a killed run resumes from it
+    said = []
+    train(base, [pos, neg, held] * 2, tmp_path, cfg, progress=said.append)
+    assert said[0] == "resumed at step 2/3"
+    onnx_path = export_onnx(model_dir, tmp_path / "reader.onnx")
+    from rag.reader import _expand
+
+    _expand(onnx_path, tmp_path / "fp32.onnx")
+    r = Reader(ReaderConfig.from_json(GOOD), tmp_path / "fp32.onnx", model_dir / "tokenizer.json")
+    reading = r.read("How many guards?", [(ctx, 9, 0)])
+    assert len(reading.passages) == 1 and 0.0 <= reading.answerable <= 1.0
+
+
+def test_swap_makes_a_near_miss_question():
+    import random
+
+    from rag.reader_train import _swap_place
+
+    q = _swap_place("Which boats did the EU give Egypt?", "Annex › Egypt | The EU delivered boats.", random.Random(1))
+    assert q is not None and "Egypt" not in q and q.startswith("Which boats did the EU give ")
+    assert _swap_place("What did the Commission propose?", "x", random.Random(1)) is None
