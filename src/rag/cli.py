@@ -405,7 +405,7 @@ def _progress_bar(disabled: bool):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .evaluate import format_table, run_eval, write_report
+    from .evaluate import ROWS, format_table, run_eval, write_report
 
     settings = _settings(args)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -439,7 +439,9 @@ def _eval(args: argparse.Namespace) -> int:
                 from .errors import RagError as _E
 
                 raise _E(f"question set {args.qa} not found: give --qa FILE.jsonl")
-            report = run_eval(settings, args.qa, rows=rows, include_langchain=not args.no_langchain, progress=progress)
+            # the default rows also show hybrid on the reader's held-out third and with the verifier off
+            report = run_eval(settings, args.qa, rows=rows, include_langchain=not args.no_langchain, progress=progress,
+                              reader_rows=tuple(rows) == ROWS)
             stem = "latest"
     finally:
         close()

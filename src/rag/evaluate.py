@@ -407,9 +407,10 @@ ROWS = ("hybrid", "dense", "lexical", "hybrid-rrf")
 
 
 def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langchain: bool = True,
-             progress=None, assistant=None) -> EvalReport:
+             progress=None, assistant=None, reader_rows: bool = False) -> EvalReport:
     """Score every retrieval mode (plus RRF fusion and the stock LangChain pipeline) on one question set,
-    in one run. ``progress(stage, done, total)`` is called as questions are answered."""
+    in one run. ``progress(stage, done, total)`` is called as questions are answered. ``reader_rows``
+    adds, after the first row, that row on the reader's held-out third of the set and with the verifier off."""
     from .embed import resolve_model
     from .pipeline import Assistant
 
@@ -429,7 +430,7 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
         curves[row] = recall_curve(res)
         if row == rows[0]:
             primary = res
-            if a.settings.verifier == "on":
+            if reader_rows and a.settings.verifier == "on":
                 from .reader_train import CURATED_HELDOUT_SHARE, split_of
 
                 # the reader trained on two thirds of this set: the third it never saw, alone
