@@ -46,7 +46,8 @@ def test_ask_json_prints_one_object_with_answer_and_citations(real_settings, rea
     assert (c["n"], c["page"], c["section"]) == (1, 1, "Letter")
     assert {"n", "doc", "title", "page", "section", "start", "end", "text", "score"} - {"n"} <= set(d["passages"][0])
     assert "n" not in d["passages"][0]
-    assert set(d["timings_ms"]) == {"retrieve", "answer", "total"}
+    assert set(d["timings_ms"]) == {"retrieve", "read", "answer", "total"}
+    assert 0.0 <= d["answerable"] <= 1.0 and "short_answer" in d
 
 
 @pytest.mark.parametrize("mode", ["dense", "lexical"])

@@ -42,7 +42,7 @@ from rag.pipeline import Assistant
 
 K = 4
 EXTRACTIVE_KEYS = {"question", "answer", "abstained", "message", "support", "citations", "passages", "timings_ms",
-                   "mode", "unsupported_sentences", "invalid_citations"}
+                   "mode", "unsupported_sentences", "invalid_citations", "short_answer", "answerable"}
 
 
 # ---------------------------------------------------------------------------------------------
