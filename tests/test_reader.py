@@ -202,10 +202,10 @@ def test_training_a_tiny_reader_end_to_end(tmp_path):
     feats = encode_examples(AutoTokenizer.from_pretrained(base), [pos, neg])
     assert [f["start"] > 0 for f in feats] == [True, False]
     cfg = TrainConfig(batch=2, max_len=64, max_steps=3, checkpoint_every=2, pos_repeat=1)
-    model_dir = train(base, [pos, neg, held] * 2, tmp_path, cfg, progress=lambda m: None)
+    model_dir = train(base, [pos, neg, held] * 4, tmp_path, cfg, progress=lambda m: None)  # 4 batches of 2
     assert (tmp_path / "checkpoint.safetensors").exists()  # written at step 2: a killed run resumes from it
     said = []
-    train(base, [pos, neg, held] * 2, tmp_path, cfg, progress=said.append)
+    train(base, [pos, neg, held] * 4, tmp_path, cfg, progress=said.append)
     assert said[0] == "resumed at step 2/3"
     onnx_path = export_onnx(model_dir, tmp_path / "reader.onnx")
     from rag.reader import _expand
@@ -214,6 +214,8 @@ def test_training_a_tiny_reader_end_to_end(tmp_path):
     r = Reader(ReaderConfig.from_json(GOOD), tmp_path / "fp32.onnx", model_dir / "tokenizer.json")
     reading = r.read("How many guards?", [(ctx, 9, 0)])
     assert len(reading.passages) == 1 and 0.0 <= reading.answerable <= 1.0
+    long = r.read("How many guards? " * 500, [(ctx, 9, 0)])  # a question longer than max_len is cut, not an error
+    assert len(long.passages) == 1
 
 
 def test_swap_makes_a_near_miss_question():

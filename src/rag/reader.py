@@ -30,6 +30,7 @@ from .errors import ModelUnavailable
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = Path(__file__).parent / "models" / "reader"
+MAX_QUESTION_TOKENS = 64  # longer questions are cut before reading (the passage needs the room)
 REBUILD = "python -m rag.reader_train (see src/rag/models/reader/MODEL_CARD.md)"
 
 
@@ -136,6 +137,9 @@ class Reader:
         tok.no_padding()
         tok.enable_truncation(cfg.max_len, strategy="only_second")
         self.tokenizer = tok
+        self._question_tokenizer = Tokenizer.from_file(str(tokenizer_path))  # no truncation: to cut questions
+        self._question_tokenizer.no_truncation()
+        self._question_tokenizer.no_padding()
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
@@ -184,6 +188,7 @@ class Reader:
         are only taken inside the passage part."""
         if not contexts:
             return Reading(0.0, None, ())
+        question = self._cut(question)
         encs = self.tokenizer.encode_batch([(question, c[0]) for c in contexts])
         n = max(len(e.ids) for e in encs)
         ids = np.zeros((len(encs), n), dtype=np.int64)
@@ -199,6 +204,12 @@ class Reader:
             out.append(self._best_span(i, e, start[i, :len(e.ids)], end[i, :len(e.ids)], prefix, doc_off))
         best = max(out, key=lambda r: r.margin)
         return Reading(self.cfg.answerable(best.margin, cos), best if best.has_span else None, tuple(out))
+
+    def _cut(self, question: str) -> str:
+        """At most MAX_QUESTION_TOKENS tokens of the question (a 2,000-character question would leave no
+        room for the passage)."""
+        offs = self._question_tokenizer.encode(question, add_special_tokens=False).offsets
+        return question[: offs[MAX_QUESTION_TOKENS - 1][1]] if len(offs) > MAX_QUESTION_TOKENS else question
 
     def _best_span(self, rank: int, enc, s: np.ndarray, e: np.ndarray, prefix: int, doc_off: int) -> PassageReading:
         seq = enc.sequence_ids
