@@ -233,8 +233,9 @@ def compose(
         return "", True, f"The documents do not say: {q}?" if q else "The documents do not say.", (), support
     chosen: list[Scored] = [scored[0]]
     used = len(scored[0].text.split())
+    top = max(s.score for s in scored)  # the first may be the reader's sentence, not the best-scored one
     for s in scored[1:6]:
-        if len(chosen) == 3 or s.score < SECOND_RATIO * support:
+        if len(chosen) == 3 or s.score < SECOND_RATIO * top:
             break
         w = len(s.text.split())
         if used + w <= max_words and all(s.start != c.start for c in chosen):

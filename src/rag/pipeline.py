@@ -320,6 +320,8 @@ class Assistant:
 
 #: A span longer than this is a long answer (a list, a reason): the sentence stays the answer.
 SHORT_MAX_WORDS = 12
+#: The reader's sentence must be among the sentence scorer's best this many to become the short answer.
+PIN_AGREE_TOP = 3
 _LONG_QUESTION = re.compile(r"^\s*(?:why|how (?:do|does|did|is|are|can|could|should|will|would)\b|explain|describe|"
                             r"what (?:are|were) the (?:reasons?|steps|measures|actions|priorities)\b)", re.I)
 
@@ -336,7 +338,8 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
         return scored, None
     i = next((j for j, s in enumerate(scored) if s.hit_rank == best.rank and s.start <= best.start < s.end), None)
-    if i is None or best.end > scored[i].end:
+    # the sentence must also be among the sentence scorer's best few: the two must agree
+    if i is None or i >= PIN_AGREE_TOP or best.end > scored[i].end:
         return scored, None
     doc = hits[best.rank].chunk.doc_id
     text = collapse_ws(data.docs[doc].text[best.start:best.end])
