@@ -328,7 +328,8 @@ def test_browser_upload_reindexes_and_hostile_markup_shows_as_literal_text(page,
     # and the build carries on; the page picks up the new index by itself when it is done.
     expect(page.get_by_text("The index is being rebuilt")).to_be_visible()
     during = _ask(page, FINLAND_Q)
-    expect(during).to_contain_text("answered from the previous index")
+    # (whether this answer still came from the previous index depends on how fast the tiny re-index is
+    # against the reader's first question in this server: the notice itself is checked with AppTest)
     expect(during.get_by_test_id("stMarkdownContainer").first).to_contain_text("50")
     expect(page.get_by_text("Index built: 2 documents")).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     expect(page.get_by_text("The index is being rebuilt")).to_have_count(0)
