@@ -655,11 +655,12 @@ def test_write_report_writes_json_markdown_and_two_pngs(small_report, tmp_path):
         assert png.startswith(PNG_MAGIC) and len(png) > 1000, key
 
     md = paths["md"].read_text(encoding="utf-8")
-    assert "| row | R@1 | R@5 | R@10 | MRR@10 | nDCG@10 | acc | cited | abst | false-abst | sEM | sF1 | words | p50 ms |" in md
+    assert ("| row | R@1 | R@5 | R@10 | MRR@10 | nDCG@10 | acc | cited | abst | abst-near | false-abst | sEM | sF1 | sFact "
+            "| words | p50 ms |") in md  # abst-near: the small set's unanswerable items are near-misses
     for name in report.rows:
         assert f"\n| {name} | " in md, name
     lc_line = next(line for line in md.splitlines() if line.startswith("| langchain-stock | "))
-    assert lc_line.count("—") == 6  # acc, cited, abst, false-abst, sEM, sF1
+    assert lc_line.count("—") == 8  # acc, cited, abst, abst-near, false-abst, sEM, sF1, sFact
     assert f"![recall_png]({paths['recall_png'].name})" in md and f"![kinds_png]({paths['kinds_png'].name})" in md
     failed = sum(not q["passed"] for q in report.questions)
     assert f"## Questions ({failed} of {len(SMALL_IDS)} failed)" in md
@@ -674,13 +675,13 @@ def test_format_table_lists_every_row(small_report):
     report, _ = small_report
     lines = format_table(report).splitlines()
     assert lines[0].startswith(str(report.dataset))
-    assert lines[1].split() == ["row", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10", "acc", "cited", "abst",
-                                "false-abst", "sEM", "sF1", "words", "p50", "ms"]
+    assert lines[1].split() == ["row", "R@1", "R@5", "R@10", "MRR@10", "nDCG@10", "acc", "cited", "abst", "abst-near",
+                                "false-abst", "sEM", "sF1", "sFact", "words", "p50", "ms"]
     names = [line.split()[0] for line in lines[2:]]
     assert names == list(report.rows)
     hybrid = lines[2].split()
     assert hybrid[1] == f"{report.rows['hybrid']['recall@1']:.3f}"
-    assert lines[-1].split()[6:12] == ["—"] * 6  # langchain-stock: acc, cited, abst, false-abst, sEM, sF1
+    assert lines[-1].split()[6:14] == ["—"] * 8  # langchain-stock: acc, cited, abst, abst-near, false-abst, sEM, sF1, sFact
 
 
 # ---------------------------------------------------------------------------------------------
