@@ -101,6 +101,23 @@ def blank_pdf() -> bytes:
     return buf.getvalue()
 
 
+class HashEmbedder:
+    """One-hot vectors from a hash of the text: deterministic, builds an index in milliseconds with no
+    model, and good enough to retrieve with the lexical half of hybrid search."""
+
+    dim = 384
+
+    def embed(self, texts):
+        import hashlib
+
+        import numpy as np
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
+        return out
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``rag.cli.main(argv)`` in this process: (exit code, stdout, stderr); argparse exits count too."""
     from rag.cli import main

@@ -522,7 +522,7 @@ def test_an_upload_cut_short_by_the_next_interaction_is_saved_and_re_indexed(mon
     from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
     from rag.index import read_manifest
-    from test_secrets import HashEmbedder
+    from conftest import HashEmbedder
 
     monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: HashEmbedder())
     monkeypatch.setenv("RAG_VERIFIER", "off")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_DIR, REPO, settings_for, write_corpus
+from conftest import HashEmbedder, CACHE_DIR, REPO, settings_for, write_corpus
 from rag.cli import main
 from rag.errors import BadSetting, IndexCorrupt, IndexLocked, IndexMissing, IndexRefused
 from rag.index import (MANIFEST, Manifest, build_index, check_index_target, index_lock, load_index, load_manifest,
@@ -848,22 +848,8 @@ def test_a_reader_does_not_restore_while_a_build_holds_the_lock(tiny_copy, monke
 # folders, manifests that leave files out, lazy indexes with bad ids, refusals that wrote to disk
 
 
-class FakeEmbedder:
-    """One-hot vectors from a hash of the text: builds an index in milliseconds, no model."""
-
-    dim = 384
-
-    def embed(self, texts):
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
-        return out
-
-
 def fake_build(settings, force: bool = False):
-    return build_index(settings, force=force, embedder=FakeEmbedder())
+    return build_index(settings, force=force, embedder=HashEmbedder())
 
 
 @pytest.fixture
@@ -871,7 +857,7 @@ def fake_model(monkeypatch):
     """The CLI's `rag index` and `rag ask` get the fake embedder (and no verifier model)."""
     import rag.embed
 
-    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: FakeEmbedder())
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: HashEmbedder())
     monkeypatch.setenv("RAG_VERIFIER", "off")
 
 

@@ -26,7 +26,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import FINLAND_Q, REPO, settings_for, use_chat, write_corpus
+from conftest import HashEmbedder, FINLAND_Q, REPO, settings_for, use_chat, write_corpus
 from rag import generate
 from rag.generate import LLMUnavailable, backend_label, known_secrets, make_chat_model, redact
 from rag.settings import Settings
@@ -331,23 +331,6 @@ def test_an_echoed_key_is_nowhere_on_the_app_page_and_the_notice_names_the_backe
 # ---------------------------------------------------------------------------------------------
 # A server URL without a scheme, streamed secrets, the follow-up rewrite: the real pipeline on a
 # small index embedded by a hash (no model is loaded), real clients, a real local server
-
-
-class HashEmbedder:
-    """One-hot vectors from a hash of the text: deterministic, instant, good enough to retrieve with
-    the lexical half of hybrid search."""
-
-    dim = 384
-
-    def embed(self, texts):
-        import hashlib
-
-        import numpy as np
-
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
-        return out
 
 
 MINISTERS_Q = "Where did the ministers meet?"
