@@ -76,6 +76,7 @@ class Assistant:
         self._chat = chat  # a LangChain chat model for answer="llm"; built from the settings when first needed
         self._chat_lock = threading.Lock()
         self._reader = None
+        self._reader_loading: threading.Thread | None = None  # set by load(): the reader loading early
         self._encode = lru_cache(maxsize=1024)(self._encode_raw)  # per assistant: repeated questions are free
 
     @classmethod
@@ -111,9 +112,8 @@ class Assistant:
         if self._reader is None:
             from .reader import get_reader
 
-            early = getattr(self, "_reader_loading", None)
-            if early is not None:
-                early.join()  # its errors surface below, from the same call
+            if self._reader_loading is not None:
+                self._reader_loading.join()  # its errors surface below, from the same call
             self._reader = get_reader(self.settings.cache_dir)
         return self._reader
 
