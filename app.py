@@ -370,7 +370,7 @@ if reported:  # each finished build is reported once per session
     if build.failed:
         st.error(ui.message_markdown(build.message))
     else:
-        st.success(build.message)
+        st.success(ui.message_markdown(build.message))
         manifest, problem = check_index(settings)
 
 if build.running and (manifest is None or problem is not None):  # nothing to answer from yet

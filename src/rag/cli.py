@@ -269,11 +269,30 @@ def _index(args: argparse.Namespace) -> int:
     if result.status == "up-to-date":
         print(f"index is up to date: {counts.get('documents')} documents, {counts.get('chunks')} passages ({where})")
     else:
+        why = [r for r in result.reasons if r != "--force" and not r.startswith("no index at")]
+        if result.changes is None and why:  # a full build of an index that existed: say why
+            print(f"rebuilt every document: {terminal_safe('; '.join(why[:3]))}", file=sys.stderr)
         print(
             f"built index: {counts.get('documents')} documents, {counts.get('chunks')} passages, "
             f"{counts.get('sentences')} sentences in {m.get('build_seconds')} s ({where})"
         )
+        for line in change_lines(result.changes):
+            print("  " + terminal_safe(line))
     return 0
+
+
+def change_lines(changes, most: int = 10) -> list[str]:
+    """``added: a.txt, b.txt``, ``changed: …``, ``removed: …``, ``unchanged: 12 files`` for an
+    incremental build (nothing for a full one)."""
+    if changes is None:
+        return []
+    out = []
+    for label, names in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
+        if names:
+            more = f" and {len(names) - most} more" if len(names) > most else ""
+            out.append(f"{label}: {', '.join(names[:most])}{more}")
+    out.append(f"unchanged: {changes.unchanged} file{'s' if changes.unchanged != 1 else ''} (not read again)")
+    return out
 
 
 def _ask(args: argparse.Namespace) -> int:

@@ -61,12 +61,12 @@ from typing import Any, Callable, Iterator, TypeVar
 import numpy as np
 
 from . import ann
-from .chunk import Chunk, chunk_documents
+from .chunk import Chunk, chunk_document
 from .clean import collapse_ws, search_form
 from .errors import (CorpusEmpty, IndexCorrupt, IndexError_, IndexLocked, IndexMismatch, IndexMissing, IndexRefused,
                      IndexStale)
 from .lexical import LexicalIndex
-from .load import LoadReport, brief_repr, load_corpus, open_regular, scan_corpus, sha256_file
+from .load import Document, LoadReport, Skipped, brief_repr, load_corpus, open_regular, scan_corpus, sha256_file, sidecar_path
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,18 @@ class BuildResult:
     skipped: tuple = ()
     notices: tuple = ()
     reasons: tuple[str, ...] = ()  # why it was rebuilt
+    changes: "Changes | None" = None  # an incremental build: which files it read again; None: everything
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What an incremental build did, by document id: only ``added`` and ``changed`` files were read
+    and embedded; ``unchanged`` ones kept their passages and vectors from the previous index."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    unchanged: int = 0
 
 
 def _damaged(index_dir: Path, rel: str, why: str) -> IndexCorrupt:
@@ -394,6 +406,38 @@ def load_manifest(index_dir: Path) -> Manifest:
 def stale_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings, corpus_dir: Path | None = None) -> list[str]:
     """Why an index no longer matches the corpus and settings; empty when it is up to date."""
     m = _typed(manifest, settings.index_dir)
+    reasons = settings_reasons(m, settings)
+    corpus_dir = Path(corpus_dir or settings.corpus_dir)
+    scan = scan_corpus(corpus_dir, settings.follow_symlinks) if corpus_dir.is_dir() else None
+    current = {p.relative_to(corpus_dir).as_posix(): p for p in scan.files} if scan else {}
+    recorded = m.files
+    for doc_id in sorted(set(recorded) - set(current)):
+        reasons.append(f"file removed from the corpus: {doc_id}")
+    for doc_id in sorted(set(current) - set(recorded)):
+        reasons.append(f"new file in the corpus: {doc_id}")
+    for doc_id in sorted(set(current) & set(recorded)):
+        if not _unchanged(recorded[doc_id], current[doc_id]):
+            reasons.append(f"file changed since the build: {doc_id}")
+    if dict(m.sidecars) != _sidecar_hashes(corpus_dir, settings.follow_symlinks):
+        reasons.append("document metadata (*.meta.json) changed")
+    return reasons
+
+
+def _unchanged(rec: FileRecord, path: Path) -> bool:
+    """The file is as recorded: same size and mtime (not read), or else same sha256."""
+    try:
+        st = path.stat()
+        if st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns:
+            return True
+        return st.st_size == rec.size and sha256_file(path) == rec.sha256
+    except OSError:
+        return False
+
+
+def settings_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings) -> list[str]:
+    """Why every passage of the index must be made again (model, chunking, rag's cleaning code,
+    symlink policy), as opposed to the files that changed; empty when none applies."""
+    m = _typed(manifest, settings.index_dir)
     reasons = []
     fp = _settings_fingerprint(settings)
     if m.settings.get("model") != fp["model"]:
@@ -404,27 +448,6 @@ def stale_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings, co
         reasons.append("rag's cleaning or chunking code changed since the build")
     if m.follow_symlinks != settings.follow_symlinks:
         reasons.append(f"follow_symlinks changed: index built with {m.follow_symlinks}, settings say {settings.follow_symlinks}")
-    corpus_dir = Path(corpus_dir or settings.corpus_dir)
-    scan = scan_corpus(corpus_dir, settings.follow_symlinks) if corpus_dir.is_dir() else None
-    current = {p.relative_to(corpus_dir).as_posix(): p for p in scan.files} if scan else {}
-    recorded = m.files
-    for doc_id in sorted(set(recorded) - set(current)):
-        reasons.append(f"file removed from the corpus: {doc_id}")
-    for doc_id in sorted(set(current) - set(recorded)):
-        reasons.append(f"new file in the corpus: {doc_id}")
-    for doc_id in sorted(set(current) & set(recorded)):
-        rec, p = recorded[doc_id], current[doc_id]
-        try:
-            st = p.stat()
-            if st.st_size == rec.size and st.st_mtime_ns == rec.mtime_ns:
-                continue  # fast path: unchanged size and time
-            changed = st.st_size != rec.size or sha256_file(p) != rec.sha256
-        except OSError:
-            changed = True
-        if changed:
-            reasons.append(f"file changed since the build: {doc_id}")
-    if dict(m.sidecars) != _sidecar_hashes(corpus_dir, settings.follow_symlinks):
-        reasons.append("document metadata (*.meta.json) changed")
     return reasons
 
 
@@ -653,14 +676,81 @@ def build_index(
         check_index_writable(index_dir, shown)
         t0 = time.perf_counter()
         _check_corpus(corpus_dir)
+        previous = None if force else _previous_index(settings, index_dir, corpus_dir, reasons)
         progress("load", 0, 1)
-        report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks)
+        report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks,
+                             reuse=previous.reuse if previous else None)
         if not report.documents:
             unusable = report.skipped + report.refused
             names = "; ".join(f"{s.doc_id}: {s.reason}" for s in unusable) or "no .txt, .md or .pdf files"
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
-        manifest = write_index(settings, index_dir, report, progress, embedder, started=t0)
-        return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons))
+        manifest = write_index(settings, index_dir, report, progress, embedder, started=t0, previous=previous)
+        changes = previous.changes(report) if previous else None
+        return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons), changes)
+
+
+class _Previous:
+    """The index a build replaces, as a source of passages and vectors for the files that have not
+    changed since it was built (same size and mtime, or same sha256; same metadata file). What it
+    hands out is exactly what a full build would make again: passages depend only on their own
+    document (text, metadata) and the settings, which :func:`settings_reasons` has checked."""
+
+    def __init__(self, data: IndexData, manifest: Manifest, corpus_dir: Path, follow_symlinks: bool) -> None:
+        self.data, self.manifest, self.corpus_dir = data, manifest, corpus_dir
+        self.sidecars = _sidecar_hashes(corpus_dir, follow_symlinks)
+        self.first: dict[str, int] = {}  # document -> index of its first passage
+        self.count: dict[str, int] = {}
+        for i, c in enumerate(data.chunks):
+            self.first.setdefault(c.doc_id, i)
+            self.count[c.doc_id] = self.count.get(c.doc_id, 0) + 1
+        self.skipped = {s["doc_id"]: s["reason"] for s in manifest.skipped}
+        self.reused: set[str] = set()
+        self.seen: set[str] = set()
+
+    def reuse(self, doc_id: str, path: Path, sidecar: Path | None) -> Document | Skipped | None:
+        self.seen.add(doc_id)
+        rec = self.manifest.files.get(doc_id)
+        side_rel = sidecar_path(Path(doc_id)).as_posix()
+        if rec is None or self.sidecars.get(side_rel) != self.manifest.sidecars.get(side_rel) or not _unchanged(rec, path):
+            return None
+        if doc_id in self.data.docs and doc_id in self.first:
+            d = self.data.docs[doc_id]
+            self.reused.add(doc_id)
+            return Document(doc_id, path, d.title, d.text, rec.sha256, dict(d.metadata))
+        if doc_id in self.skipped:
+            self.reused.add(doc_id)
+            return Skipped(doc_id, self.skipped[doc_id])
+        return None
+
+    def chunks_of(self, doc_id: str) -> list[Chunk]:
+        i = self.first[doc_id]
+        return [self.data.chunks[j] for j in range(i, i + self.count[doc_id])]
+
+    def changes(self, report: LoadReport) -> Changes:
+        fresh = sorted(self.seen - self.reused)
+        return Changes(
+            added=tuple(d for d in fresh if d not in self.manifest.files),
+            changed=tuple(d for d in fresh if d in self.manifest.files),
+            removed=tuple(sorted(set(self.manifest.files) - self.seen)),
+            unchanged=len(self.reused),
+        )
+
+
+def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reasons: list[str]) -> _Previous | None:
+    """The current index as a source for an incremental build, or None (a full build) when the model,
+    chunking or code changed, or it cannot be read intact; ``reasons`` then says why."""
+    try:
+        manifest = load_manifest(index_dir)
+    except IndexError_:
+        return None
+    if settings_reasons(manifest, settings):
+        return None  # the reasons are there already
+    try:
+        data = _load_index_once(settings, index_dir, check_fresh=False)
+    except (IndexError_, OSError, ValueError) as exc:
+        reasons.append(f"the previous index cannot be reused ({exc})")
+        return None
+    return _Previous(data, manifest, corpus_dir, settings.follow_symlinks)
 
 
 def _check_corpus(corpus_dir: Path) -> None:
@@ -679,16 +769,21 @@ def write_index(
     embedder=None,
     extra: dict[str, Any] | None = None,
     started: float | None = None,
+    previous: _Previous | None = None,
 ) -> dict[str, Any]:
     """Chunk, embed and write ``report``'s documents to ``index_dir`` (temporary folder, then rename).
-    The caller holds the lock. ``extra`` is merged into the manifest."""
+    The caller holds the lock. ``extra`` is merged into the manifest. Documents ``previous`` reused
+    keep their passages and vectors; only the others are chunked and embedded."""
     t0 = time.perf_counter() if started is None else started
     index_dir = check_index_target(index_dir, settings.corpus_dir)
     check_index_writable(index_dir)
     progress("chunk", 0, len(report.documents))
-    chunks = chunk_documents(report.documents, settings.chunking)
+    reused = previous.reused if previous else set()
+    chunks: list[Chunk] = []
+    for d in report.documents:
+        chunks.extend(previous.chunks_of(d.doc_id) if d.doc_id in reused else chunk_document(d, settings.chunking))
     progress("chunk", len(report.documents), len(report.documents))
-    if embedder is None:
+    if embedder is None and any(c.doc_id not in reused for c in chunks):
         from .embed import get_embedder
 
         embedder = get_embedder(settings.model, str(settings.cache_dir), settings.embed_backend)
@@ -700,7 +795,7 @@ def write_index(
     except OSError as exc:
         raise IndexRefused(f"cannot create {tmp} ({exc.strerror}): choose another --index") from exc
     try:
-        manifest = _write(tmp, settings, report, chunks, embedder, progress)
+        manifest = _write(tmp, settings, report, chunks, embedder, progress, previous)
         manifest.update(extra or {})
         manifest["build_seconds"] = round(time.perf_counter() - t0, 3)
         _write_json(tmp / MANIFEST, manifest)
@@ -727,7 +822,8 @@ def _batched_embed(embedder, texts: list[str], stage: str, progress: Progress, b
     return np.vstack(parts).astype(np.float32)
 
 
-def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk], embedder, progress: Progress) -> dict:
+def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk], embedder, progress: Progress,
+           previous: _Previous | None = None) -> dict:
     import faiss
 
     docs = {d.doc_id: d for d in report.documents}
@@ -743,14 +839,31 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     np.save(tmp / "sentence_counts.npy", np.array([len(c.sentences) for c in chunks], dtype=np.int32), allow_pickle=False)
 
     search_texts = [c.search_text() for c in chunks]
-    vecs = _batched_embed(embedder, search_texts, "embed passages", progress)
-    dim = int(vecs.shape[1])
+    old = _old_rows(chunks, previous)  # previous index's passage number of each passage, -1: new
+    new = np.flatnonzero(old < 0)
+    dim = previous.manifest.dim if previous else int(embedder.dim)
+    vecs = np.zeros((len(chunks), dim), dtype=np.float32)
+    if len(new):
+        vecs[new] = _batched_embed(embedder, [search_texts[i] for i in new], "embed passages", progress)
+    if len(new) < len(chunks):
+        vecs[old >= 0] = previous.data.vectors.reconstruct_batch(old[old >= 0])
     spec = ann.choose(len(chunks), sum(len(c.sentences) for c in chunks))
     faiss.write_index(ann.build(vecs, spec), str(tmp / "chunks.faiss"))
     del vecs
 
     sent_texts = [search_form(collapse_ws(docs[c.doc_id].text[s:e])) for c in chunks for s, e in c.sentences]
-    svecs = _batched_embed(embedder, sent_texts, "embed sentences", progress)
+    svecs = np.zeros((len(sent_texts), dim), dtype=np.float32)
+    counts = np.array([len(c.sentences) for c in chunks], dtype=np.int64)
+    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if len(chunks) else counts
+    fresh = np.concatenate([np.arange(first[i], first[i] + counts[i]) for i in new]) if len(new) else np.zeros(0, np.int64)
+    if len(fresh):
+        svecs[fresh] = _batched_embed(embedder, [sent_texts[i] for i in fresh], "embed sentences", progress)
+    kept = np.flatnonzero(old >= 0)
+    if len(kept):
+        src = np.concatenate([np.arange(previous.data.sentence_first[old[i]], previous.data.sentence_first[old[i]] + counts[i])
+                              for i in kept])
+        dst = np.concatenate([np.arange(first[i], first[i] + counts[i]) for i in kept])
+        svecs[dst] = previous.data.sentence_vecs[src]
     np.save(tmp / "sentences.npy", svecs, allow_pickle=False)
 
     progress("lexical index", 0, 1)
@@ -782,6 +895,20 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
         "faiss": spec,
         "artifacts": _artifact_hashes(tmp),
     }
+
+
+def _old_rows(chunks: Sequence[Chunk], previous: _Previous | None) -> np.ndarray:
+    """For each passage, its row in the previous index when its document was reused, else -1."""
+    out = np.full(len(chunks), -1, dtype=np.int64)
+    if previous is None:
+        return out
+    at: dict[str, int] = {}
+    for i, c in enumerate(chunks):
+        if c.doc_id in previous.reused:
+            j = at.get(c.doc_id, 0)
+            out[i] = previous.first[c.doc_id] + j
+            at[c.doc_id] = j + 1
+    return out
 
 
 def _write_lines(path: Path, lines: Iterable[str]) -> np.ndarray:

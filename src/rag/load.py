@@ -26,7 +26,7 @@ import stat
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,15 @@ def _file_kind(mode: int) -> str:
 # Reading
 
 
-def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bool = False) -> LoadReport:
+#: ``reuse(doc_id, path, sidecar)``: the record of an earlier load of this file when it has not changed
+#: since (a Document, or the Skipped it was), or None to read it now (an incremental index build).
+Reuse = Callable[[str, Path, "Path | None"], "Document | Skipped | None"]
+
+
+def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bool = False,
+                reuse: Reuse | None = None) -> LoadReport:
+    """Every document of ``corpus_dir`` (see :func:`scan_corpus` for which files), in scan order.
+    With ``reuse``, a file it knows unchanged is not read again."""
     corpus_dir = Path(corpus_dir)
     scan = scan_corpus(corpus_dir, follow_symlinks)
     docs: list[Document] = []
@@ -196,6 +204,13 @@ def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bo
     for path in scan.files:
         doc_id = path.relative_to(corpus_dir).as_posix()
         side = sidecar_path(path)
+        known = reuse(doc_id, path, side if side in usable_sidecars else None) if reuse else None
+        if isinstance(known, Skipped):
+            skipped.append(known)
+            continue
+        if known is not None:
+            docs.append(known)
+            continue
         try:
             doc, notice = load_file(
                 path, doc_id, max_file_mb=max_file_mb, follow=path in scan.links,

@@ -325,9 +325,17 @@ def build_step(stage: str, done: int, total: int) -> BuildStep:
 
 
 def build_message(result: object) -> str:
-    """What the app says after a build: ``Index built: N documents, M chunks.``"""
+    """What the app says after a build: ``Index built: N documents, M chunks.``, then for an
+    incremental build what it read again (``Added: a.txt. 12 unchanged.``)."""
     counts = getattr(result, "manifest", {}).get("counts", {})
-    return f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks."
+    message = f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks."
+    changes = getattr(result, "changes", None)
+    if changes is None:
+        return message
+    for label, names in (("Added", changes.added), ("Changed", changes.changed), ("Removed", changes.removed)):
+        if names:
+            message += f" {label}: {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}."
+    return message + f" {changes.unchanged} unchanged."
 
 
 BUILDING_FIRST = "No index yet: building it from the documents (this happens once)."
