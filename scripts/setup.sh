@@ -26,5 +26,16 @@ if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
 fi
 echo "setup: installing rag and its dependencies"
 "${PIP[@]}" install -e ".[dev,eval,langchain,ollama,openai]"
+# OCR of scanned PDFs needs Tesseract, a system package: installed here when this runs as root on
+# Debian/Ubuntu; otherwise say how (rag then indexes everything else and names the scanned files).
+if ! command -v tesseract >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing tesseract-ocr (OCR of scanned PDFs)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tesseract-ocr; } >/dev/null \
+      || echo "setup: could not install tesseract-ocr; scanned PDFs will be skipped (install it: apt-get install tesseract-ocr)"
+  else
+    echo "setup: Tesseract not found; to index scanned PDFs install it (Debian/Ubuntu: sudo apt-get install tesseract-ocr)"
+  fi
+fi
 echo "$want" > "$stamp"
 echo "setup: done ($VENV)"

@@ -413,6 +413,7 @@ def _upload(at, files, replace: bool = False) -> tuple[list[str], list[str]]:
 
 @pytest.mark.slow
 def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_path):
+    monkeypatch.setattr("rag.formats.tesseract_path", lambda: None)  # the scan below: "OCR is not installed"
     corpus, index = tmp_path / "corpus", tmp_path / "index"
     corpus.mkdir()
     letter = next(CORPUS.glob("*.txt")).read_text(encoding="utf-8")
@@ -430,8 +431,8 @@ def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_
     ]
     assert [s.startswith("Index built: 2 documents, ") for s in successes[1:]] == [True]
     assert errors == [
-        ui.message_markdown("scan.pdf: no extractable text: run OCR first"),
-        ui.message_markdown("'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
+        ui.message_markdown("scan.pdf: no text layer (a scanned PDF?). OCR is not installed: install Tesseract (Debian/Ubuntu: apt-get install tesseract-ocr) and index again"),
+        ui.message_markdown("'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
     ]
     assert sorted(p.name for p in corpus.iterdir()) == ["Malta_ferries.md", "letter.txt"]
     assert "**Documents:** 2" in at.sidebar.markdown[0].value and "**Status:** up to date" in at.sidebar.markdown[0].value

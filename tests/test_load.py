@@ -114,11 +114,13 @@ def test_corpus_files_are_sorted_recursive_and_skip_hidden_and_unsupported(tmp_p
             ".hidden.txt": "h",
             ".git/d.txt": "d",
             "x.docx": "x",
+            "y.doc": "old Word",
+            "z.xlsx": "sheet",
             "a.meta.json": "{}",
         },
     )
     names = [p.relative_to(tmp_path).as_posix() for p in corpus_files(tmp_path)]
-    assert names == ["Upper.PDF", "a.md", "b.txt", "sub/c.txt"]
+    assert names == ["Upper.PDF", "a.md", "b.txt", "sub/c.txt", "x.docx"]
 
 
 def test_nested_files_get_posix_doc_ids(tmp_path):
@@ -196,11 +198,21 @@ def test_pdf_pages_become_chunk_pages(tmp_path):
     ]
 
 
-def test_pdf_without_text_asks_for_ocr(tmp_path):
+def test_pdf_without_text_asks_for_ocr_when_tesseract_is_missing(tmp_path, monkeypatch):
+    from rag import formats
+
+    monkeypatch.setattr(formats, "tesseract_path", lambda: None)
     make_pdf(tmp_path / "scan.pdf", [[], []])
     report = load_corpus(tmp_path)
     assert report.documents == ()
-    assert report.skipped == (Skipped("scan.pdf", "no extractable text: run OCR first"),)
+    assert report.skipped == (Skipped("scan.pdf", "no text layer (a scanned PDF?). OCR is not installed: install Tesseract (Debian/Ubuntu: apt-get install tesseract-ocr) and index again"),)
+
+
+@pytest.mark.skipif(__import__("shutil").which("tesseract") is None, reason="Tesseract is not installed")
+def test_a_blank_pdf_is_ocrd_and_still_has_no_text(tmp_path):
+    make_pdf(tmp_path / "scan.pdf", [[], []])
+    report = load_corpus(tmp_path)
+    assert report.skipped == (Skipped("scan.pdf", "no extractable text (nor any found by OCR)"),)
 
 
 @pytest.mark.parametrize(

@@ -199,6 +199,7 @@ def test_invalid_utf8_bytes_on_the_command_line_are_one_error_line_or_an_answer(
 
 def test_rag_index_names_every_bad_file_and_indexes_the_good_ones(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAG_MAX_FILE_MB", "0.01")  # 10 KiB: the big file below is over it
+    monkeypatch.setattr("rag.formats.tesseract_path", lambda: None)  # the scan is skipped with what to install
     corpus = write_corpus(
         tmp_path / "corpus",
         {
@@ -219,7 +220,7 @@ def test_rag_index_names_every_bad_file_and_indexes_the_good_ones(tmp_path, caps
     assert set(skipped) == {"binary.txt", "empty.txt", "scan.pdf", "huge.txt"}
     assert "binary file" in skipped["binary.txt"]
     assert "empty file" in skipped["empty.txt"]
-    assert "no extractable text: run OCR first" in skipped["scan.pdf"]
+    assert "no text layer (a scanned PDF?). OCR is not installed" in skipped["scan.pdf"]
     assert "over the 0.01 MB limit" in skipped["huge.txt"]
     assert "note: latin.txt: not valid UTF-8; decoded as cp1252" in err
     assert out.startswith("built index: 3 documents")

@@ -63,13 +63,13 @@ def test_safe_name_keeps_a_plain_base_name_and_the_extension(raw, expected):
 @pytest.mark.parametrize(
     "raw,message",
     [
-        ("x.exe", "'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
-        ("x.pdf.exe", "'x.pdf.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
-        ("x.meta.json", "'x.meta.json': unsupported file type '.json'; expected one of .txt, .md, .pdf"),
-        ("README", "'README' has no file extension; expected one of .txt, .md, .pdf"),
-        ("file.", "'file.' has no file extension; expected one of .txt, .md, .pdf"),
-        ("../", "'../' has no file extension; expected one of .txt, .md, .pdf"),
-        ("", "'' has no file extension; expected one of .txt, .md, .pdf"),
+        ("x.exe", "'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("x.pdf.exe", "'x.pdf.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("x.meta.json", "'x.meta.json': unsupported file type '.json'; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("README", "'README' has no file extension; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("file.", "'file.' has no file extension; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("../", "'../' has no file extension; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
+        ("", "'' has no file extension; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
         (".txt", "'.txt' has no usable name: rename it using letters or digits"),
         ("???.txt", "'???.txt' has no usable name: rename it using letters or digits"),
         ("../.md", "'../.md' has no usable name: rename it using letters or digits"),
@@ -120,7 +120,7 @@ def test_save_upload_keeps_a_text_pdf_and_reports_decoding_notices(tmp_path):
 @pytest.mark.parametrize(
     "name,data,error,message",
     [
-        ("x.exe", TEXT, BadUploadName, "'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf"),
+        ("x.exe", TEXT, BadUploadName, "'x.exe': unsupported file type '.exe'; expected one of .txt, .md, .pdf, .docx, .html, .htm"),
         ("empty.txt", b"", UploadTooLarge, "empty.txt is empty"),
         ("blank.md", b" \n\t\n", UploadUnreadable, "blank.md: no extractable text"),
         ("evil.txt", bytes(range(256)) * 4, UploadUnreadable, "evil.txt: looks like a binary file, not text"),
@@ -138,10 +138,13 @@ def test_save_upload_refuses_bad_types_and_contents(tmp_path, name, data, error,
     assert _listing(corpus) == []
 
 
-def test_save_upload_says_run_ocr_for_a_pdf_without_a_text_layer(tmp_path):
+def test_save_upload_says_install_ocr_for_a_pdf_without_a_text_layer(tmp_path, monkeypatch):
+    from rag import formats
+
+    monkeypatch.setattr(formats, "tesseract_path", lambda: None)
     with pytest.raises(UploadUnreadable) as info:
         save_upload(tmp_path, "scan.pdf", blank_pdf())
-    assert str(info.value) == "scan.pdf: no extractable text: run OCR first"
+    assert str(info.value) == "scan.pdf: no text layer (a scanned PDF?). OCR is not installed: install Tesseract (Debian/Ubuntu: apt-get install tesseract-ocr) and index again"
     assert _listing(tmp_path) == []
 
 

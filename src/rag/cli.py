@@ -245,15 +245,17 @@ def _index(args: argparse.Namespace) -> int:
 
     def progress(stage: str, done: int, total: int) -> None:
         nonlocal bar
-        if args.no_progress or not sys.stderr.isatty() and not stage.startswith("embed"):
+        bars = ("embed", "OCR")  # embedding and OCR take long enough for a bar
+        if args.no_progress or not sys.stderr.isatty() and not stage.startswith(bars):
             return
-        if stage.startswith("embed"):
+        if stage.startswith(bars):
             from tqdm import tqdm
 
             if bar is None or bar.desc != stage:
                 if bar is not None:
                     bar.close()
-                bar = tqdm(total=total, desc=stage, unit="text", file=sys.stderr, disable=args.no_progress)
+                bar = tqdm(total=total, desc=terminal_safe(stage), unit="page" if stage.startswith("OCR") else "text",
+                           file=sys.stderr, disable=args.no_progress)
             bar.update(done - bar.n)
 
     result = build_index(settings, force=args.force, progress=progress)

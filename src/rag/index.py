@@ -66,7 +66,7 @@ from .clean import collapse_ws, search_form
 from .errors import (CorpusEmpty, IndexCorrupt, IndexError_, IndexLocked, IndexMismatch, IndexMissing, IndexRefused,
                      IndexStale)
 from .lexical import LexicalIndex
-from .load import Document, LoadReport, Skipped, brief_repr, load_corpus, open_regular, scan_corpus, sha256_file, sidecar_path
+from .load import SUPPORTED_SHOWN, Document, LoadReport, Skipped, brief_repr, load_corpus, open_regular, scan_corpus, sha256_file, sidecar_path
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -679,10 +679,10 @@ def build_index(
         previous = None if force else _previous_index(settings, index_dir, corpus_dir, reasons)
         progress("load", 0, 1)
         report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks,
-                             reuse=previous.reuse if previous else None)
+                             reuse=previous.reuse if previous else None, progress=progress)
         if not report.documents:
             unusable = report.skipped + report.refused
-            names = "; ".join(f"{s.doc_id}: {s.reason}" for s in unusable) or "no .txt, .md or .pdf files"
+            names = "; ".join(f"{s.doc_id}: {s.reason}" for s in unusable) or f"no {SUPPORTED_SHOWN} files"
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
         manifest = write_index(settings, index_dir, report, progress, embedder, started=t0, previous=previous)
         changes = previous.changes(report) if previous else None
@@ -755,7 +755,7 @@ def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reaso
 
 def _check_corpus(corpus_dir: Path) -> None:
     if not os.path.lexists(corpus_dir) or (corpus_dir.is_symlink() and not corpus_dir.exists()):
-        raise CorpusEmpty(f"corpus folder {corpus_dir} does not exist: create it and add .txt, .md or .pdf files")
+        raise CorpusEmpty(f"corpus folder {corpus_dir} does not exist: create it and add {SUPPORTED_SHOWN} files")
     if not corpus_dir.is_dir():
         raise CorpusEmpty(f"corpus folder {corpus_dir} is a file, not a folder: point --corpus (or RAG_CORPUS_DIR) "
                           "at the folder that holds the documents")

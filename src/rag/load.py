@@ -1,4 +1,4 @@
-"""Stage 1: read corpus files (.txt, .md, .pdf) into :class:`Document` records.
+"""Stage 1: read corpus files (.txt, .md, .pdf, .docx, .html) into :class:`Document` records.
 
 A file that cannot be read is reported by name in :class:`LoadReport` and skipped; loading never
 crashes on one bad file. PDF pages are joined with form feeds (``\\f``), which the cleaning stage
@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = (".txt", ".md", ".pdf")
+SUPPORTED = (".txt", ".md", ".pdf", ".docx", ".html", ".htm")
+SUPPORTED_SHOWN = ".txt, .md, .pdf, .docx or .html"
 SIDECAR_SUFFIX = ".meta.json"
 FOLLOW_HINT = "use `rag index --follow-symlinks` (or RAG_FOLLOW_SYMLINKS=1) to index it anyway"
 
@@ -185,9 +186,9 @@ Reuse = Callable[[str, Path, "Path | None"], "Document | Skipped | None"]
 
 
 def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bool = False,
-                reuse: Reuse | None = None) -> LoadReport:
+                reuse: Reuse | None = None, progress: Callable[[str, int, int], None] | None = None) -> LoadReport:
     """Every document of ``corpus_dir`` (see :func:`scan_corpus` for which files), in scan order.
-    With ``reuse``, a file it knows unchanged is not read again."""
+    With ``reuse``, a file it knows unchanged is not read again; ``progress`` follows OCR."""
     corpus_dir = Path(corpus_dir)
     scan = scan_corpus(corpus_dir, follow_symlinks)
     docs: list[Document] = []
@@ -214,7 +215,7 @@ def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bo
         try:
             doc, notice = load_file(
                 path, doc_id, max_file_mb=max_file_mb, follow=path in scan.links,
-                sidecar=side if side in usable_sidecars else None,
+                sidecar=side if side in usable_sidecars else None, progress=progress,
             )
         except UnreadableFile as exc:
             log.warning("skipped %s: %s", doc_id, exc)
@@ -245,28 +246,52 @@ def load_file(
     *,
     follow: bool = True,
     sidecar: Path | None | object = _DEFAULT_SIDECAR,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Document, str]:
     """Load one file; raises :class:`UnreadableFile` with a reason a person can act on. ``follow``
     False refuses a symbolic link; ``sidecar`` is the metadata file to use (default: the one next to
-    ``path``, if any; None: none). The notice (possibly empty) covers decoding and the sidecar."""
+    ``path``, if any; None: none). The notice (possibly empty) covers decoding, OCR and the sidecar.
+    ``progress("OCR <doc_id>", pages done, pages to do)`` follows OCR of a scanned PDF."""
+    from . import formats
+
     path = Path(path)
     doc_id = doc_id or path.name
     raw = _read_regular(path, max_bytes=int(max_file_mb * 1024 * 1024), follow=follow, max_file_mb=max_file_mb)
     suffix = path.suffix.lower()
     notices = []
+    extra: dict[str, Any] = {}
+    found_title = ""
     if suffix == ".pdf":
-        text = _pdf_text(raw)
+        pages = _pdf_pages(raw)
+        images = sum(1 for p in pages if not p.strip())  # pages without a text layer: scanned (or blank)
+        if images and formats.tesseract_path() is None:
+            if images == len(pages):
+                raise UnreadableFile(f"no text layer (a scanned PDF?). {formats.OCR_HINT}")
+            notices.append(f"{images} of {len(pages)} pages have no text layer and were not read. {formats.OCR_HINT}")
+        elif images:
+            on_page = (lambda done, total: progress(f"OCR {doc_id}", done, total)) if progress else None
+            ocr = formats.ocr_pdf_pages(raw, pages, on_page)
+            pages = list(ocr.pages)
+            if ocr.ocr_pages:
+                extra["ocr_pages"] = [i + 1 for i in ocr.ocr_pages]
+            notices.append(ocr.notice)
+        text = "\f".join(pages)
     elif suffix in (".txt", ".md"):
         text, notice = decode_text(raw)
         notices.append(notice)
+    elif suffix == ".docx":
+        text, found_title = formats.docx_text(raw)
+    elif suffix in (".html", ".htm"):
+        text, found_title = formats.html_text(raw)
     else:
         raise UnreadableFile(f"unsupported file type {suffix!r}; expected one of {', '.join(SUPPORTED)}")
     if not text.strip():
-        raise UnreadableFile("no extractable text" + (": run OCR first" if suffix == ".pdf" else ""))
+        raise UnreadableFile("no extractable text" + (" (nor any found by OCR)" if extra.get("ocr_pages") else ""))
     side = sidecar_path(path) if sidecar is _DEFAULT_SIDECAR else sidecar
     meta, side_notice = read_sidecar(side, max_file_mb) if isinstance(side, Path) else ({}, "")
     notices.append(side_notice)
-    title = str(meta.get("title") or _guess_title(text, path))
+    meta = {**extra, **meta} if extra else meta
+    title = str(meta.get("title") or found_title or _guess_title(text, path))
     digest = hashlib.sha256(raw).hexdigest()
     return Document(doc_id, path, title, text, digest, meta), "; ".join(n for n in notices if n)
 
@@ -329,6 +354,11 @@ def decode_text(raw: bytes) -> tuple[str, str]:
 
 
 def _pdf_text(raw: bytes) -> str:
+    return "\f".join(_pdf_pages(raw))
+
+
+def _pdf_pages(raw: bytes) -> list[str]:
+    """The text layer of each page (empty for a scanned page)."""
     try:
         from pypdf import PdfReader
         from pypdf.errors import PdfReadError
@@ -339,7 +369,7 @@ def _pdf_text(raw: bytes) -> str:
         pages = [(page.extract_text() or "").replace("\f", " ") for page in reader.pages]
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as exc:
         raise UnreadableFile(f"cannot read PDF: {exc}") from exc
-    return "\f".join(pages)
+    return pages
 
 
 # ---------------------------------------------------------------------------------------------

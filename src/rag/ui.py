@@ -318,9 +318,12 @@ _STAGES = {
 
 def build_step(stage: str, done: int, total: int) -> BuildStep:
     """Overall progress (0..1) and a label for one ``build_index`` progress callback."""
-    lo, hi, label = _STAGES.get(stage, (0.0, 0.0, stage.capitalize()))
+    if stage.startswith("OCR "):  # "OCR scan.pdf": page by page, while documents are read
+        lo, hi, label = 0.0, 0.03, f"Reading {stage[4:]} with OCR, page"
+    else:
+        lo, hi, label = _STAGES.get(stage, (0.0, 0.0, stage.capitalize()))
     part = min(max(done / total, 0.0), 1.0) if total > 0 else 0.0
-    text = f"{label} ({done}/{total})" if stage.startswith("embed") else f"{label}…"
+    text = f"{label} ({done}/{total})" if stage.startswith(("embed", "OCR ")) else f"{label}…"
     return BuildStep(round(lo + (hi - lo) * part, 4), text)
 
 

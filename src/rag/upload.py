@@ -5,7 +5,7 @@ Pure library code, no Streamlit. An upload is a client-supplied name and bytes, 
 - :func:`safe_name` keeps only the base name (no folders, ``../`` or absolute paths), never a hidden
   name, only letters, digits, ``_``, ``-`` and ``.``, and only the extensions the loader reads;
 - :func:`save_upload` checks the size (``Settings.max_file_mb``), that the content matches the
-  extension (a ``.pdf`` starts with ``%PDF``; a ``.txt``/``.md`` decodes as text), and that the
+  extension (a ``.pdf`` starts with ``%PDF``, a ``.docx`` is a zip package; a ``.txt``/``.md`` decodes as text), and that the
   file has extractable text, by reading it with the corpus loader (:func:`rag.load.load_file`)
   *before* it is kept. It refuses to replace an existing file unless ``overwrite=True``, and writes
   through a hidden temporary file in the corpus folder renamed into place, so a reader (or
@@ -122,11 +122,17 @@ def check_content(name: str, data: bytes, max_file_mb: float = 50.0) -> None:
     if size > max_file_mb * 1024 * 1024:
         shown = f"{size / 2**20:.1f} MB" if size >= 0.1 * 2**20 else f"{size / 1024:.1f} KB"
         raise UploadTooLarge(f"{name} is {shown}, over the {max_file_mb:g} MB limit (RAG_MAX_FILE_MB)")
+    low = name.lower()
     is_pdf = bytes(data[:5]) == b"%PDF-"
-    if name.lower().endswith(".pdf") and not is_pdf:
+    is_zip = bytes(data[:4]) == b"PK\x03\x04"  # a .docx is a zip package
+    if low.endswith(".pdf") and not is_pdf:
         raise UploadUnreadable(f"{name} is not a PDF (its content does not start with %PDF)")
-    if not name.lower().endswith(".pdf") and is_pdf:
+    if low.endswith(".docx") and not is_zip:
+        raise UploadUnreadable(f"{name} is not a Word .docx file (an old .doc, or another format?): save it as .docx")
+    if not low.endswith(".pdf") and is_pdf:
         raise UploadUnreadable(f"{name} is a PDF, not text: give it a .pdf name")
+    if not low.endswith(".docx") and is_zip:
+        raise UploadUnreadable(f"{name} is a zip package (a Word file?), not text: give a .docx a .docx name")
 
 
 def save_upload(
