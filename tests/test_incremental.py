@@ -159,3 +159,36 @@ def test_rag_index_prints_what_it_added_changed_and_removed(tiny_copy, capsys):
     code, out, err = run_cli(base + ["--follow-symlinks"], capsys)  # a setting every passage depends on
     assert code == 0 and len(out.splitlines()) == 1
     assert "rebuilt every document: follow_symlinks changed" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Answering from chosen documents (--doc, the LangChain filter)
+
+
+def test_search_and_ask_can_be_limited_to_documents(tiny_copy, capsys):
+    from rag.errors import BadQuestion
+    from rag.lc import RagRetriever
+    from rag.pipeline import Assistant
+
+    a = Assistant.load(tiny_copy)
+    q = "Where did the ministers meet?"
+    assert a.search(q, k=3)[0].chunk.doc_id == "notes.txt"
+    only = a.search(q, k=3, docs=["border.md"])
+    assert only and {h.chunk.doc_id for h in only} == {"border.md"}
+    ans = a.ask(q, docs=["border.md"])
+    assert {c.doc for c in ans.passages} <= {"border.md"}
+    with pytest.raises(BadQuestion, match="no document 'nope.txt' in the index"):
+        a.search(q, docs=["nope.txt"])
+    r = RagRetriever(assistant=a, k=3)
+    assert {d.metadata["doc_id"] for d in r.invoke(q, filter={"doc_id": "border.md"})} == {"border.md"}
+    assert {d.metadata["doc_id"] for d in RagRetriever(assistant=a, filter={"source": ["border.md"]}).invoke(q)} == {"border.md"}
+    with pytest.raises(BadQuestion, match="filter supports one key"):
+        r.invoke(q, filter={"page": 1})
+    base = ["ask", q, "--index", str(tiny_copy.index_dir), "--corpus", str(tiny_copy.corpus_dir), "--json"]
+    code, out, err = run_cli(base + ["--doc", "border.md"], capsys)
+    assert code == 0, err
+    import json
+
+    assert {p["doc"] for p in json.loads(out)["passages"]} == {"border.md"}
+    code, out, err = run_cli(base + ["--doc", "nope.txt"], capsys)
+    assert code == 2 and "no document 'nope.txt' in the index (it holds: border.md, notes.txt)" in err

@@ -119,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pa.add_argument("--json", action="store_true", help="print the answer as JSON")
     pa.add_argument("--batch", type=Path, help="JSON lines file, each with 'question' and optional 'id'")
+    pa.add_argument("--doc", action="append", metavar="DOC_ID",
+                    help="answer from this document only (its id as in citations, e.g. reports/a.pdf); repeat for several")
     _answer_arguments(pa)
 
     pc = sub.add_parser("chat", help="a conversation on the terminal: one question per line, follow-ups understood")
@@ -318,7 +320,7 @@ def _ask(args: argparse.Namespace) -> int:
     for item_id, question in items:
         echo = _Echo(assistant)
         try:
-            ans = assistant.ask(question, k=args.k, mode=args.mode, on_token=echo if stream else None)
+            ans = assistant.ask(question, k=args.k, mode=args.mode, on_token=echo if stream else None, docs=args.doc)
         except BadQuestion as exc:
             if args.batch is None:
                 raise

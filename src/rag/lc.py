@@ -113,6 +113,10 @@ class RagRetriever(BaseRetriever):
     """``hybrid``, ``dense`` or ``lexical``; ``None`` means ``settings.mode``."""
     check_fresh: bool = True
     """Refuse an index older than its corpus (``IndexStale``), as the CLI does."""
+    filter: dict[str, Any] | None = None
+    """Metadata filter on the documents' ``doc_id`` (or ``source``, the same value): ``{"doc_id": "a.pdf"}``
+    or ``{"doc_id": ["a.pdf", "b.docx"]}`` searches those documents only (per call too:
+    ``retriever.invoke(q, filter=...)``); ``None``: all."""
     assistant: Assistant | None = Field(default=None, exclude=True, repr=False)
     """An already loaded assistant to search (its settings apply); loaded lazily when ``None``."""
 
@@ -147,19 +151,22 @@ class RagRetriever(BaseRetriever):
                     self.assistant = Assistant.load(self.settings, check_fresh=self.check_fresh)
         return self.assistant
 
-    def search(self, query: str, k: int | None = None, mode: str | None = None) -> list[Document]:
+    def search(self, query: str, k: int | None = None, mode: str | None = None,
+               filter: dict[str, Any] | None = None) -> list[Document]:
         """The top ``k`` passages for ``query`` as Documents (``None`` means this retriever's value)."""
         if not isinstance(query, str):
             raise BadQuestion(f"the query must be text, got {type(query).__name__}")
         k = self.k if k is None else k
         mode = self.mode if mode is None else mode
-        hits = self.get_assistant().search(query, k=k, mode=mode)
+        docs = _filter_docs(self.filter if filter is None else filter)
+        hits = self.get_assistant().search(query, k=k, mode=mode, docs=docs)
         return [hit_to_document(h, rank, mode) for rank, h in enumerate(hits, 1)]
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, mode: str | None = None
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None, mode: str | None = None,
+        filter: dict[str, Any] | None = None,
     ) -> list[Document]:
-        return self.search(query, k=k, mode=mode)
+        return self.search(query, k=k, mode=mode, filter=filter)
 
     async def _aget_relevant_documents(
         self,
@@ -168,58 +175,23 @@ class RagRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         k: int | None = None,
         mode: str | None = None,
+        filter: dict[str, Any] | None = None,
     ) -> list[Document]:
         # searching is CPU-bound and the assistant is thread-safe: run it off the event loop
-        return await run_in_executor(None, self.search, query, k, mode)
+        return await run_in_executor(None, self.search, query, k, mode, filter)
 
 
-class RagEmbeddings(BaseModel, Embeddings):
-    """The sentence-transformers model ``rag`` indexes with: L2-normalised vectors as lists of floats.
-
-    ``RagEmbeddings(settings=...)``, or ``model`` / ``cache_dir`` directly; ``None`` values come
-    from ``settings`` (or ``Settings.from_env()``). The model loads on the first call, once per
-    process for each (model, cache folder).
-    """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    settings: Settings | None = Field(default=None, exclude=True, repr=False)  # may hold an API key
-    model: str | None = None
-    """sentence-transformers model name or local folder; ``None`` means ``settings.model``."""
-    cache_dir: Path | None = None
-    """Where the bundled model is extracted; ``None`` means ``settings.cache_dir``."""
-
-    def __init__(self, **data: Any) -> None:
-        super().__init__(**data)
-        base = self.settings if self.settings is not None else Settings.from_env()
-        self.model = base.model if self.model is None else self.model
-        self.cache_dir = Path(base.cache_dir if self.cache_dir is None else self.cache_dir)
-        if not self.model.strip():
-            raise BadSetting("model must name a sentence-transformers model or folder, got an empty string")
-
-    @property
-    def embedder(self):
-        from .embed import get_embedder
-
-        backend = self.settings.embed_backend if self.settings is not None else None
-        return get_embedder(self.model, str(self.cache_dir), backend)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        texts = _check_texts(texts)
-        if not texts:
-            return []
-        return self.embedder.embed(texts).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        if not isinstance(text, str):
-            raise BadQuestion(f"embed_query takes a string, got {type(text).__name__}")
-        return self.embed_documents([text])[0]
+def _filter_docs(filter: dict[str, Any] | None) -> list[str] | None:
+    """Document ids from a metadata filter ``{"doc_id": id or [ids]}`` (or ``source``); other keys are refused."""
+    if not filter:
+        return None
+    if not isinstance(filter, dict) or len(filter) != 1 or next(iter(filter)) not in FILTER_KEYS:
+        raise BadQuestion(f"filter supports one key, 'doc_id' or 'source' (a document id or a list of them), got {filter!r}")
+    value = next(iter(filter.values()))
+    docs = [value] if isinstance(value, str) else value
+    if not isinstance(docs, (list, tuple)) or not docs or not all(isinstance(d, str) for d in docs):
+        raise BadQuestion(f"the filter's value must be a document id or a non-empty list of them, got {value!r}")
+    return list(docs)
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise BadQuestion(f"embed_documents takes a list of strings, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise BadQuestion(f"text {i} must be a string, got {type(t).__name__}")
-    return list(texts)
+FILTER_KEYS = ("doc_id", "source")

@@ -95,8 +95,11 @@ class LexicalIndex:
             return np.zeros(self.n_docs, dtype=np.float32)
         return np.asarray(self.bm25.get_scores(known), dtype=np.float32)
 
-    def search(self, query_tokens: list[str], k: int) -> list[tuple[int, float]]:
+    def search(self, query_tokens: list[str], k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """Top ``k`` (passage, BM25) with a positive score; ``allowed`` masks passages out."""
         s = self.scores(query_tokens)
+        if allowed is not None:
+            s = np.where(allowed, s, 0.0)
         k = min(k, len(s))
         if k <= 0:
             return []

@@ -11,7 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import numpy as np
 
@@ -156,12 +156,14 @@ class Assistant:
             raise BadQuestion(f"unknown retrieval mode {mode!r}; expected one of: {', '.join(MODES)}")
         return k, mode
 
-    def search(self, question: str, k: int | None = None, mode: str | None = None) -> list[Hit]:
+    def search(self, question: str, k: int | None = None, mode: str | None = None,
+               docs: Collection[str] | None = None) -> list[Hit]:
+        """The top ``k`` passages; ``docs`` (document ids) limits the search to those documents."""
         k, mode = self._resolve(k, mode)
         q = clean_question(question, self.settings.max_question_chars)
         text = search_text(q.text)
         qvec = self._encode(text) if mode != "lexical" else None
-        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion)
+        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion, docs=docs)
 
     def standalone(
         self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None, chat=None
@@ -195,12 +197,13 @@ class Assistant:
         on_token: Callable[[str], None] | None = None,
         chat=None,
         strictness: str | None = None,
+        docs: Collection[str] | None = None,
     ) -> Answer:
         """Answer ``question``. ``answer`` is "extractive" or "llm" (default: the settings); ``history``
         holds earlier (question, answer) pairs of a chat, used to rewrite follow-ups; ``on_token`` gets
         the LLM's text as it streams (before verification); ``chat`` is a LangChain chat model to use
         instead of the one the settings describe; ``strictness`` overrides the settings' (see
-        :data:`rag.settings.STRICTNESS`)."""
+        :data:`rag.settings.STRICTNESS`); ``docs`` (document ids) answers from those documents only."""
         t0 = time.perf_counter()
         strictness = self.settings.strictness if strictness is None else strictness
         if strictness not in STRICTNESS:
@@ -218,7 +221,7 @@ class Assistant:
         text = search_text(q.text)
         qtokens = tokenize(text)
         qvec = self._encode(text)  # also used to score sentences in lexical mode
-        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion)
+        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion, docs=docs)
         if mode == "lexical":  # dense cosines for the answer step
             hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
         t1 = time.perf_counter()

@@ -7,7 +7,7 @@ on the eval set against reciprocal rank fusion (see ``eval/``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -32,7 +32,22 @@ class Hit:
 PASSAGE_WEIGHT = 0.7
 
 
-def dense_search(data: IndexData, qvec: np.ndarray, k: int, all_sentences: bool | None = None) -> list[tuple[int, float]]:
+def doc_mask(data: IndexData, docs: Collection[str]) -> np.ndarray:
+    """Which passages belong to ``docs`` (document ids); an id the index does not hold is a
+    :class:`~rag.errors.BadQuestion` naming it and some that it holds."""
+    from .errors import BadQuestion
+
+    unknown = sorted(set(docs) - set(data.docs))
+    if unknown:
+        held = sorted(data.docs)
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise BadQuestion(f"no document {unknown[0]!r} in the index (it holds: {shown})")
+    wanted = set(docs)
+    return np.fromiter((c.doc_id in wanted for c in data.chunks), dtype=bool, count=len(data.chunks))
+
+
+def dense_search(data: IndexData, qvec: np.ndarray, k: int, all_sentences: bool | None = None,
+                 allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
     """Passages by ``PASSAGE_WEIGHT * cos(passage) + (1 - PASSAGE_WEIGHT) * max cos(sentence)``.
 
     Candidates are the top ``2k`` passages of the vector index and, when ``all_sentences`` (the
@@ -41,17 +56,22 @@ def dense_search(data: IndexData, qvec: np.ndarray, k: int, all_sentences: bool 
     result equals exhaustive scoring whenever the true top-k is among them. With an approximate
     index (large corpora) the sentence scan, O(sentences), is skipped: only the sentences of the
     candidate passages are scored (no loss measured on eval/qa.jsonl or SciFact: see
-    :data:`rag.ann.EXACT_MAX`)."""
+    :data:`rag.ann.EXACT_MAX`). With ``allowed`` (a passage mask: some documents only) every
+    allowed passage is scored exactly."""
     n = data.vectors.ntotal
-    k = min(k, n)
+    k = min(k, n if allowed is None else int(allowed.sum()))
     if k <= 0:
         return []
     q = np.ascontiguousarray(qvec, dtype=np.float32).reshape(1, -1)
-    _, ids = ann_search(data.vectors, q, min(n, 2 * k))
-    cand = ids[0][ids[0] >= 0]
+    sent_scores = None
+    if allowed is not None:
+        cand = np.flatnonzero(allowed).astype(np.int64)
+        all_sentences = False
+    else:
+        _, ids = ann_search(data.vectors, q, min(n, 2 * k))
+        cand = ids[0][ids[0] >= 0]
     if all_sentences is None:
         all_sentences = is_exact(data.vectors)
-    sent_scores = None
     if all_sentences:
         sent_scores = data.sentence_vecs @ q[0]
         m = min(len(sent_scores), 2 * k)
@@ -129,13 +149,16 @@ def search(
     mode: str = "hybrid",
     fusion: str = "weighted",
     pool: int = 50,
+    docs: Collection[str] | None = None,
 ) -> list[Hit]:
-    """Top-``k`` hits. ``qvec`` may be None for lexical mode (no model needed)."""
+    """Top-``k`` hits. ``qvec`` may be None for lexical mode (no model needed). ``docs`` limits the
+    search to those documents (ids as in citations); None or empty: all."""
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; expected one of: {', '.join(MODES)}")
     n = max(k, pool)
-    dense = dense_search(data, qvec, n) if mode != "lexical" else []
-    lexical = data.lexical.search(qtokens, n) if mode != "dense" else []
+    allowed = doc_mask(data, docs) if docs else None
+    dense = dense_search(data, qvec, n, allowed=allowed) if mode != "lexical" else []
+    lexical = data.lexical.search(qtokens, n, allowed) if mode != "dense" else []
     if mode == "dense":
         ranked = dense[:k]
     elif mode == "lexical":
