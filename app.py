@@ -33,10 +33,10 @@ from rag.generate import StreamRedactor, choose_model, model_choices, redact
 from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings
-from rag.upload import save_upload
+from rag.upload import REMOVED_DIR, remove_document, save_upload
 
 log = logging.getLogger("rag.app")
-VIEWS = ("Chat", "Evaluation")
+VIEWS = ("Chat", "Documents", "Evaluation")
 EVAL_DIR = Path(os.environ.get("RAG_EVAL_DIR") or Path(__file__).resolve().parent / "eval")
 
 st.set_page_config(page_title="Ask the documents", page_icon=":material/menu_book:")
@@ -303,6 +303,30 @@ def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, Do
                     st.markdown(ui.context_markdown(doc_text, start, end))
 
 
+def render_library(settings: Settings, assistant: Assistant, manifest: Mapping[str, Any], builder: ui.IndexBuilder) -> None:
+    """The document library: every corpus file with its status; re-index or remove one."""
+    rows = ui.library_rows(manifest, assistant.data.docs, assistant.data.chunks)
+    if not rows:
+        st.info("No documents yet: add some in the sidebar.")
+        return
+    st.dataframe([r.to_row() for r in rows], hide_index=True, width="stretch", key="library_table")
+    choice = st.selectbox("Document", [r.doc_id for r in rows], key="library_doc")
+    left, right = st.columns(2)
+    if left.button("Re-index this document", key="library_reindex"):
+        builder.request(settings, refresh=[choice])
+        st.info(ui.md_text(f"Reading {choice} again; the rest of the index is kept."))
+    confirm = right.checkbox("Yes, remove it from the corpus", key="library_confirm")
+    if right.button("Remove", key="library_remove", disabled=not confirm):
+        try:
+            moved = remove_document(settings.corpus_dir, choice)
+        except RagError as exc:
+            st.error(ui.message_markdown(str(exc)))
+        else:
+            builder.request(settings)
+            st.success(ui.md_text(f"Removed {choice} from the index; the file was moved to "
+                                  f"{Path(REMOVED_DIR) / moved.name} in the corpus folder (delete it there to free the space)."))
+
+
 def render_export(box: Any, docs: Mapping[str, DocRecord]) -> None:
     if st.session_state.turns:
         box.download_button(
@@ -334,6 +358,7 @@ with st.sidebar:
     st.header("Retrieval")
     mode = st.selectbox("Retrieval mode", MODES, index=MODES.index(settings.mode), key="mode")
     k = st.slider("Passages (k)", 1, 10, value=min(max(settings.k, 1), 10), key="k")
+    filter_box = st.container()
     asked = answer_settings(settings)
     st.header("Index")
     status_box = st.container()
@@ -344,7 +369,7 @@ with st.sidebar:
     # No `type=` filter: Streamlit raises inside the script on a disallowed name sent by a client;
     # rag.upload checks name, type and content itself and says what is wrong.
     with st.form("upload", clear_on_submit=True, border=False):
-        uploads = st.file_uploader("Files (.txt, .md, .pdf)", accept_multiple_files=True, key="uploads", **upload_limit(settings))
+        uploads = st.file_uploader("Files (.txt, .md, .pdf, .docx, .html)", accept_multiple_files=True, key="uploads", **upload_limit(settings))
         replace = st.checkbox("Replace files with the same name", key="replace")
         add = st.form_submit_button("Add to the corpus and re-index")
 
@@ -354,7 +379,7 @@ st.session_state.setdefault("builds_seen", builder.status().finished)
 # Uploads are saved (and their re-index requested) before the next element call, which could end this run.
 upload_results = add_documents(settings, uploads, replace, builder) if add and uploads else []
 
-st.title("Ask the documents" if view == "Chat" else "Evaluation")
+st.title({"Chat": "Ask the documents", "Documents": "Documents"}.get(view, "Evaluation"))
 show_upload_results(upload_results)
 forced = st.session_state.pop("rebuild", False)
 if forced:
@@ -407,6 +432,12 @@ except RagError as exc:
     st.stop()
 
 docs = assistant.data.docs
+if view == "Documents":
+    render_library(settings, assistant, manifest, builder)
+    st.stop()
+with filter_box:  # limit answers to some documents (all when none is chosen)
+    st.session_state["only_docs"] = [d for d in st.session_state.get("only_docs", []) if d in docs]  # removed ones go
+    only = st.multiselect("Answer from (all documents when empty)", sorted(docs), key="only_docs")
 if view == "Evaluation":
     render_export(export_box, docs)
     render_eval(settings, assistant)
@@ -445,7 +476,7 @@ if prompt is not None:
                 live.caption("Searching the documents…")
                 answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
                                        chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token,
-                                       strictness=asked.strictness)
+                                       strictness=asked.strictness, docs=only or None)
                 extra = ((unavailable,) if unavailable else ()) + ((ui.ANSWERED_FROM_PREVIOUS,) if build.running else ())
                 answer = dataclasses.replace(answer, notices=tuple(redact(n, asked, chat) for n in answer.notices + extra))
                 turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)

@@ -229,6 +229,11 @@ def _builds_finish():
 BUILDING = (ui.BUILDING_FIRST, ui.BUILDING_BROKEN, ui.BUILDING_AGAIN)
 
 
+def _plain(markdown: str) -> str:
+    """A message as the page shows it: the Markdown escapes (``\\:``, ``\\.``) undone."""
+    return re.sub(r"\\(.)", r"\1", markdown)
+
+
 def _building(at) -> bool:
     return any(i.value in BUILDING for i in at.info)
 
@@ -321,7 +326,7 @@ def test_app_builds_a_missing_index_then_answers(monkeypatch, tmp_path):
     assert at.chat_input[0].disabled  # nothing to answer from until the first build is done
     _until_built(at)
     assert (index / "manifest.json").is_file()
-    assert [re.sub(r"\d+ chunks", "N chunks", s.value) for s in at.success] == ["Index built: 1 documents, N chunks."]
+    assert [re.sub(r"\d+ chunks", "N chunks", _plain(s.value)) for s in at.success] == ["Index built: 1 documents, N chunks."]
     assert not at.chat_input[0].disabled
     _ask(at, QUESTION)
     assert "50" in _last_assistant(at).markdown[0].value
@@ -403,10 +408,10 @@ def _upload(at, files, replace: bool = False) -> tuple[list[str], list[str]]:
     submit.click()
     at.run()
     assert not at.exception, at.exception
-    successes, errors = [s.value for s in at.success], [e.value for e in at.error]
+    successes, errors = [_plain(s.value) for s in at.success], [e.value for e in at.error]
     if _building(at):
         _until_built(at)
-        successes += [s.value for s in at.success]
+        successes += [_plain(s.value) for s in at.success]
         errors += [e.value for e in at.error]
     return successes, errors
 
@@ -427,7 +432,7 @@ def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_
         ("x.exe", b"MZ\x90\x00", "application/octet-stream"),
     ])
     assert successes[:1] == [
-        ui.md_text(f"Added Malta_ferries.md ({len(MALTA)} characters of text), uploaded as '../Malta ferries.md'"),
+        _plain(ui.md_text(f"Added Malta_ferries.md ({len(MALTA)} characters of text), uploaded as '../Malta ferries.md'")),
     ]
     assert [s.startswith("Index built: 2 documents, ") for s in successes[1:]] == [True]
     assert errors == [
@@ -459,7 +464,7 @@ def test_app_replaces_an_uploaded_file_only_when_asked(monkeypatch, tmp_path):
     successes, errors = _upload(at, ("notes.md", newer, "text/markdown"), replace=True)
     assert not errors
     assert successes[:1] == [
-        ui.md_text(f"Added notes.md ({len(MALTA)} characters of text), replacing the earlier file of that name"),
+        _plain(ui.md_text(f"Added notes.md ({len(MALTA)} characters of text), replacing the earlier file of that name")),
     ]
     assert [s.startswith("Index built: 1 documents, ") for s in successes[1:]] == [True]
     assert (corpus / "notes.md").read_bytes() == newer
@@ -504,7 +509,7 @@ def test_a_question_during_the_re_index_neither_cancels_it_nor_waits_for_it(monk
 
     gate.set()
     _until_built(at)
-    assert [s.value.startswith("Index built: 2 documents, ") for s in at.success] == [True]
+    assert [_plain(s.value).startswith("Index built: 2 documents, ") for s in at.success] == [True]
     assert "**Documents:** 2" in at.sidebar.markdown[0].value and "**Status:** up to date" in at.sidebar.markdown[0].value
     assert not at.warning
     _ask(at, "How many vessels did the ferry inspections in Malta find without enough life jackets?")
@@ -587,8 +592,8 @@ def gated_builds(monkeypatch):
 
     state = {"calls": [], "started": threading.Semaphore(0), "release": threading.Event(), "fail": None}
 
-    def build(settings, force=False, progress=None):
-        state["calls"].append((settings, force))
+    def build(settings, force=False, progress=None, refresh=()):
+        state["calls"].append((settings, force) + ((tuple(sorted(refresh)),) if refresh else ()))
         progress("embed passages", 1, 2)
         state["started"].release()
         assert state["release"].wait(30)

@@ -4,6 +4,7 @@ Real model, real FAISS, on copies of the tiny corpus."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -89,7 +90,10 @@ def test_an_incremental_build_equals_a_full_rebuild(tiny_copy, tmp_path):
     a, b = (search(d, qvec, tokenize(q), 5) for d in (inc, full))
     assert [h.chunk for h in a] == [h.chunk for h in b]
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
-    assert inc.manifest["files"] == full.manifest["files"] and inc.manifest["skipped"] == full.manifest["skipped"]
+    def files(d):  # as recorded, without when each was read
+        return {k: {f: v for f, v in rec.items() if f != "indexed_at"} for k, rec in d.manifest["files"].items()}
+
+    assert files(inc) == files(full) and inc.manifest["skipped"] == full.manifest["skipped"]
 
 
 def test_unchanged_files_are_neither_read_nor_embedded(tiny_copy, reads, embedded):
@@ -187,8 +191,16 @@ def test_search_and_ask_can_be_limited_to_documents(tiny_copy, capsys):
     base = ["ask", q, "--index", str(tiny_copy.index_dir), "--corpus", str(tiny_copy.corpus_dir), "--json"]
     code, out, err = run_cli(base + ["--doc", "border.md"], capsys)
     assert code == 0, err
-    import json
-
     assert {p["doc"] for p in json.loads(out)["passages"]} == {"border.md"}
     code, out, err = run_cli(base + ["--doc", "nope.txt"], capsys)
     assert code == 2 and "no document 'nope.txt' in the index (it holds: border.md, notes.txt)" in err
+
+
+def test_refresh_reads_one_unchanged_document_again_and_keeps_when_the_others_were_read(tiny_copy, reads):
+    before = json.loads((Path(tiny_copy.index_dir) / "manifest.json").read_text())["files"]
+    result = build_index(tiny_copy, refresh={"notes.txt"})
+    assert reads == ["notes.txt"] and result.changes.changed == ("notes.txt",)
+    after = result.manifest["files"]
+    assert after["border.md"]["indexed_at"] == before["border.md"]["indexed_at"]
+    assert {k: v for k, v in after["notes.txt"].items() if k != "indexed_at"} == \
+        {k: v for k, v in before["notes.txt"].items() if k != "indexed_at"}

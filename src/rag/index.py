@@ -51,7 +51,7 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -649,10 +649,13 @@ def build_index(
     force: bool = False,
     progress: Progress = _noop,
     embedder=None,
+    refresh: Collection[str] = (),
 ) -> BuildResult:
     """Build ``settings.index_dir`` from ``settings.corpus_dir`` unless it is already up to date.
     Refuses (IndexRefused, nothing touched) a target that is not an index, overlaps the corpus, is a
-    file or is read-only; an index whose manifest is damaged is rebuilt."""
+    file or is read-only; an index whose manifest is damaged is rebuilt. Files unchanged since the
+    previous build keep their passages and vectors (see :class:`_Previous`) except those named in
+    ``refresh`` (document ids: read and embedded again, e.g. after OCR was installed)."""
     shown = Path(settings.index_dir)
     corpus_dir = Path(settings.corpus_dir)
     index_dir = check_index_target(shown, corpus_dir)  # at once: before the lock, the corpus or the model
@@ -666,6 +669,7 @@ def build_index(
             try:
                 manifest = load_manifest(index_dir)
                 reasons = stale_reasons(manifest, settings, corpus_dir)
+                reasons += [f"asked to read again: {d}" for d in sorted(refresh)]
                 if not reasons:
                     verify_files(index_dir, manifest)
                     return BuildResult("up-to-date", dict(manifest.raw), tuple(manifest.skipped))
@@ -676,7 +680,7 @@ def build_index(
         check_index_writable(index_dir, shown)
         t0 = time.perf_counter()
         _check_corpus(corpus_dir)
-        previous = None if force else _previous_index(settings, index_dir, corpus_dir, reasons)
+        previous = None if force else _previous_index(settings, index_dir, corpus_dir, reasons, refresh)
         progress("load", 0, 1)
         report = load_corpus(corpus_dir, max_file_mb=settings.max_file_mb, follow_symlinks=settings.follow_symlinks,
                              reuse=previous.reuse if previous else None, progress=progress)
@@ -695,8 +699,10 @@ class _Previous:
     hands out is exactly what a full build would make again: passages depend only on their own
     document (text, metadata) and the settings, which :func:`settings_reasons` has checked."""
 
-    def __init__(self, data: IndexData, manifest: Manifest, corpus_dir: Path, follow_symlinks: bool) -> None:
+    def __init__(self, data: IndexData, manifest: Manifest, corpus_dir: Path, follow_symlinks: bool,
+                 refresh: Collection[str] = ()) -> None:
         self.data, self.manifest, self.corpus_dir = data, manifest, corpus_dir
+        self.refresh = set(refresh)
         self.sidecars = _sidecar_hashes(corpus_dir, follow_symlinks)
         self.first: dict[str, int] = {}  # document -> index of its first passage
         self.count: dict[str, int] = {}
@@ -711,7 +717,8 @@ class _Previous:
         self.seen.add(doc_id)
         rec = self.manifest.files.get(doc_id)
         side_rel = sidecar_path(Path(doc_id)).as_posix()
-        if rec is None or self.sidecars.get(side_rel) != self.manifest.sidecars.get(side_rel) or not _unchanged(rec, path):
+        if rec is None or doc_id in self.refresh or self.sidecars.get(side_rel) != self.manifest.sidecars.get(side_rel) \
+                or not _unchanged(rec, path):
             return None
         if doc_id in self.data.docs and doc_id in self.first:
             d = self.data.docs[doc_id]
@@ -736,7 +743,8 @@ class _Previous:
         )
 
 
-def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reasons: list[str]) -> _Previous | None:
+def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reasons: list[str],
+                    refresh: Collection[str] = ()) -> _Previous | None:
     """The current index as a source for an incremental build, or None (a full build) when the model,
     chunking or code changed, or it cannot be read intact; ``reasons`` then says why."""
     try:
@@ -750,7 +758,7 @@ def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reaso
     except (IndexError_, OSError, ValueError) as exc:
         reasons.append(f"the previous index cannot be reused ({exc})")
         return None
-    return _Previous(data, manifest, corpus_dir, settings.follow_symlinks)
+    return _Previous(data, manifest, corpus_dir, settings.follow_symlinks, refresh)
 
 
 def _check_corpus(corpus_dir: Path) -> None:
@@ -871,14 +879,23 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     progress("lexical index", 1, 1)
 
     files = {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    kept = previous.reused if previous else set()
+
+    def when(doc_id: str) -> str:  # when the file was last read: kept from the previous build if reused
+        before = previous.manifest.raw.get("files", {}).get(doc_id, {}) if previous else {}
+        return str(before.get("indexed_at") or now) if doc_id in kept else now
+
     for d in report.documents:
         st = d.path.stat()
-        files[d.doc_id] = {"sha256": d.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        files[d.doc_id] = {"sha256": d.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "indexed_at": when(d.doc_id)}
     for s in report.skipped:  # skipped files are recorded too, so they don't make the index look stale
         p = Path(settings.corpus_dir) / s.doc_id  # (refused ones are not: they are never opened)
         try:
             st = p.stat()
-            files[s.doc_id] = {"sha256": sha256_file(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            rec = previous.manifest.files.get(s.doc_id) if s.doc_id in kept else None
+            files[s.doc_id] = {"sha256": rec.sha256 if rec else sha256_file(p), "size": st.st_size,
+                               "mtime_ns": st.st_mtime_ns, "indexed_at": when(s.doc_id)}
         except OSError:
             continue
     return {

@@ -327,6 +327,56 @@ def build_step(stage: str, done: int, total: int) -> BuildStep:
     return BuildStep(round(lo + (hi - lo) * part, 4), text)
 
 
+@dataclass(frozen=True)
+class LibraryRow:
+    """One corpus file as the document library shows it."""
+
+    doc_id: str
+    title: str
+    pages: int | None
+    passages: int
+    indexed_at: str  # when rag last read it ("" if unknown)
+    status: str  # "indexed" | "indexed (OCR: pages 1-3)" | "skipped: <reason>"
+
+    def to_row(self) -> dict[str, object]:
+        return {"File": self.doc_id, "Title": self.title, "Pages": self.pages, "Passages": self.passages,
+                "Indexed": built_date(self.indexed_at) if self.indexed_at else "", "Status": self.status}
+
+
+def library_rows(manifest: Mapping[str, Any], docs: Mapping[str, Any], chunks: Sequence[Any]) -> list[LibraryRow]:
+    """The indexed documents (from the loaded index) and the skipped files (from its manifest)."""
+    files = manifest.get("files") or {}
+    passages: dict[str, int] = {}
+    pages: dict[str, int] = {}
+    for c in chunks:
+        passages[c.doc_id] = passages.get(c.doc_id, 0) + 1
+        pages[c.doc_id] = max(pages.get(c.doc_id, 0), c.page_end)
+    rows = []
+    for doc_id in docs:
+        d = docs[doc_id]
+        ocr = (d.metadata or {}).get("ocr_pages") or []
+        status = f"indexed (OCR: {_page_list(ocr)})" if ocr else "indexed"
+        n_pages = d.text.count("\f") + 1 if "\f" in d.text or doc_id.lower().endswith(".pdf") else None
+        rows.append(LibraryRow(doc_id, d.title, n_pages, passages.get(doc_id, 0),
+                               str((files.get(doc_id) or {}).get("indexed_at") or ""), status))
+    for s in manifest.get("skipped") or []:
+        rows.append(LibraryRow(str(s.get("doc_id")), "", None, 0, str((files.get(s.get("doc_id")) or {}).get("indexed_at") or ""),
+                               f"skipped: {s.get('reason')}"))
+    return sorted(rows, key=lambda r: r.doc_id)
+
+
+def _page_list(pages: Sequence[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``pages 1-3, 7``."""
+    runs: list[list[int]] = []
+    for p in sorted(pages):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    parts = [f"{a}-{b}" if b > a else f"{a}" for a, b in runs]
+    return ("page " if len(pages) == 1 else "pages ") + ", ".join(parts)
+
+
 def build_message(result: object) -> str:
     """What the app says after a build: ``Index built: N documents, M chunks.``, then for an
     incremental build what it read again (``Added: a.txt. 12 unchanged.``)."""
@@ -371,15 +421,18 @@ class IndexBuilder:
     def __init__(self, on_done: Callable[[], None] | None = None) -> None:
         self._on_done = on_done
         self._lock = threading.Lock()
-        self._pending: tuple[Any, bool] | None = None  # (settings, force) of the next build
+        self._pending: tuple[Any, bool, frozenset[str]] | None = None  # (settings, force, refresh) of the next build
         self._thread: threading.Thread | None = None
         self._status = BuildStatus(False, BuildStep(0.0, ""), 0)
 
-    def request(self, settings: Any, force: bool = False) -> None:
-        """Build ``settings.index_dir`` from ``settings.corpus_dir`` (now, or after the running build)."""
+    def request(self, settings: Any, force: bool = False, refresh: Iterable[str] = ()) -> None:
+        """Build ``settings.index_dir`` from ``settings.corpus_dir`` (now, or after the running build);
+        ``refresh``: documents to read again even if unchanged."""
         with self._lock:
-            force = force or (self._pending is not None and self._pending[1])
-            self._pending = (settings, force)
+            pending = self._pending
+            force = force or (pending is not None and pending[1])
+            refresh = frozenset(refresh) | (pending[2] if pending is not None else frozenset())
+            self._pending = (settings, force, refresh)
             if self._thread is None:
                 self._status = replace(self._status, running=True, step=BuildStep(0.0, "Starting the build…"))
                 # not a daemon: a server stopped mid-build finishes it (a killed build leaves the old index anyway)
@@ -414,10 +467,11 @@ class IndexBuilder:
                     self._thread = None
                     self._status = replace(self._status, running=False)
                     return
-                (settings, force), self._pending = self._pending, None
+                (settings, force, refresh), self._pending = self._pending, None
                 self._status = replace(self._status, step=BuildStep(0.0, "Starting the build…"))
             try:
-                message, failed = build_message(index.build_index(settings, force=force, progress=self._progress)), False
+                result = index.build_index(settings, force=force, progress=self._progress, refresh=refresh)
+                message, failed = build_message(result), False
             except RagError as exc:
                 message, failed = str(exc), True
             except Exception as exc:  # noqa: BLE001 - shown as one line; the traceback goes to the log

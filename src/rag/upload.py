@@ -225,3 +225,36 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+#: Where the app's "remove" puts a document: a hidden folder of the corpus (never indexed), so a
+#: removal loses nothing; delete the folder to free the space.
+REMOVED_DIR = ".rag-removed"
+
+
+def remove_document(corpus_dir: Path | str, doc_id: str) -> Path:
+    """Take document ``doc_id`` (as in the index) out of the corpus: the file, and its
+    ``NAME.meta.json`` if any, are moved to ``corpus/.rag-removed/`` (renamed if that name is
+    taken). Refuses ids that leave the corpus, links and anything but a regular file. Returns where
+    the document went."""
+    from .load import sidecar_path
+
+    corpus = Path(os.path.realpath(corpus_dir))
+    rel = Path(doc_id)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or rel.parts[0].startswith("."):
+        raise UploadRefused(f"{doc_id!r} is not a document of the corpus")
+    path = corpus / rel
+    if path.is_symlink() or not path.is_file():
+        raise UploadRefused(f"{doc_id!r} is not a regular file in the corpus (a link, a folder, or gone): not removed")
+    bin_dir = corpus / REMOVED_DIR
+    bin_dir.mkdir(exist_ok=True)
+    dest = bin_dir / rel.name
+    n = 1
+    while os.path.lexists(dest):
+        dest = bin_dir / f"{rel.stem}-{n}{rel.suffix}"
+        n += 1
+    os.replace(path, dest)
+    side = sidecar_path(path)
+    if side.is_file() and not side.is_symlink():
+        os.replace(side, dest.with_name(dest.stem + side.name[len(path.stem):]))
+    return dest
