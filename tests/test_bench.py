@@ -168,3 +168,22 @@ def test_app_first_answer_in_a_real_browser(tiny_bench):
     r = bench.time_app(settings, "Where did the ministers meet?")
     assert 0 < r["app_healthy_s"] < r["app_first_answer_s"]
     assert r["peak_rss_app_mb"] is None or r["peak_rss_app_mb"] > 30
+
+
+@pytest.mark.slow
+def test_incremental_bench_times_single_file_changes_against_a_full_build(tiny_bench, tmp_path, capsys):
+    from test_squad import SQUAD_DIR
+
+    if not SQUAD_DIR.is_dir():
+        pytest.skip(f"{SQUAD_DIR} not here")
+    files = bench.squad_files(SQUAD_DIR, tmp_path / "c", 30)
+    assert len(files) == 30 and len({f.read_text() for f in files}) == 30
+    settings, qa, root = tiny_bench
+    r = _run(settings, qa, tmp_path / "bench.json", "--questions", "2", "--skip-cold", "--skip-app", "--skip-build",
+             "--skip-langchain", "--incremental", str(SQUAD_DIR), "--incremental-files", "12", capsys=capsys)
+    assert r["incremental_files"] == 12 and r["incremental_passages"] > 12
+    for op in ("add", "change", "remove"):
+        assert 0 < r[f"incremental_{op}_s"] < r["incremental_full_s"] * 2
+        assert len(r[f"incremental_{op}_runs_s"]) == 3 and r[f"incremental_{op}_peak_rss_mb"] > 0
+    table = bench.format_bench(r)
+    assert "index 12 files" in table and "then remove one file" in table

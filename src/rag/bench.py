@@ -97,6 +97,16 @@ FIELDS: dict[str, str] = {
     "peak_rss_mb": "peak RSS of query serving: `rag ask --batch` over the bench questions",
     "serve_batch_s": "wall seconds of that process (load + every question)",
     "peak_rss_build_mb": "peak RSS of `rag index` from scratch",
+    "incremental_files": "--incremental: files in the corpus made from SQuAD paragraphs (None when not run)",
+    "incremental_passages": "passages of that index",
+    "incremental_full_s": "`rag index` of it from scratch, wall seconds of the process",
+    "incremental_full_peak_rss_mb": "peak RSS of that build",
+    **{f"incremental_{op}{suffix}": text.format(op=op, done=done) for op, done in (("add", "added"), ("change", "changed"),
+                                                                                    ("remove", "removed")) for suffix, text in (
+        ("_s", "`rag index` after one file was {done} (an incremental build), wall seconds, median"),
+        ("_runs_s", "every {op} run"),
+        ("_share_of_full", "incremental_{op}_s / incremental_full_s"),
+        ("_peak_rss_mb", "peak RSS of the {op} runs"))},
     "skipped": "{stage: reason} for stages not run",
     "elapsed_s": "wall seconds of the whole bench",
 }
@@ -112,6 +122,8 @@ class BenchOptions:
     skip_build: bool = False
     skip_langchain: bool = False
     scale: tuple[int, ...] = ()
+    incremental: Path | None = None  # a SQuAD open-corpus folder: time single-file index changes on it
+    incremental_files: int = 1000
     command: str = "rag bench"
 
 
@@ -451,6 +463,63 @@ def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
             "peak_rss_build_mb": built.peak_rss_mb}
 
 
+def squad_files(squad_dir: Path, corpus: Path, files: int) -> list[Path]:
+    """Write the SQuAD folder's paragraphs into ``files`` text files (one article's consecutive
+    paragraphs per file, cycled with a copy number when there are fewer paragraphs than files)."""
+    from .squad import load_squad
+
+    paragraphs, _ = load_squad(squad_dir)
+    corpus.mkdir(parents=True, exist_ok=True)
+    per = max(1, len(paragraphs) // files)
+    out = []
+    for i in range(files):
+        group = [paragraphs[(i * per + j) % len(paragraphs)] for j in range(per)]
+        copy = (i * per) // len(paragraphs)
+        body = "\n\n".join(p.text for p in group)
+        path = corpus / f"{i:04d}-{group[0].title[:40]}.txt"
+        path.write_text(f"{group[0].title}{f' (copy {copy})' if copy else ''}\n\n{body}\n", encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def time_incremental(settings, squad_dir: Path, files: int = 1000, runs: int = 3) -> dict[str, Any]:
+    """`rag index` (fresh processes) of a ``files``-file corpus from SQuAD paragraphs, then after
+    adding, changing and removing one file, ``runs`` times each: medians, and each against the full build."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="rag-bench-inc-") as tmp:
+        corpus, index = Path(tmp) / "corpus", Path(tmp) / "index"
+        paths = squad_files(squad_dir, corpus, files)
+        cmd = [*rag_command(), "index", "--corpus", str(corpus), "--index", str(index), "--no-progress"]
+        env = child_env(settings.with_(corpus_dir=corpus), index=index)
+        full = _checked(run_child(cmd, env), "rag index (full)")
+        ops: dict[str, list[ChildRun]] = {"add": [], "change": [], "remove": []}
+        for r in range(runs):
+            (corpus / f"new-{r}.txt").write_text(paths[r].read_text(encoding="utf-8").replace("\n\n", f"\n\nAdded {r}. ", 1),
+                                                 encoding="utf-8")
+            ops["add"].append(_checked(run_child(cmd, env), "rag index (one file added)"))
+            victim = paths[len(paths) // 2 + r]
+            victim.write_text(victim.read_text(encoding="utf-8") + f"\nA sentence added in run {r}.\n", encoding="utf-8")
+            ops["change"].append(_checked(run_child(cmd, env), "rag index (one file changed)"))
+            paths[-1 - r].unlink()
+            ops["remove"].append(_checked(run_child(cmd, env), "rag index (one file removed)"))
+        for name, done in ops.items():
+            if not all(("added:" if name == "add" else "changed:" if name == "change" else "removed:") in d.stdout for d in done):
+                from .errors import RagError
+
+                raise RagError(f"bench: the {name} run was not incremental: {done[-1].stdout.strip()}")
+        manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    out: dict[str, Any] = {"incremental_files": files, "incremental_passages": manifest["counts"]["chunks"],
+                           "incremental_full_s": full.seconds, "incremental_full_peak_rss_mb": full.peak_rss_mb}
+    for name, done in ops.items():
+        med = _median([d.seconds for d in done])
+        out[f"incremental_{name}_s"] = med
+        out[f"incremental_{name}_runs_s"] = [round(d.seconds, 3) for d in done]
+        out[f"incremental_{name}_share_of_full"] = med / full.seconds
+        out[f"incremental_{name}_peak_rss_mb"] = max(d.peak_rss_mb for d in done)
+    return out
+
+
 def app_unavailable() -> str | None:
     """Why the app's first answer cannot be timed here (None when it can)."""
     import shutil
@@ -645,6 +714,9 @@ def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progre
     if options.scale:
         progress(f"scale: {', '.join(map(str, options.scale))} passages")
         result["scale"] = run_scale_rows(options.scale, progress)
+    if options.incremental:
+        progress(f"incremental: `rag index` of {options.incremental_files} files, then one file added, changed, removed")
+        result.update(time_incremental(settings, options.incremental, options.incremental_files))
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["elapsed_s"] = time.perf_counter() - started
     return result
@@ -726,6 +798,13 @@ def format_bench(r: dict[str, Any]) -> str:
         ("re-index, no change", _fmt(r["reindex_nochange_s"], " s"), f"runs {r['reindex_nochange_runs_s'] or '—'} · target < 1 s"),
         ("serving memory", _fmt(r["peak_rss_mb"], " MB"), f"`rag ask --batch` of {r['questions']} questions in {_fmt(r['serve_batch_s'], ' s')}"),
     ]
+    if r.get("incremental_files"):
+        rows.append((f"index {r['incremental_files']} files", _fmt(r["incremental_full_s"], " s"),
+                     f"{r['incremental_passages']} passages · peak RSS {_fmt(r['incremental_full_peak_rss_mb'], ' MB')}"))
+        for name in ("add", "change", "remove"):
+            rows.append((f"  then {name} one file", _fmt(r[f"incremental_{name}_s"], " s"),
+                         f"{r[f'incremental_{name}_share_of_full']:.1%} of the full build · runs {r[f'incremental_{name}_runs_s']} · "
+                         f"peak RSS {_fmt(r[f'incremental_{name}_peak_rss_mb'], ' MB')} · target < 3 s and < 5 %"))
     w0 = max(len(a) for a, _, _ in rows) + 2
     w1 = max(len(b) for _, b, _ in rows) + 2
     head = (f"rag bench · {r['date']} · {r['questions']} questions · {c.get('passages')} passages · "
@@ -799,6 +878,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic scale runs at these passage counts, e.g. 10000,100000 (or 10k,1M)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the JSON is written (default eval/reports/bench.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--incremental", type=Path, metavar="SQUAD_DIR",
+                   help="also time `rag index` after adding, changing, removing one file of a corpus made from this "
+                        "SQuAD folder's paragraphs (e.g. ../shared/datasets/squad2-open)")
+    p.add_argument("--incremental-files", type=_positive, default=1000, metavar="N", help="files in that corpus (default 1000)")
 
 
 def run_cli(args: argparse.Namespace, settings) -> int:
@@ -808,7 +891,8 @@ def run_cli(args: argparse.Namespace, settings) -> int:
         raise RagError(f"question set {args.qa} not found: give --qa FILE.jsonl")
     options = BenchOptions(qa=args.qa, questions=args.questions or 0, cold_runs=args.cold_runs,
                            skip_cold=args.skip_cold, skip_app=args.skip_app, skip_build=args.skip_build,
-                           skip_langchain=args.skip_langchain, scale=tuple(args.scale), command=command_line(args))
+                           skip_langchain=args.skip_langchain, scale=tuple(args.scale), incremental=args.incremental,
+                           incremental_files=args.incremental_files, command=command_line(args))
 
     def progress(stage: str) -> None:
         if not args.no_progress:
@@ -837,4 +921,6 @@ def command_line(args: argparse.Namespace) -> str:
             parts.append(f"--{flag.replace('_', '-')}")
     if getattr(args, "scale", ()):
         parts += ["--scale", ",".join(map(str, args.scale))]
+    if getattr(args, "incremental", None):
+        parts += ["--incremental", str(args.incremental), "--incremental-files", str(args.incremental_files)]
     return " ".join(parts)
