@@ -195,3 +195,55 @@ def _filter_docs(filter: dict[str, Any] | None) -> list[str] | None:
 
 
 FILTER_KEYS = ("doc_id", "source")
+
+
+class RagEmbeddings(BaseModel, Embeddings):
+    """The sentence-transformers model ``rag`` indexes with: L2-normalised vectors as lists of floats.
+
+    ``RagEmbeddings(settings=...)``, or ``model`` / ``cache_dir`` directly; ``None`` values come
+    from ``settings`` (or ``Settings.from_env()``). The model loads on the first call, once per
+    process for each (model, cache folder).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    settings: Settings | None = Field(default=None, exclude=True, repr=False)  # may hold an API key
+    model: str | None = None
+    """sentence-transformers model name or local folder; ``None`` means ``settings.model``."""
+    cache_dir: Path | None = None
+    """Where the bundled model is extracted; ``None`` means ``settings.cache_dir``."""
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        base = self.settings if self.settings is not None else Settings.from_env()
+        self.model = base.model if self.model is None else self.model
+        self.cache_dir = Path(base.cache_dir if self.cache_dir is None else self.cache_dir)
+        if not self.model.strip():
+            raise BadSetting("model must name a sentence-transformers model or folder, got an empty string")
+
+    @property
+    def embedder(self):
+        from .embed import get_embedder
+
+        backend = self.settings.embed_backend if self.settings is not None else None
+        return get_embedder(self.model, str(self.cache_dir), backend)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        texts = _check_texts(texts)
+        if not texts:
+            return []
+        return self.embedder.embed(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        if not isinstance(text, str):
+            raise BadQuestion(f"embed_query takes a string, got {type(text).__name__}")
+        return self.embed_documents([text])[0]
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise BadQuestion(f"embed_documents takes a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise BadQuestion(f"text {i} must be a string, got {type(t).__name__}")
+    return list(texts)
