@@ -289,7 +289,7 @@ def test_app_answers_with_a_cited_page_and_the_passage_in_context(monkeypatch, b
     at.run()
     assert not at.exception
     context = _last_assistant(at).expander[0].markdown[1].value
-    assert "50 European border guards" in context and context.endswith("…")
+    assert "**50** European border guards" in context and context.endswith("…")  # the short answer bold in context
     assert at.download_button, "export button missing"
 
 
@@ -444,7 +444,7 @@ def test_app_uploads_documents_reindexes_and_answers_from_them(monkeypatch, tmp_
 
     _ask(at, "How many vessels did the ferry inspections in Malta find without enough life jackets?")
     reply = _last_assistant(at)
-    assert "14 vessels" in reply.markdown[0].value
+    assert reply.markdown[0].value == "**Answer: 14**" and "14 vessels" in reply.markdown[1].value  # short answer, then the sentence
     assert reply.expander[0].label.startswith(r"\[1\] Ferry inspections")
     assert not at.success and not at.error  # the submitted files are not added again on the next run
 
@@ -514,7 +514,7 @@ def test_a_question_during_the_re_index_neither_cancels_it_nor_waits_for_it(monk
     assert not at.warning
     _ask(at, "How many vessels did the ferry inspections in Malta find without enough life jackets?")
     reply = _last_assistant(at)
-    assert "14 vessels" in reply.markdown[0].value
+    assert reply.markdown[0].value == "**Answer: 14**" and "14 vessels" in reply.markdown[1].value  # short answer, then the sentence
     assert ui.md_text(ui.ANSWERED_FROM_PREVIOUS) not in [c.value for c in reply.caption]
 
 

@@ -100,6 +100,12 @@ def captions(reply) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
+
+def answer_text(reply) -> str:
+    """The answer's own paragraph: after the bold short answer when there is one."""
+    md = [m.value for m in reply.markdown]
+    return md[1] if md and md[0].startswith("**Answer: ") else md[0]
+
 def test_sidebar_shows_the_operator_llm_settings_read_only_and_only_in_generative_mode(monkeypatch, real_settings, real_index):
     at = app(monkeypatch, real_settings, "extractive")
     assert not _has_key(at, "llm_model")
@@ -136,7 +142,7 @@ def test_unsupported_sentence_is_flagged_and_its_citation_says_it_does_not_suppo
     at = app(monkeypatch, real_settings)
     reply = ask(at, FINLAND_Q)
     assert [s.answer for s in built] == ["llm"]
-    assert reply.markdown[0].value == ui.md_text(want.answer)
+    assert answer_text(reply) == ui.md_text(want.answer)
     assert [w.value for w in reply.warning] == [ui.unsupported_markdown("Finland received 500 border guards.")]
     labels = [e.label for e in reply.expander]
     assert len(labels) == 2
@@ -151,7 +157,7 @@ def test_supported_answer_shows_no_warning_and_highlights_its_sentence(monkeypat
     use_chat(monkeypatch, fake(text))
     at = app(monkeypatch, real_settings)
     reply = ask(at, FINLAND_Q)
-    assert reply.markdown[0].value == ui.md_text(expected(assistant, text).answer)
+    assert answer_text(reply) == ui.md_text(expected(assistant, text).answer)
     assert not reply.warning
     (label,) = [e.label for e in reply.expander]
     assert DOES_NOT_SUPPORT not in label
@@ -197,7 +203,7 @@ def test_backend_error_shows_the_extractive_answer_and_the_fallback_notice(monke
     use_chat(monkeypatch, Broken(messages=iter([]), error=ConnectionError("[Errno 111] Connection refused")))
     at = app(monkeypatch, real_settings)
     reply = ask(at, FINLAND_Q)
-    assert reply.markdown[0].value == ui.md_text(ext.answer)
+    assert answer_text(reply) == ui.md_text(ext.answer)
     notice = ("the language model (ollama:llama3.2 at http://localhost:11434) could not answer "
               "(ConnectionError: [Errno 111] Connection refused); showing the extractive answer instead")
     assert ui.md_text(notice) in captions(reply)
@@ -211,7 +217,7 @@ def test_unusable_backend_says_why_and_answers_extractively(monkeypatch, real_se
     monkeypatch.setenv("RAG_LLM_BACKEND", "openai")
     at = app(monkeypatch, real_settings)
     reply = ask(at, FINLAND_Q)
-    assert reply.markdown[0].value == ui.md_text(ext.answer)
+    assert answer_text(reply) == ui.md_text(ext.answer)
     notice = ("the openai backend needs an API key (RAG_LLM_API_KEY or OPENAI_API_KEY) or a local "
               "OpenAI-compatible server in RAG_LLM_BASE_URL; showing the extractive answer instead")
     assert ui.md_text(notice) in captions(reply)
@@ -225,7 +231,7 @@ def test_model_text_with_markup_renders_only_as_escaped_text(monkeypatch, real_s
     use_chat(monkeypatch, fake(text))
     at = app(monkeypatch, real_settings)
     reply = ask(at, FINLAND_Q)
-    shown = reply.markdown[0].value
+    shown = answer_text(reply)
     assert shown == ui.md_text(want.answer)
     assert r"\<script\>alert\(1\)\</script\>" in shown and r"\[the link\]\(javascript\:alert\(1\)\)" in shown
     assert "<script>" not in shown and "](" not in shown and "https://" not in shown

@@ -273,8 +273,9 @@ def test_browser_answers_and_the_cited_sentence_is_highlighted_in_the_passage(pa
     server.timings["chat input visible"] = server.since_start()
     reply = _ask(page, FINLAND_Q)
     server.timings["first answer (from server start)"] = server.since_start()
-    answer = reply.get_by_test_id("stMarkdownContainer").first
-    expect(answer).to_contain_text("50")
+    expect(reply.get_by_test_id("stMarkdownContainer").first).to_have_text("Answer: 50")  # the short answer first
+    answer = reply.get_by_test_id("stMarkdownContainer").nth(1)  # then the quoted sentence
+    expect(answer).to_contain_text("50 European border guards")
     expect(answer).to_contain_text("[1]")
 
     first = reply.get_by_test_id("stExpander").first
@@ -340,7 +341,8 @@ def test_browser_upload_reindexes_and_hostile_markup_shows_as_literal_text(page,
     t0 = time.perf_counter()
     reply = _ask(page, MALTA_Q)
     server.timings["answer after re-index"] = time.perf_counter() - t0
-    expect(reply.get_by_test_id("stMarkdownContainer").first).to_contain_text("27 ferries")
+    expect(reply.get_by_test_id("stMarkdownContainer").first).to_have_text("Answer: 27")
+    expect(reply.get_by_test_id("stMarkdownContainer").nth(1)).to_contain_text("27 ferries")
     _expand_all(reply)
     for toggle in reply.get_by_text("Show in context").all():
         toggle.click()

@@ -60,7 +60,8 @@ def test_ask_mode_option(real_settings, real_index, capsys, mode):
 def test_ask_human_output_shows_answer_and_sources(real_settings, real_index, capsys):
     code, out, _ = run(ask_args(real_settings, FINLAND_Q), capsys)
     assert code == 0
-    first, *rest = out.splitlines()
+    short, first, *rest = out.splitlines()
+    assert short == "Answer: 50"  # the short answer first (issue 12's contract), then the quoted sentence
     assert "50 European border guards" in first and first.endswith("[1]")
     assert any(line.startswith("[1] Letter of President von der Leyen") and "· p. 1 · Letter · chars " in line for line in rest)
     assert out.rstrip().endswith("ms)")

@@ -476,7 +476,7 @@ def test_corpus_of_unreadable_files_names_them(tmp_path):
 
 
 def test_corpus_without_supported_files(tmp_path):
-    corpus = write_corpus(tmp_path / "c", {"notes.docx": "x"})
+    corpus = write_corpus(tmp_path / "c", {"notes.doc": "x", "sheet.xlsx": "y"})  # old Word, Excel: not read
     with pytest.raises(CorpusEmpty, match="no .txt, .md, .pdf, .docx or .html files"):
         build_index(settings_for(corpus, tmp_path / "index"))
 
