@@ -201,3 +201,23 @@ def test_ask_a_scanned_pdf_and_get_the_cited_page(tmp_path):
     assert ans.citations[0].doc == "harbour.docx" and "412" in ans.answer
     ans = a.ask("How long is the Aletsch glacier?")
     assert ans.citations[0].doc == "glacier.html" and "23 km" in ans.answer
+
+
+@needs_tesseract
+def test_installing_ocr_later_makes_rag_index_read_the_skipped_scans(tmp_path, monkeypatch):
+    from rag.index import build_index, load_manifest, stale_reasons
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    scanned_pdf(corpus / "scan.pdf", SCAN)
+    (corpus / "ok.txt").write_text("Ports and harbours of the coast.")
+    settings = settings_for(corpus, tmp_path / "index")
+    real = formats.tesseract_path
+    monkeypatch.setattr(formats, "tesseract_path", lambda: None)
+    first = build_index(settings)
+    assert [s["doc_id"] for s in first.manifest["skipped"]] == ["scan.pdf"]
+    assert build_index(settings).status == "up-to-date"  # nothing changed, no OCR yet
+    monkeypatch.setattr(formats, "tesseract_path", real)  # Tesseract installed
+    assert stale_reasons(load_manifest(settings.index_dir), settings) == ["OCR is installed now: scanned PDFs to read (scan.pdf)"]
+    again = build_index(settings)
+    assert again.changes.changed == ("scan.pdf",) and again.manifest["counts"]["documents"] == 2

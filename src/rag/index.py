@@ -420,7 +420,21 @@ def stale_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings, co
             reasons.append(f"file changed since the build: {doc_id}")
     if dict(m.sidecars) != _sidecar_hashes(corpus_dir, settings.follow_symlinks):
         reasons.append("document metadata (*.meta.json) changed")
+    waiting = sorted(s["doc_id"] for s in m.skipped if _needs_ocr(s["reason"]) and s["doc_id"] in current)
+    if waiting and _ocr_ready():
+        reasons.append(f"OCR is installed now: scanned PDFs to read ({', '.join(waiting[:3])})")
     return reasons
+
+
+def _needs_ocr(reason: str) -> bool:
+    """A skip that only missing OCR caused (see rag.formats.OCR_HINT)."""
+    return "OCR is not installed" in reason
+
+
+def _ocr_ready() -> bool:
+    from .formats import tesseract_path
+
+    return tesseract_path() is not None
 
 
 def _unchanged(rec: FileRecord, path: Path) -> bool:
@@ -724,7 +738,7 @@ class _Previous:
             d = self.data.docs[doc_id]
             self.reused.add(doc_id)
             return Document(doc_id, path, d.title, d.text, rec.sha256, dict(d.metadata))
-        if doc_id in self.skipped:
+        if doc_id in self.skipped and not (_needs_ocr(self.skipped[doc_id]) and _ocr_ready()):
             self.reused.add(doc_id)
             return Skipped(doc_id, self.skipped[doc_id])
         return None
