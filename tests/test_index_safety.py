@@ -758,19 +758,11 @@ def test_rag_index_with_a_bad_sidecar_indexes_every_file(tmp_path, capsys):
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import hashlib, os, signal, sys
-    import numpy as np
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[6])  # the tests folder: conftest's fake embedder
     import rag.index
+    from conftest import HashEmbedder as FakeEmbedder  # the swap does not care what the vectors mean
     from rag.settings import Settings
-
-    class FakeEmbedder:  # as in the test module: the swap does not care what the vectors mean
-        dim = 384
-
-        def embed(self, texts):
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            for i, t in enumerate(texts):
-                out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
-            return out
 
     step, corpus, index, cache, force = sys.argv[1:6]
     rag.index._swap_step = lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None
@@ -784,7 +776,7 @@ KILL_SCRIPT = textwrap.dedent(
 def build_killed_at(step: str, settings, force: bool = False) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", KILL_SCRIPT, step, str(settings.corpus_dir), str(settings.index_dir), str(CACHE_DIR),
-         "force" if force else "-"],
+         "force" if force else "-", str(Path(__file__).parent)],
         capture_output=True, text=True, timeout=240,
         env={k: v for k, v in os.environ.items() if not k.startswith("RAG_")},
     )
