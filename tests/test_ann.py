@@ -11,12 +11,12 @@ import faiss
 import numpy as np
 import pytest
 
+from benchmarks.scale import synthetic_vectors
 from conftest import FINLAND_Q
 from rag import ann
 from rag.errors import IndexCorrupt
 from rag.index import build_index, load_index
 from rag.retrieve import dense_search
-from rag.scale import synthetic_vectors
 
 
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
@@ -25,7 +25,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def clustered():
-    """20k passage-like vectors and 200 queries (see rag.scale), and the exact top 10 of each query."""
+    """20k passage-like vectors and 200 queries (see benchmarks.scale), and the exact top 10 of each query."""
     x, q = synthetic_vectors(20_000, 200, seed=3)
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import settings_for
 
-from rag import bench
+from benchmarks import bench
 from rag.cli import main
 
 TINY_QA = [
@@ -152,10 +152,12 @@ def test_child_peak_memory_is_the_childs_own(tmp_path):
 
 
 @pytest.mark.slow
-def test_scale_rows_come_from_rag_scale():
-    scale = pytest.importorskip("rag.scale", reason="rag.scale (the scale benchmark) is not in this tree yet")
+def test_scale_rows_come_from_benchmarks_scale():
+    from benchmarks import scale
+
     rows = bench.run_scale_rows((1000,))
     assert isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)
+    assert {row["n"] for row in rows} == {1000}
     assert isinstance(scale.format_scale(rows), str)
 
 

@@ -147,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--json", action="store_true", help="print the report as one JSON object")
     pe.add_argument("--no-progress", action="store_true", help="no progress bar")
     pb = sub.add_parser("bench", help="measure speed and memory of every stage (and scale, with --scale)")
-    from .bench import add_arguments as _bench_arguments  # light: bench.py imports heavy things lazily
+    from benchmarks.bench import add_arguments as _bench_arguments  # light: bench.py imports heavy things lazily
 
     _bench_arguments(pb)
     return p
@@ -211,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "chat":
         return _chat(args)
     if args.command == "bench":
-        from .bench import run_cli
+        from benchmarks.bench import run_cli
 
         return run_cli(args, _settings(args))
     return _ask(args)

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from rag.settings import MODES
+
 DEFAULT_QA = Path("eval/qa.jsonl")
 DEFAULT_OUT = Path("eval/reports/bench.json")
-MODES = ("hybrid", "dense", "lexical")
 APP_TIMEOUT_S = 240.0
 CHILD_TIMEOUT_S = 900.0
 
@@ -164,7 +165,7 @@ def _median(values: Sequence[float]) -> float:
 
 
 def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
-    from .evaluate import percentile
+    from rag.evaluate import percentile
 
     return percentile(values, 50), percentile(values, 95), percentile(values, 99)
 
@@ -175,8 +176,8 @@ def percentiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 def time_warm(assistant, items: Sequence, progress: Progress = _quiet) -> dict[str, Any]:
     """Encoder, ask and search per mode, interleaved question by question, each from a cleared cache."""
-    from .evaluate import gold_spans, recall_at
-    from .pipeline import clean_question, search_text
+    from rag.evaluate import gold_spans, recall_at
+    from rag.pipeline import clean_question, search_text
 
     docs = {d: r.text for d, r in assistant.data.docs.items()}
     times: dict[str, list[float]] = {k: [] for k in ("encoder", "ask", "retrieve", "answer", "read", "ask_nv", *MODES)}
@@ -253,7 +254,7 @@ def time_encoders(settings, items: Sequence, backends: Sequence[str]) -> dict[st
     default of one OpenMP thread per core is what the stock pipeline gets, and on a busy machine its
     thread barriers can cost more than the model; one thread shows torch's own speed. (The thread count
     is set once per pass: switching it per call would add its own cost.)"""
-    from .embed import get_embedder
+    from rag.embed import get_embedder
 
     encoders = {b: get_embedder(settings.model, str(settings.cache_dir), b) for b in backends}
     for e in encoders.values():
@@ -299,8 +300,8 @@ class _torch_threads_set:
 
 def time_langchain(assistant, items: Sequence) -> dict[str, Any]:
     """The stock LangChain pipeline of :mod:`rag.evaluate` at k = 5 on the same questions."""
-    from .embed import resolve_model
-    from .evaluate import langchain_stock, summarize
+    from rag.embed import resolve_model
+    from rag.evaluate import langchain_stock, summarize
 
     docs = {d: r.text for d, r in assistant.data.docs.items()}
     path = resolve_model(assistant.settings.model, assistant.settings.cache_dir)
@@ -317,7 +318,7 @@ def time_langchain(assistant, items: Sequence) -> dict[str, Any]:
 
 def _quiet_transformers() -> None:
     """No "Loading weights" bar from the baseline's model load (our own loader does the same)."""
-    from .embed import _offline_env
+    from rag.embed import _offline_env
 
     _offline_env()
     try:
@@ -393,7 +394,7 @@ def run_child(cmd: Sequence[str], env: dict[str, str] | None = None, timeout: fl
 
 def _checked(run: ChildRun, what: str) -> ChildRun:
     if run.returncode != 0:
-        from .errors import RagError
+        from rag.errors import RagError
 
         raise RagError(f"bench: {what} exited with code {run.returncode}: {run.stderr.strip()[-500:]}")
     return run
@@ -449,7 +450,7 @@ def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
         manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
         again = [_checked(run_child(cmd, env), "rag index (no change)") for _ in range(max(1, nochange_runs))]
         if not all("up to date" in r.stdout for r in again):
-            from .errors import RagError
+            from rag.errors import RagError
 
             raise RagError(f"bench: `rag index` with nothing changed rebuilt the index: {again[-1].stdout.strip()}")
     counts = manifest.get("counts", {})
@@ -466,7 +467,7 @@ def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
 def squad_files(squad_dir: Path, corpus: Path, files: int) -> list[Path]:
     """Write the SQuAD folder's paragraphs into ``files`` text files (one article's consecutive
     paragraphs per file, cycled with a copy number when there are fewer paragraphs than files)."""
-    from .squad import load_squad
+    from rag.squad import load_squad
 
     paragraphs, _ = load_squad(squad_dir)
     corpus.mkdir(parents=True, exist_ok=True)
@@ -505,7 +506,7 @@ def time_incremental(settings, squad_dir: Path, files: int = 1000, runs: int = 3
             ops["remove"].append(_checked(run_child(cmd, env), "rag index (one file removed)"))
         for name, done in ops.items():
             if not all(("added:" if name == "add" else "changed:" if name == "change" else "removed:") in d.stdout for d in done):
-                from .errors import RagError
+                from rag.errors import RagError
 
                 raise RagError(f"bench: the {name} run was not incremental: {done[-1].stdout.strip()}")
         manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
@@ -531,12 +532,14 @@ def app_unavailable() -> str | None:
     except ImportError:
         return "Playwright for Python is not installed (pip install -e '.[dev]')"
     if not app_path().is_file():
-        return f"app.py not found at {app_path()}"
+        return (f"app.py not found at {app_path()}: the app is timed from a checkout of the repository "
+                "(benchmarks/ next to app.py)")
     return None
 
 
 def app_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "app.py"
+    """The repository's Streamlit app: ``app.py`` next to this ``benchmarks`` package."""
+    return Path(__file__).resolve().parents[1] / "app.py"
 
 
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -599,7 +602,7 @@ def _wait_healthy(proc, url: str, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            from .errors import RagError
+            from rag.errors import RagError
 
             raise RagError(f"bench: streamlit exited with code {proc.returncode}")
         try:
@@ -608,7 +611,7 @@ def _wait_healthy(proc, url: str, timeout: float) -> float:
                     return time.perf_counter()
         except OSError:
             time.sleep(0.05)
-    from .errors import RagError
+    from rag.errors import RagError
 
     raise RagError(f"bench: streamlit did not answer on {url} within {timeout:.0f} s")
 
@@ -641,9 +644,9 @@ def machine_info(embed_backend: str) -> dict[str, Any]:
 
 def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progress = _quiet) -> dict[str, Any]:
     """Every measurement of ``rag bench`` in one run, as one JSON-ready dict (keys: :data:`FIELDS`)."""
-    from .embed import default_backend, get_embedder, onnx_available
-    from .evaluate import load_qa
-    from .pipeline import Assistant
+    from rag.embed import default_backend, get_embedder, onnx_available
+    from rag.evaluate import load_qa
+    from rag.pipeline import Assistant
 
     started = time.perf_counter()
     result: dict[str, Any] = {k: None for k in FIELDS}
@@ -731,12 +734,8 @@ def _torch_threads() -> int | None:
 
 
 def run_scale_rows(sizes: Sequence[int], progress: Progress = _quiet) -> list[dict]:
-    try:
-        from .scale import run_scale
-    except ImportError as exc:
-        from .errors import RagError
+    from benchmarks.scale import run_scale
 
-        raise RagError(f"--scale needs rag.scale, which is not available here ({exc})") from exc
     last = [""]
 
     def report(stage: str, *_: object) -> None:  # one line per stage, not per query
@@ -813,12 +812,9 @@ def format_bench(r: dict[str, Any]) -> str:
     for stage, why in (r.get("skipped") or {}).items():
         lines.append(f"skipped {stage}: {why}")
     if r.get("scale"):
-        try:
-            from .scale import format_scale
+        from benchmarks.scale import format_scale
 
-            lines += ["", format_scale(r["scale"])]
-        except ImportError:
-            lines += ["", json.dumps(r["scale"])]
+        lines += ["", format_scale(r["scale"])]
     return "\n".join(lines)
 
 
@@ -844,7 +840,7 @@ def _sizes(text: str) -> tuple[int, ...]:
             n = int(float(p.rstrip("mk")) * mult)
         except ValueError:
             raise argparse.ArgumentTypeError(f"scale sizes are numbers like 10000,100k,1M; got {part!r}") from None
-        if n < 100:  # rag.scale needs at least 100 passages (k-means and recall@10 need room)
+        if n < 100:  # benchmarks.scale needs at least 100 passages (k-means and recall@10 need room)
             raise argparse.ArgumentTypeError(f"scale sizes must be >= 100 passages, got {part!r}")
         out.append(n)
     if not out:
@@ -886,7 +882,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace, settings) -> int:
     if not Path(args.qa).is_file():
-        from .errors import RagError
+        from rag.errors import RagError
 
         raise RagError(f"question set {args.qa} not found: give --qa FILE.jsonl")
     options = BenchOptions(qa=args.qa, questions=args.questions or 0, cold_runs=args.cold_runs,

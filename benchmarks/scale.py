@@ -20,7 +20,7 @@ Texts for the lexical index are 30-90 words drawn from a Zipfian vocabulary (s =
 ``vocab`` made-up words, indexed with rag's own :class:`~rag.lexical.LexicalIndex` (tokeniser,
 stemmer, bm25s); queries are 3-7 words from the same vocabulary, skipping the 100 most common.
 
-Run ``python -m rag.scale 10000 100000 --json``; ``rag bench --scale`` calls :func:`run_scale`.
+Run ``python -m benchmarks.scale 10000 100000 --json``; ``rag bench --scale`` calls :func:`run_scale`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import ann
+from rag import ann
 
 Progress = Callable[[str, int, int], None]
 
@@ -306,7 +306,7 @@ def _vector_rows(n: int, data: str, x: np.ndarray, q: np.ndarray, truth: np.ndar
 
 
 def _lexical_row(n: int, n_queries: int, seed: int, progress: Progress) -> dict[str, Any]:
-    from .lexical import LexicalIndex, tokenize
+    from rag.lexical import LexicalIndex, tokenize
 
     progress(f"{n:,} lexical: texts", 0, 1)
     texts, queries = synthetic_texts(n, n_queries, seed)
@@ -403,7 +403,7 @@ def _fmt(v: Any, digits: int) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    pa = argparse.ArgumentParser(prog="python -m rag.scale", description=__doc__.split("\n\n")[0])
+    pa = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     pa.add_argument("sizes", nargs="+", type=int, help="passage counts, e.g. 10000 100000 1000000")
     pa.add_argument("--queries", type=int, default=200, help="queries per size (default 200)")
     pa.add_argument("--data", choices=DATA_KINDS, default="manifold", help="synthetic vectors (default manifold)")
