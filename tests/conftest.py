@@ -7,7 +7,14 @@ Integration fixtures use the real model and the real corpus, once per session:
 - ``assistant``: :class:`rag.pipeline.Assistant` loaded once on it.
 
 Unit tests use tiny hand-written corpora (``write_corpus``) and, for the index stage, one tiny index
-built once per session (``tiny_index``) that tests copy (``tiny_copy``) before they change anything.
+built once per session (``tiny_source``) that tests copy (``tiny_copy``) before they change anything.
+
+Two tiers. ``pytest -m "not slow"`` is the edit loop (seconds): there every embedder lookup
+(``rag.embed.get_embedder``) answers with :class:`HashEmbedder`, and starting a process is an error.
+A test is in the slow tier when it is marked ``slow`` or uses a fixture of ``SLOW_FIXTURES`` (marked
+here, at collection): ``real_settings`` (the real corpus; ``real_index`` and ``assistant`` build on
+it), ``real_model`` (the real embedder on a corpus of the test's own), ``spawn`` (starts processes)
+or ``big_index`` (ANN indexes of thousands of vectors).
 All settings share one model cache folder (the default), so the model is loaded once per process.
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Mapping
 
@@ -102,19 +110,25 @@ def blank_pdf() -> bytes:
 
 
 class HashEmbedder:
-    """One-hot vectors from a hash of the text: deterministic, builds an index in milliseconds with no
-    model, and good enough to retrieve with the lexical half of hybrid search."""
+    """The fast tier's embedder (simonw/llm's ``EmbedDemo`` idea): a bag of words hashed into 384
+    buckets, L2-normalised. Deterministic, no model, an index in milliseconds, and texts that share
+    words are close, so dense search still finds the passage that shares the question's words."""
 
     dim = 384
 
     def embed(self, texts):
-        import hashlib
+        import re
+        import zlib
 
         import numpy as np
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for i, t in enumerate(texts):
-            out[i, int(hashlib.sha256(t.encode()).hexdigest(), 16) % self.dim] = 1.0
+            for w in re.findall(r"\w+", t.lower()):
+                out[i, zlib.crc32(w.encode()) % self.dim] += 1.0
+            norm = float(np.linalg.norm(out[i]))
+            if norm:
+                out[i] /= norm
         return out
 
 
@@ -156,6 +170,49 @@ def use_chat(monkeypatch, chat) -> list:
 
 def settings_for(corpus: Path, index: Path, **kw) -> Settings:
     return Settings(corpus_dir=corpus, index_dir=index, cache_dir=CACHE_DIR, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two tiers
+
+#: Using any of these (directly or through another fixture) puts a test in the slow tier.
+SLOW_FIXTURES = frozenset({"real_settings", "real_model", "spawn", "big_index"})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def real_model() -> None:
+    """Request this to build and query with the real embedding model (the test is then slow)."""
+
+
+@pytest.fixture(scope="session")
+def spawn() -> None:
+    """Request this to start processes (the CLI, tesseract, a server); the test is then slow."""
+
+
+@pytest.fixture(scope="session")
+def big_index() -> None:
+    """Request this from fixtures that build ANN indexes of thousands of vectors (HNSW, IVF-PQ)."""
+
+
+def _no_spawn(self, args, *a, **k):
+    raise AssertionError(f"a fast-tier test started a process ({args!r}): request the `spawn` fixture")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier(request, monkeypatch):
+    """In the fast tier: the fake embedder for every lookup, and no processes."""
+    if request.node.get_closest_marker("slow"):
+        return
+    import rag.embed
+
+    monkeypatch.setattr(rag.embed, "get_embedder", lambda *a, **k: HashEmbedder())
+    monkeypatch.setattr(subprocess.Popen, "__init__", _no_spawn)
 
 
 @pytest.fixture(autouse=True)
@@ -236,13 +293,13 @@ TINY_FILES: dict[str, str | bytes] = {
 
 @pytest.fixture(scope="session")
 def tiny_source(tmp_path_factory) -> tuple[Path, Path, object]:
-    """(corpus, index, BuildResult) of the shared tiny index."""
+    """(corpus, index, BuildResult) of the shared tiny index, built with :class:`HashEmbedder`."""
     from rag.index import build_index
 
     root = tmp_path_factory.mktemp("tiny")
     corpus = write_corpus(root / "corpus", TINY_FILES)
     index = root / "index"
-    result = build_index(settings_for(corpus, index))
+    result = build_index(settings_for(corpus, index), embedder=HashEmbedder())
     return corpus, index, result
 
 

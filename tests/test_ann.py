@@ -24,7 +24,7 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def clustered():
+def clustered(big_index):
     """20k passage-like vectors and 200 queries (see benchmarks.scale), and the exact top 10 of each query."""
     x, q = synthetic_vectors(20_000, 200, seed=3)
     exact = faiss.IndexFlatIP(x.shape[1])

@@ -94,7 +94,7 @@ def test_bench_json_has_every_documented_field_with_sane_values(tiny_bench, caps
     assert bench.format_bench(r).count("\n") > 10  # the table renders from the JSON alone
 
 
-def test_skipped_stages_keep_their_fields_as_null_with_the_reason(tiny_bench, capsys):
+def test_skipped_stages_keep_their_fields_as_null_with_the_reason(spawn, tiny_bench, capsys):
     settings, qa, root = tiny_bench
     r = _run(settings, qa, root / "skip.json", "--questions", "3", "--skip-cold", "--skip-build", "--skip-app",
              "--skip-langchain", capsys=capsys)
@@ -138,7 +138,7 @@ def test_a_missing_question_set_is_one_clear_error(tmp_path, capsys):
     assert "question set" in capsys.readouterr().err
 
 
-def test_child_peak_memory_is_the_childs_own(tmp_path):
+def test_child_peak_memory_is_the_childs_own(spawn, tmp_path):
     """The launcher reports the measured process's own peak RSS, not this (larger) test process's."""
     import sys
 

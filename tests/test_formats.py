@@ -5,7 +5,6 @@ image-only PDF); OCR runs the real Tesseract."""
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from conftest import settings_for, write_corpus
 from rag import formats
 from rag.chunk import chunk_document
-from rag.load import UnreadableFile, load_corpus, load_file
+from rag.load import load_corpus, load_file
 
 needs_tesseract = pytest.mark.skipif(formats.tesseract_path() is None and not __import__("os").environ.get("REQUIRE_OCR_TESTS"),
                                      reason="Tesseract is not installed (apt-get install tesseract-ocr)")
@@ -149,7 +148,7 @@ def test_the_scan_helper_makes_pdfs_without_a_text_layer(tmp_path):
 
 
 @needs_tesseract
-def test_a_scanned_pdf_is_read_by_ocr_page_by_page(tmp_path):
+def test_a_scanned_pdf_is_read_by_ocr_page_by_page(spawn, tmp_path):
     seen = []
     doc, _ = load_file(scanned_pdf(tmp_path / "scan.pdf", SCAN), "scan.pdf", progress=lambda *a: seen.append(a))
     pages = doc.text.split("\f")
@@ -159,7 +158,7 @@ def test_a_scanned_pdf_is_read_by_ocr_page_by_page(tmp_path):
 
 
 @needs_tesseract
-def test_ocr_stops_at_the_page_limit_and_says_so(tmp_path):
+def test_ocr_stops_at_the_page_limit_and_says_so(spawn, tmp_path):
     raw = scanned_pdf(tmp_path / "scan.pdf", SCAN).read_bytes()
     out = formats.ocr_pdf_pages(raw, ["", ""], max_pages=1)
     assert out.ocr_pages == (0,) and out.pages[1] == ""
@@ -204,7 +203,7 @@ def test_ask_a_scanned_pdf_and_get_the_cited_page(tmp_path):
 
 
 @needs_tesseract
-def test_installing_ocr_later_makes_rag_index_read_the_skipped_scans(tmp_path, monkeypatch):
+def test_installing_ocr_later_makes_rag_index_read_the_skipped_scans(spawn, tmp_path, monkeypatch):
     from rag.index import build_index, load_manifest, stale_reasons
 
     corpus = tmp_path / "corpus"

@@ -866,6 +866,7 @@ def mixed(data) -> str:
     return ""
 
 
+@pytest.mark.slow  # threads hammering builds and loads for seconds
 def test_a_load_during_rebuilds_sees_one_whole_index_and_never_a_false_damage(tmp_path):
     """A builder thread rebuilds (--force, the corpus growing each time) while this thread loads."""
     corpus = write_corpus(tmp_path / "corpus", {"a.txt": "Notes\n\nThe ministers met in Vienna.\n",

@@ -376,7 +376,7 @@ def test_a_lone_surrogate_is_dropped_not_spaced():
     assert clean_question("Fin\udcffland?", 2000).text == "Finland?"
 
 
-@pytest.mark.xfail(strict=True, reason="document side (lexical.tokenize via clean.search_form) still splits words at "
+@pytest.mark.xfail(strict=True, reason="document side (lexical.tokenize via text.search_form) still splits words at "
                    "format characters; fixing it changes index output, so every existing index would be stale (issue 16)")
 def test_document_side_tokenizer_ignores_format_characters():
     assert tokenize("Fin\u200bland") == tokenize("Finland")
@@ -570,7 +570,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("command", ["ask-batch", "chat"])
-def test_a_closed_output_pipe_ends_quietly(tmp_path, command):
+def test_a_closed_output_pipe_ends_quietly(spawn, tmp_path, command):
     """The reader takes one line and closes the pipe; a later write fails (EPIPE): exit 141, no
     traceback. 5,000 answers (JSON lines, or a chat's text) are far more than a pipe holds."""
     import subprocess

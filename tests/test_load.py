@@ -209,7 +209,7 @@ def test_pdf_without_text_asks_for_ocr_when_tesseract_is_missing(tmp_path, monke
 
 
 @pytest.mark.skipif(__import__("shutil").which("tesseract") is None, reason="Tesseract is not installed")
-def test_a_blank_pdf_is_ocrd_and_still_has_no_text(tmp_path):
+def test_a_blank_pdf_is_ocrd_and_still_has_no_text(spawn, tmp_path):
     make_pdf(tmp_path / "scan.pdf", [[], []])
     report = load_corpus(tmp_path)
     assert report.skipped == (Skipped("scan.pdf", "no extractable text (nor any found by OCR)"),)

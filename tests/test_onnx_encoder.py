@@ -104,7 +104,7 @@ def test_a_fresh_rag_ask_on_onnx_never_imports_torch(real_settings, real_index, 
     assert report == {"code": 0, "heavy": []}
 
 
-def test_get_embedder_falls_back_to_torch_without_onnxruntime(monkeypatch):
+def test_get_embedder_falls_back_to_torch_without_onnxruntime(real_model, monkeypatch):
     import rag.embed
 
     monkeypatch.setattr(rag.embed, "onnx_available", lambda: False)

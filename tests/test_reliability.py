@@ -370,7 +370,7 @@ def wait_for(pred, timeout: float, what: str, proc: subprocess.Popen | None = No
         time.sleep(0.05)
 
 
-def test_sigkill_mid_build_keeps_the_previous_index_then_a_rebuild_succeeds(tmp_path, capsys):
+def test_sigkill_mid_build_keeps_the_previous_index_then_a_rebuild_succeeds(spawn, tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus", SMALL_FILES)
     index = tmp_path / "index"
     assert run(["index", "--corpus", corpus, "--index", index, "--no-progress"], capsys)[0] == 0
@@ -417,7 +417,7 @@ def test_sigkill_mid_build_keeps_the_previous_index_then_a_rebuild_succeeds(tmp_
     assert leftovers(index) == [], "temporary folders left next to the index"
 
 
-def test_two_rag_index_processes_at_once_one_builds_the_other_is_refused(tiny_copy):
+def test_two_rag_index_processes_at_once_one_builds_the_other_is_refused(spawn, tiny_copy):
     cmd = [sys.executable, "-m", "rag.cli", "index", "--force", "--no-progress",
            "--corpus", str(tiny_copy.corpus_dir), "--index", str(tiny_copy.index_dir)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())

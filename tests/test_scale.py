@@ -14,7 +14,7 @@ from benchmarks.scale import (DEFAULT_INDEXES, ROW_KEYS, format_scale, main, run
 
 
 @pytest.fixture(scope="module")
-def rows():
+def rows(big_index):
     calls = []
     out = run_scale([2_000], n_queries=20, progress=lambda *a: calls.append(a))
     assert calls and all(isinstance(s, str) and isinstance(d, int) and isinstance(t, int) for s, d, t in calls)

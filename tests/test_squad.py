@@ -318,7 +318,7 @@ def parity_outcomes() -> list[SquadOutcome]:
 
 
 @needs_squad
-def test_official_scorer_gives_our_numbers_on_the_same_prediction_file(tmp_path):
+def test_official_scorer_gives_our_numbers_on_the_same_prediction_file(spawn, tmp_path):
     outs = parity_outcomes()
     paths = _write_official_files(SQUAD_DIR, outs, tmp_path, "squad")
     data = json.loads(paths["data"].read_text(encoding="utf-8"))
