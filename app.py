@@ -29,12 +29,13 @@ import streamlit as st
 from rag import ui
 from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
-from rag.generate import StreamRedactor, choose_model, model_choices, redact
+from rag.generate import StreamRedactor, choose_model, fallback_notice, model_choices, redact
 from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
 from rag.pipeline import Assistant
-from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings
+from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings, set_process_env
 from rag.upload import REMOVED_DIR, remove_document, save_upload
 
+set_process_env()  # no model hub, quiet Hugging Face libraries (before any model loads)
 log = logging.getLogger("rag.app")
 VIEWS = ("Chat", "Documents", "Evaluation")
 EVAL_DIR = Path(os.environ.get("RAG_EVAL_DIR") or Path(__file__).resolve().parent / "eval")
@@ -472,7 +473,7 @@ if prompt is not None:
                     try:
                         chat = load_chat_model(asked)
                     except RagError as exc:  # e.g. the backend's extra is not installed: say so, answer extractively
-                        unavailable = f"{exc}; showing the extractive answer instead"
+                        unavailable = fallback_notice(str(exc))
                 live.caption("Searching the documents…")
                 answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
                                        chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token,

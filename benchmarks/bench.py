@@ -318,9 +318,9 @@ def time_langchain(assistant, items: Sequence) -> dict[str, Any]:
 
 def _quiet_transformers() -> None:
     """No "Loading weights" bar from the baseline's model load (our own loader does the same)."""
-    from rag.embed import _offline_env
+    from rag.settings import set_process_env
 
-    _offline_env()
+    set_process_env()  # the baseline loads transformers itself: no hub, no telemetry
     try:
         from transformers.utils import logging as hf_logging
 

@@ -29,7 +29,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import re
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from rag import ann
+from rag.settings import set_process_env
 
 Progress = Callable[[str, int, int], None]
 
@@ -413,9 +413,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pa.add_argument("--workdir", type=Path, help="where index files are written to be measured (default: a temp folder)")
     pa.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     args = pa.parse_args(argv)
-    # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning made FAISS
-    # training ~7x slower. Read once, when FAISS loads its OpenMP runtime, so set before any import.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE, read once when FAISS loads its OpenMP
+    # runtime, so set before any import), and the other process defaults of rag's edges.
+    set_process_env()
 
     def progress(stage: str, done: int, total: int) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {stage} {done}/{total}", file=sys.stderr, flush=True)

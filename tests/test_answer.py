@@ -11,7 +11,8 @@ from conftest import FINLAND_Q
 from rag import answer as answer_mod
 from rag.answer import Scored, compose
 from rag.chunk import Chunk
-from rag.clean import analyse, collapse_ws
+from rag.clean import analyse
+from rag.text import collapse_ws
 from rag.retrieve import Hit
 
 MARKER = re.compile(r" ?\[(\d+)\]")

@@ -20,6 +20,7 @@ import pytest
 from conftest import blank_pdf
 from rag import ui
 from rag.answer import Answer, Citation
+from rag.text import collapse_ws
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -80,7 +81,7 @@ def test_escaped_text_of_any_printable_characters_renders_literally():
     @hypothesis.settings(max_examples=300, deadline=None)
     @hypothesis.given(st.text(alphabet, min_size=1, max_size=40))
     def check(raw: str) -> None:
-        text = ui.collapse_ws(raw).strip()
+        text = collapse_ws(raw)
         if text:
             assert _visible(_render(ui.md_text(raw))) == _literal_paragraph(text)
 
@@ -128,7 +129,7 @@ def test_passage_markdown_highlights_supporting_sentences_from_document_offsets(
     doc = "Intro.\n\nFirst sentence. The *key* sentence.\nLast one."
     start, end = doc.index("First"), len(doc)
     key = doc.index("The *key*")
-    c = _citation(start=start, end=end, text=ui.collapse_ws(doc[start:end]), highlights=((key, key + len("The *key* sentence.")),))
+    c = _citation(start=start, end=end, text=collapse_ws(doc[start:end], strip=False), highlights=((key, key + len("The *key* sentence.")),))
     assert ui.passage_markdown(c, doc) == r"First sentence\. :orange-background[The \*key\* sentence\.] Last one\."
     assert ui.passage_markdown(c, None) == r"First sentence\. The \*key\* sentence\. Last one\."
 

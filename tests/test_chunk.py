@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import SMALL_CHUNKS
 from rag.chunk import NEXT_STEPS, Chunk, chunk_document, chunk_documents, split_sentences
-from rag.clean import analyse, collapse_ws
+from rag.clean import analyse
+from rag.text import collapse_ws
 from rag.load import Document
 from rag.settings import ChunkSettings
 

@@ -1,12 +1,10 @@
-"""Stage 2: layout analysis (pages, furniture, units) and the OCR-repaired search form."""
+"""Stage 2: layout analysis (pages, furniture, units), headings and place labels."""
 
 from __future__ import annotations
 
-import unicodedata
-
 import pytest
 
-from rag.clean import analyse, collapse_ws, heading_title, is_place, place_label, search_form
+from rag.clean import analyse, heading_title, place_label
 
 
 def units(text: str) -> list[tuple[str, int, int, str]]:
@@ -261,42 +259,7 @@ def test_narrow_block_under_all_caps_heading_is_a_subtitle():
 
 
 # ---------------------------------------------------------------------------------------------
-# Search form, headings and places
-
-
-@pytest.mark.parametrize(
-    "raw, fixed",
-    [
-        ("Finland joined NA TO, that", "Finland joined NATO, that"),
-        ("between Bulgaria and Tiirkiye, can", "between Bulgaria and Türkiye, can"),
-        ("Tlirkiye", "Türkiye"),
-        ("the EE AS and EM PACT", "the EEAS and EMPACT"),
-        ("migrant smuqqling", "migrant smuggling"),
-        ("stepping up retums", "stepping up returns"),
-        ("4lh migration dialogue", "4th migration dialogue"),
-        ("Egyptian Mol via", "Egyptian MoI via"),
-        ("as of I February 2024", "as of 1 February 2024"),
-        ("on 1February", "on 1 February"),
-        ("to lake forward", "to take forward"),
-        ("1049 Bruxetles/Brussel, BELG1Ë", "1049 Bruxelles/Brussel, BELGIË"),
-        ("anti- trafficking and people- to-people", "anti-trafficking and people-to-people"),
-        ("Finland\u2019s \u201cborder\u201d", "Finland's \"border\""),
-        ("\u0391 Greek capital alpha", "A Greek capital alpha"),
-        ("multi\n  line\ttext ", "multi line text"),
-        ("a\u00a0b", "a b"),
-    ],
-)
-def test_search_form_repairs_ocr_slips(raw, fixed):
-    assert search_form(raw) == fixed
-
-
-@pytest.mark.parametrize("text", ["NATO", "Türkiye", "I am here", "anti- Smuggling", "Lake Geneva"])
-def test_search_form_leaves_correct_text_alone(text):
-    assert search_form(text) == text
-
-
-def test_search_form_is_nfc():
-    assert search_form("Cafe\u0301") == unicodedata.normalize("NFC", "Caf\u00e9")
+# Headings and places
 
 
 def test_ocr_repair_reaches_the_search_text_but_not_the_citation_text(real_chunks):
@@ -334,12 +297,3 @@ def test_heading_title(raw, title):
 )
 def test_place_label(item, label):
     assert place_label(item) == label
-
-
-@pytest.mark.parametrize("heading, expected", [("Tunisia", True), ("TUNISIA:", True), ("Tiirkiye", True), ("Brussels", False)])
-def test_is_place(heading, expected):
-    assert is_place(heading) is expected
-
-
-def test_collapse_ws():
-    assert collapse_ws("  a\n\n b\t\fc  ") == "a b c"

@@ -235,7 +235,7 @@ def test_empty_question_subprocess_exit_2_one_line_no_traceback(real_settings, r
     assert one_error_line(out.stderr) == "rag: error: the question is empty: type a question about the documents"
 
 
-def test_missing_index_subprocess_exit_2(tmp_path):
+def test_missing_index_subprocess_exit_2(spawn, tmp_path):
     out = subprocess.run(
         [str(RAG), "ask", FINLAND_Q, "--index", str(tmp_path / "none")],
         capture_output=True, text=True, timeout=120, env=subprocess_env(), cwd=tmp_path,
@@ -253,7 +253,7 @@ def test_missing_index_subprocess_exit_2(tmp_path):
         "import rag.load, rag.clean, rag.chunk, rag.settings, rag.errors",
     ],
 )
-def test_import_rag_is_light(code):
+def test_import_rag_is_light(spawn, code):
     probe = f"{code}\nimport sys\nprint(sorted(m for m in ('torch', 'faiss', 'sentence_transformers', 'transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=subprocess_env())
     assert out.returncode == 0, out.stderr

@@ -24,7 +24,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from conftest import FINLAND_Q, REPO, settings_for, use_chat, write_corpus
 from rag import generate
 from rag.cli import main
-from rag.clean import collapse_ws
+from rag.text import collapse_ws
 from rag.generate import (
     REFUSAL,
     SUPPORT_MIN,

@@ -7,7 +7,6 @@ must rebuild do so (a tiny build takes well under a second once the model is loa
 from __future__ import annotations
 
 import dataclasses
-import re
 import fcntl
 import hashlib
 import json
@@ -23,7 +22,7 @@ import pytest
 from conftest import REAL_DOC_ID, settings_for, write_corpus
 from rag.chunk import chunk_documents
 from rag.errors import CorpusEmpty, IndexCorrupt, IndexLocked, IndexMismatch, IndexMissing, IndexStale
-from rag.index import FORMAT_VERSION, build_index, index_lock, load_index, read_manifest
+from rag.index import FORMAT_VERSION, PIPELINE_VERSION, build_index, index_lock, load_index, read_manifest
 from rag.load import load_corpus
 from rag.pipeline import Assistant
 from rag.settings import DEFAULT_MODEL, ChunkSettings
@@ -64,7 +63,7 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
         "chunking": dataclasses.asdict(ChunkSettings()),
         "code": m["settings"]["code"],
     }
-    assert re.fullmatch(r"[0-9a-f]{16}", m["settings"]["code"])  # hash of the cleaning/chunking code
+    assert m["settings"]["code"] == f"pipeline-{PIPELINE_VERSION}"  # what cleaning/chunking output the index holds
     assert m["settings"]["chunking"] == {"target_words": 40, "max_words": 120, "min_words": 20}
     # every corpus file, skipped ones included, with the sha256 of its bytes
     assert sorted(m["files"]) == ["border.md", "empty.txt", "notes.txt"]
@@ -181,7 +180,7 @@ def test_rebuild_is_skipped_when_nothing_changed(tiny_copy):
     assert snapshot(Path(tiny_copy.index_dir)) == before  # nothing rewritten, not even renamed
 
 
-def test_up_to_date_check_does_not_load_the_model(tiny_copy):
+def test_up_to_date_check_does_not_load_the_model(spawn, tiny_copy):
     script = textwrap.dedent(
         f"""
         import sys
@@ -428,7 +427,7 @@ def test_lock_held_through_another_file_descriptor_refuses_a_build(tiny_copy):
     assert build_index(tiny_copy).status == "up-to-date"  # released: works again
 
 
-def test_lock_held_by_another_process_refuses_a_build(tiny_copy):
+def test_lock_held_by_another_process_refuses_a_build(spawn, tiny_copy):
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -646,3 +645,35 @@ def test_lazy_index_keeps_reading_its_own_files_after_a_rebuild(tiny_copy, lazy)
     assert build_index(tiny_copy).status == "built"  # renamed into place over the loaded folder
     assert data.chunks[2] == before[2]  # first read after the rebuild: still the index that was loaded
     assert "Vienna" in load_index(tiny_copy).chunks[2].text
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline version follows the pipeline's output
+
+#: sha256 of what loading, cleaning, chunking and tokenising make of the real corpus and the tiny one,
+#: by PIPELINE_VERSION. When this test fails, the index output changed: bump PIPELINE_VERSION in
+#: rag/index.py (existing indexes then rebuild) and record the new digest here under the new version.
+PIPELINE_OUTPUT = {"2": "0104297f4b1beecb949b1e4f07cbdeee94abbee107cb689e2b61209b77d5af58"}
+
+
+def _pipeline_output_digest(tmp_path) -> str:
+    import shutil
+
+    from conftest import REAL_CORPUS, TINY_FILES
+    from rag.lexical import tokenize
+
+    corpus = write_corpus(tmp_path / "corpus", TINY_FILES)
+    shutil.copy(REAL_CORPUS / REAL_DOC_ID, corpus / REAL_DOC_ID)
+    h = hashlib.sha256()
+    for c in chunk_documents(load_corpus(corpus).documents, ChunkSettings()):
+        record = [c.chunk_id, c.doc_id, c.title, c.page, c.page_end, list(c.section), c.start, c.end, c.text,
+                  [list(s) for s in c.sentences], c.search_text(), tokenize(c.search_text())]
+        h.update(json.dumps(record, ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def test_pipeline_output_changes_only_with_a_new_pipeline_version(tmp_path):
+    digest = _pipeline_output_digest(tmp_path)
+    assert PIPELINE_OUTPUT.get(PIPELINE_VERSION) == digest, (
+        f"loading/cleaning/chunking/tokenising output changed (digest {digest}): bump PIPELINE_VERSION in "
+        f"rag/index.py so existing indexes rebuild, and record the digest in PIPELINE_OUTPUT under the new version")

@@ -20,7 +20,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests, Retrie
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from conftest import CACHE_DIR, FINLAND_Q, REAL_DOC_ID, settings_for
-from rag.clean import collapse_ws
+from rag.text import collapse_ws
 from rag.errors import BadQuestion, BadSetting, IndexMissing
 from rag.lc import RagEmbeddings, RagRetriever
 from rag.settings import DEFAULT_MODEL, MODES

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from rag.errors import ModelUnavailable
 from rag.reader import ARTIFACT_DIR, Reader, ReaderConfig, ReaderUnavailable, sha256_file
 
 from conftest import CACHE_DIR, FINLAND_Q, REAL_DOC_ID
@@ -120,7 +119,7 @@ def test_off_topic_questions_are_abstained(assistant, question):
 
 @pytest.mark.slow
 def test_short_answer_is_the_phrase_with_exact_offsets(assistant, real_text):
-    from rag.clean import collapse_ws
+    from rag.text import collapse_ws
 
     ans = assistant.ask("What is the budget of Mauritania's land-and-sea border action adopted in October 2023?")
     assert not ans.abstained and ans.short_answer is not None

@@ -81,7 +81,7 @@ def test_redact_replaces_the_configured_key_and_url_password_wherever_they_appea
 
 def test_the_key_read_from_openai_api_key_is_redacted_too(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", CANARY)
-    assert redact(f"got {CANARY}", Settings(llm_backend="openai")) == "got ***"
+    assert redact(f"got {CANARY}", Settings.from_env(llm_backend="openai")) == "got ***"
 
 
 def test_short_secrets_are_not_replaced_literally_but_still_as_a_key():
@@ -251,7 +251,7 @@ def test_an_echoed_key_is_not_on_stderr_of_a_real_process(echo_401, real_setting
     )
     assert out.returncode == 0, out.stderr
     assert [s["authorization"] for s in echo_401.seen] == [f"Bearer {CANARY}"]
-    assert "WARNING rag.pipeline: LLM call failed: " in out.stderr and "Error code: 401" in out.stderr
+    assert "WARNING rag.generate: LLM call failed: " in out.stderr and "Error code: 401" in out.stderr
     assert "Authorization: Bearer ***" in out.stderr and "Authorization: Bearer ***" in out.stdout
     assert CANARY not in out.stdout and CANARY not in out.stderr
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CACHE_DIR, REPO, settings_for, write_corpus
+from conftest import CACHE_DIR, REPO, TINY_FILES, settings_for, write_corpus
 from rag.index import build_index, load_index
 from rag.pipeline import Assistant
 
@@ -65,7 +65,7 @@ def hostile(request, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
-def test_prompt_injection_in_a_document_changes_nothing_in_extractive_mode(hostile, mode):
+def test_prompt_injection_in_a_document_changes_nothing_in_extractive_mode(real_model, hostile, mode):
     _, assistant = hostile
     ans = assistant.ask(MALTA_Q, mode=mode)
     assert not ans.abstained, ans.message
@@ -97,7 +97,7 @@ def test_hostile_markup_is_kept_verbatim_as_data(hostile):
     assert json.loads(out)["passages"][0]["text"] == ans.passages[0].text  # JSON round trip is exact
 
 
-def test_question_containing_markup_is_just_text(hostile):
+def test_question_containing_markup_is_just_text(real_model, hostile):
     _, assistant = hostile
     ans = assistant.ask("<script>alert(1)</script> How many ferry inspections in Malta? [x](javascript:alert(1))")
     assert "17" in ans.answer and "42" not in ans.answer
@@ -254,8 +254,11 @@ print(json.dumps({"answer": ans.answer, "cli": code, "hf_offline": os.environ.ge
 '''
 
 
-def test_loading_and_answering_makes_no_network_connection(tiny_source, tmp_path):
-    corpus, index, _ = tiny_source
+def test_loading_and_answering_makes_no_network_connection(spawn, real_model, tmp_path):
+    from rag.index import build_index
+
+    corpus, index = write_corpus(tmp_path / "corpus", TINY_FILES), tmp_path / "index"
+    build_index(settings_for(corpus, index))  # with the real model, which the script's process loads
     script = tmp_path / "no_net.py"
     script.write_text(NO_NET, encoding="utf-8")
     log = tmp_path / "attempts.jsonl"

@@ -5,7 +5,7 @@ vectors (passages and sentences) an exhaustive scan stops being "fast enough" an
 graph index takes over (``IndexHNSWFlat``, inner product). Both keep the exact float vectors, so
 ``reconstruct(i)`` still returns the stored passage vector (the answer step and re-scoring rely on it).
 
-Why HNSW and not IVF: ``python -m rag.scale`` at 1M passage-like vectors puts them level (1.5 ms
+Why HNSW and not IVF: ``python -m benchmarks.scale`` at 1M passage-like vectors puts them level (1.5 ms
 p50 at recall@10 0.96; IVF builds 7x faster), but on SciFact's real MiniLM vectors IVF needs far
 more probes for the same recall, HNSW needs no training, and IVF-PQ saves nothing while the exact
 vectors are kept anyway.
@@ -32,7 +32,7 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 #: Query-time beam. It alone sets recall: asking FAISS (1.15) for more results does not widen it,
 #: so :func:`search` widens it to the number of results asked for when that is larger. Measured
-#: with ``python -m rag.scale``: recall@10 0.96 at 1M passages (1.5 ms p50), 0.99+ at 100k; 128
+#: with ``python -m benchmarks.scale``: recall@10 0.96 at 1M passages (1.5 ms p50), 0.99+ at 100k; 128
 #: fell to 0.93 at 1M.
 HNSW_EF_SEARCH = 256
 

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .chunk import SECTION_SEP
-from .clean import MONTHS, collapse_ws
+from .text import MONTHS, collapse_ws
 from .index import IndexData
 from .lexical import tokenize, weighted_overlap
 from .retrieve import Hit
@@ -217,6 +217,13 @@ def _trim(text: str, qtokens: set[str], max_words: int) -> str:
     return ("… " if i > 0 else "") + out + (" …" if j < len(clauses) else "")
 
 
+def not_in_documents(question: str, why: str = "") -> str:
+    """The abstention message: "The documents do not say: <question>?" (and ``(why)`` when given)."""
+    q = question.strip().rstrip("?")
+    said = f"The documents do not say: {q}?" if q else "The documents do not say."
+    return f"{said} ({why})" if why else said
+
+
 def compose(
     question: str,
     hits: Sequence[Hit],
@@ -229,8 +236,7 @@ def compose(
     first is always part of the answer)."""
     support = scored[0].score if scored else 0.0
     if not scored or support < abstain_below:
-        q = question.strip().rstrip("?")
-        return "", True, f"The documents do not say: {q}?" if q else "The documents do not say.", (), support
+        return "", True, not_in_documents(question), (), support
     chosen: list[Scored] = [scored[0]]
     used = len(scored[0].text.split())
     top = max(s.score for s in scored)  # the first may be the reader's sentence, not the best-scored one

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import RagError
-from .evaluate import EvalReport, percentile
+from .evaluate import ROWS, EvalReport, percentile
 from .index import MANIFEST, Progress, _noop, _settings_fingerprint, index_lock, read_manifest, write_index
 from .load import Document, LoadReport, sha256_file
 from .settings import ChunkSettings
@@ -131,7 +131,7 @@ def score_run(run: dict[str, list[str]], qrels: dict[str, dict[str, int]]) -> di
     return {"ndcg@10": sum(ndcg) / n, "recall@100": sum(rec) / n, "mrr@10": sum(mrr) / n}
 
 
-def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = ("hybrid", "dense", "lexical", "hybrid-rrf"),
+def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = ROWS,
              progress: Progress = _noop, force_index: bool = False) -> EvalReport:
     from .pipeline import Assistant
 

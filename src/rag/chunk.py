@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .clean import Layout, Unit, analyse, collapse_ws, heading_title, place_label, search_form
+from .clean import Layout, Unit, analyse, heading_title, place_label
+from .text import collapse_ws, search_form
 from .load import Document
 from .settings import ChunkSettings
 

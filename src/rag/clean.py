@@ -4,19 +4,17 @@ Nothing here edits the document text. :func:`analyse` reads it line by line and 
 :class:`Unit` spans (paragraphs, bullet items, "next step" items, headings) with page numbers,
 skipping page furniture (footers, registration stamps, repeated headers). Every unit is an exact
 span of the original, so a chunk built from units maps back to the source. OCR slips are repaired
-only in the *search* form of a text (:func:`search_form`), which feeds the embeddings and the
-lexical index, never the text shown as a citation.
+only in the *search* form of a text (:func:`rag.text.search_form`), which feeds the embeddings and
+the lexical index, never the text shown as a citation.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
 
-_WS = re.compile(r"\s+")
+from .text import collapse_ws, is_place, search_form
 
 #: Lines that are page furniture, not content (matched against the stripped line).
 FURNITURE_PATTERNS: tuple[re.Pattern[str], ...] = (
@@ -31,12 +29,6 @@ _BULLET = re.compile(r"^(?:[•▪◦●■□◆\-–*]|o(?=\s+[A-Z0-9])|\(?[a-
 _STEP = re.compile(r"^>\s*")
 _MD_HEADING = re.compile(r"^(#{1,6})\s+\S")
 _TERMINAL = (".", "!", "?", ":", ";", ",")
-
-
-def collapse_ws(text: str) -> str:
-    """Runs of whitespace become one space; the ends are stripped. A chunk's text is
-    ``collapse_ws(original[start:end])``."""
-    return _WS.sub(" ", text).strip()
 
 
 @dataclass(frozen=True)
@@ -304,87 +296,6 @@ def heading_title(raw: str) -> str:
         words = s.lower().split()
         s = " ".join(w if (k and w in small) else w[:1].upper() + w[1:] for k, w in enumerate(words))
     return search_form(s)
-
-
-# ---------------------------------------------------------------------------------------------
-# Search form: OCR repair and normalisation for embeddings and the lexical index.
-
-#: Characters OCR engines put in place of Latin ones (Greek and Cyrillic look-alikes).
-_HOMOGLYPHS = str.maketrans({
-    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
-    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "ο": "o", "ν": "v", "А": "A", "В": "B", "Е": "E", "К": "K",
-    "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T", "Х": "X", "Г": "I", "а": "a", "е": "e",
-    "о": "o", "р": "p", "с": "c", "х": "x", "\u00a0": " ", "’": "'", "‘": "'", "“": '"', "”": '"',
-})
-
-MONTHS = "(?:January|February|March|April|May|June|July|August|September|October|November|December)"
-
-#: OCR slips seen in EU documents: (pattern, replacement). Applied to the search form only.
-OCR_FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(p), r)
-    for p, r in (
-        (r"\bNA TO\b", "NATO"),
-        (r"\bT[il]{2}rkiye\b", "Türkiye"),
-        (r"\bEE AS\b", "EEAS"),
-        (r"\bEM PACT\b", "EMPACT"),
-        (r"\bSmuqqling\b", "Smuggling"),
-        (r"\bsmuqqling\b", "smuggling"),
-        (r"\bretums\b", "returns"),
-        (r"\bSehinas\b", "Schinas"),
-        (r"\b(\d)lh\b", r"\1th"),
-        (r"\bMol\b", "MoI"),
-        (rf"\bI ({MONTHS})\b", r"1 \1"),
-        (rf"\b(\d+)({MONTHS})\b", r"\1 \2"),
-        (rf"\b({MONTHS})and\b", r"\1 and"),
-        (r"\blake forward\b", "take forward"),
-        (r"\bBruxetles\b", "Bruxelles"),
-        (r"\bBELG1Ë\b", "BELGIË"),
-    )
-)
-
-
-@lru_cache(maxsize=4096)
-def search_form(text: str) -> str:
-    """Normalised text for matching: NFC, homoglyphs mapped, OCR slips repaired, line-break
-    hyphenation joined ("anti- trafficking" -> "anti-trafficking"), whitespace collapsed."""
-    s = unicodedata.normalize("NFC", text).translate(_HOMOGLYPHS)
-    s = collapse_ws(s)
-    for pat, rep in OCR_FIXES:
-        s = pat.sub(rep, s)
-    s = re.sub(r"(\w)- (?=[a-z])", r"\1-", s)  # "people- to-people", "anti- trafficking"
-    return s
-
-
-# ---------------------------------------------------------------------------------------------
-# Places: headings that name a country or region are the leaves of a section path.
-
-_PLACES = """
-Afghanistan, Albania, Algeria, Andorra, Angola, Argentina, Armenia, Australia, Austria, Azerbaijan,
-Bahrain, Bangladesh, Belarus, Belgium, Benin, Bhutan, Bolivia, Bosnia and Herzegovina, BiH, Botswana,
-Brazil, Bulgaria, Burkina Faso, Burundi, Cambodia, Cameroon, Canada, Cape Verde, Cabo Verde,
-Central African Republic, Chad, Chile, China, Colombia, Comoros, Congo, Costa Rica, Côte d'Ivoire,
-Cote d'Ivoire, Ivory Coast, Croatia, Cuba, Cyprus, Czechia, Denmark, Djibouti, Ecuador, Egypt,
-El Salvador, Eritrea, Estonia, Eswatini, Ethiopia, Finland, France, Gabon, Gambia, The Gambia, Georgia,
-Germany, Ghana, Greece, Guatemala, Guinea, Guinea-Bissau, Haiti, Honduras, Hong Kong, Hungary, Iceland,
-India, Indonesia, Iran, Iraq, Ireland, Israel, Italy, Jamaica, Japan, Jordan, Kazakhstan, Kenya, Kosovo,
-Kuwait, Kyrgyzstan, Laos, Latvia, Lebanon, Lesotho, Liberia, Libya, Liechtenstein, Lithuania,
-Luxembourg, Macao, Madagascar, Malawi, Malaysia, Maldives, Mali, Malta, Mauritania, Mauritius, Mexico,
-Moldova, Monaco, Mongolia, Montenegro, Morocco, Mozambique, Myanmar, Namibia, Nepal, Netherlands,
-New Zealand, Nicaragua, Niger, Nigeria, North Macedonia, Norway, Oman, Pakistan, Palestine, Panama,
-Paraguay, Peru, Philippines, Poland, Portugal, Qatar, Romania, Russia, Rwanda, Saudi Arabia, Senegal,
-Serbia, Sierra Leone, Singapore, Slovakia, Slovenia, Somalia, South Africa, South Sudan, Spain,
-Sri Lanka, Sudan, Sweden, Switzerland, Syria, Taiwan, Tajikistan, Tanzania, Thailand, Togo, Tunisia,
-Türkiye, Turkey, Turkmenistan, Uganda, Ukraine, United Arab Emirates, United Kingdom, United States,
-Uruguay, Uzbekistan, Venezuela, Vietnam, Yemen, Zambia, Zimbabwe,
-Western Balkans, Balkans, North Africa, Sahel, Horn of Africa, East Africa, West Africa, Middle East,
-Central Asia, South Asia, Latin America, Caribbean, Maghreb, Levant
-"""
-PLACES = frozenset(p.strip().lower() for p in _PLACES.split(",") if p.strip())
-
-
-def is_place(heading: str) -> bool:
-    """True when a heading is just a country or region name (case-insensitive, OCR-repaired)."""
-    return search_form(collapse_ws(heading)).rstrip(":").strip().lower() in PLACES
 
 
 _LABEL = re.compile(r"^(?:[•▪◦●■\-–*>o]\s+)?([A-Z][\w'’ .-]{1,40}?):\s")

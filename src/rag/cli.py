@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .errors import RagError
-from .settings import STRICTNESS, VERIFIER
+from .settings import ANSWER_MODES, LLM_BACKENDS, MODES, STRICTNESS, VERIFIER, set_process_env
 
 EXIT_USER_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     pa = sub.add_parser("ask", help="answer a question from the index")
     pa.add_argument("question", nargs="?", help="the question (or use --batch)")
     pa.add_argument("-k", type=_k_value, help="number of passages to retrieve (default 5)")
-    pa.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
+    pa.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
     pa.add_argument("--index", type=Path, help="index folder")
     pa.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pa.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -125,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
 
     pc = sub.add_parser("chat", help="a conversation on the terminal: one question per line, follow-ups understood")
     pc.add_argument("-k", type=_k_value, help="number of passages to retrieve (default 5)")
-    pc.add_argument("--mode", choices=["hybrid", "dense", "lexical"], help="retrieval mode (default hybrid)")
+    pc.add_argument("--mode", choices=MODES, help="retrieval mode (default hybrid)")
     pc.add_argument("--index", type=Path, help="index folder")
     pc.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     pc.add_argument("--json", action="store_true", help="print each answer as one JSON line")
@@ -170,20 +170,18 @@ def _k_value(text: str) -> int:
 
 
 def _answer_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--answer", choices=["extractive", "llm"],
+    p.add_argument("--answer", choices=ANSWER_MODES,
                    help="extractive (default, offline) or llm (RAG_LLM_BACKEND: ollama, openai or llamacpp)")
-    p.add_argument("--llm-backend", choices=["ollama", "openai", "llamacpp"], help="chat model backend for --answer llm")
+    p.add_argument("--llm-backend", choices=LLM_BACKENDS, help="chat model backend for --answer llm")
     p.add_argument("--llm-model", help="chat model name (or RAG_LLM_MODEL)")
     p.add_argument("--llm-base-url", help="server address (or RAG_LLM_BASE_URL)")
-    p.add_argument("--strictness", choices=list(STRICTNESS),
+    p.add_argument("--strictness", choices=STRICTNESS,
                    help="how readily to say 'the documents do not say' (default balanced; or RAG_STRICTNESS)")
-    p.add_argument("--verifier", choices=list(VERIFIER), help="the trained reader that abstains and finds short answers (default on)")
+    p.add_argument("--verifier", choices=VERIFIER, help="the trained reader that abstains and finds short answers (default on)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # Idle OpenMP threads sleep instead of spinning: on a busy 2-core machine spinning threads made
-    # FAISS training ~7x slower, and query latency is the same either way (measured for issue 6).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_process_env()  # no model hub, quiet Hugging Face libraries, sleeping OpenMP threads
     args = _parser().parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(_SafeFormatter("%(levelname)s %(name)s: %(message)s"))

@@ -36,16 +36,6 @@ class Embedder(Protocol):
         ...
 
 
-def _offline_env() -> None:
-    # No hub at run time: set before sentence-transformers / transformers are imported.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-
-
 def bundled_model_zip() -> Path | None:
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
@@ -118,7 +108,6 @@ class SentenceTransformerEmbedder:
         return self._model
 
     def _load(self):
-        _offline_env()
         where = resolve_model(self.model_id, self.cache_dir)
         try:
             from sentence_transformers import SentenceTransformer
@@ -128,10 +117,11 @@ class SentenceTransformerEmbedder:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()  # no "Loading weights" bar on every start
+            hf_logging.set_verbosity_error()
         except ImportError:  # pragma: no cover
             pass
         try:
-            return SentenceTransformer(where, device="cpu")
+            return SentenceTransformer(where, device="cpu", local_files_only=True)  # never a hub
         except Exception as exc:  # noqa: BLE001 - any load failure becomes one actionable message
             raise ModelUnavailable(
                 f"cannot load embedding model {self.model_id!r} offline ({type(exc).__name__}: {exc}). "
@@ -202,7 +192,7 @@ class _FallbackEmbedder:
 
         self.model_id = name
         self.cache_dir = cache_dir
-        self._onnx = OnnxEmbedder(name, cache_dir)
+        self._onnx = OnnxEmbedder(name, cache_dir, resolve_model)
         self._impl = None
         self._lock = threading.Lock()
 
@@ -215,7 +205,7 @@ class _FallbackEmbedder:
         return self._impl
 
     def _choose(self):
-        from .onnx_encoder import OnnxUnsupported
+        from .errors import OnnxUnsupported
 
         try:
             _ = self._onnx.encoder  # loads (and exports, the first time)

@@ -26,6 +26,43 @@ class ModelUnavailable(RagError):
     """The embedding model cannot be loaded offline."""
 
 
+class OnnxUnsupported(ModelUnavailable):
+    """The model cannot run on the ONNX backend (its layout, or onnxruntime/tokenizers are missing)."""
+
+
+class ReaderUnavailable(ModelUnavailable):
+    """The reader's files (rag/models/reader) are missing, corrupt or cannot run."""
+
+
+class UnreadableFile(RagError):
+    """A corpus file cannot be read as text (unsupported type, no text layer, over the size limit);
+    the loader records it as skipped with this message as the reason."""
+
+
+class LLMUnavailable(RagError):
+    """The configured chat model cannot be used (extra not installed, no model file, no server)."""
+
+
+class UploadRefused(RagError):
+    """An uploaded file was not added to the corpus."""
+
+
+class BadUploadName(UploadRefused):
+    """The file name is unusable or its type is not supported."""
+
+
+class UploadTooLarge(UploadRefused):
+    """The file is empty or over the size limit."""
+
+
+class UploadExists(UploadRefused):
+    """A file with that name is already in the corpus and replacing it was not allowed."""
+
+
+class UploadUnreadable(UploadRefused):
+    """The content does not match the extension, or has no extractable text."""
+
+
 class IndexError_(RagError):
     """Base for index problems (named with a trailing underscore to not shadow the builtin)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .clean import PLACES
+from .text import PLACES
 
 #: "and what about Egypt?", "how about the annex", "what of Libya", "same for Tunisia", "and in Niger?"
 _ABOUT = re.compile(

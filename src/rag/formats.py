@@ -4,7 +4,7 @@ Each function takes the file's bytes and returns the text every offset will refe
 index, so citations and "show in context" work for every format). Headings come out as Markdown
 heading lines (``## Title``), which the layout stage (:mod:`rag.clean`) turns into section paths;
 table rows come out one per line, cells separated by `` | ``. Failures raise
-:class:`rag.load.UnreadableFile` with a reason a person can act on. Heavy imports stay inside the
+:class:`rag.errors.UnreadableFile` with a reason a person can act on. Heavy imports stay inside the
 functions.
 
 - ``.docx``: python-docx, body paragraphs and tables in document order; ``Heading N`` and ``Title``
@@ -34,7 +34,7 @@ OcrProgress = Callable[[int, int], None]
 
 
 def _unreadable(reason: str) -> Exception:
-    from .load import UnreadableFile
+    from .errors import UnreadableFile
 
     return UnreadableFile(reason)
 
@@ -140,7 +140,7 @@ def html_text(raw: bytes) -> tuple[str, str]:
         from selectolax.lexbor import LexborHTMLParser
     except ImportError as exc:  # pragma: no cover - a dependency
         raise _unreadable("reading HTML needs selectolax: pip install selectolax") from exc
-    from .load import decode_text
+    from .text import decode_text
 
     html, _ = decode_text(raw)
     depth = html_depth(html)

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 
 from .answer import Citation, passage
-from .clean import collapse_ws, search_form
-from .errors import RagError
+from .errors import LLMUnavailable
 from .lexical import tokenize
 from .retrieve import Hit
+from .text import collapse_ws, search_form
 
 if TYPE_CHECKING:  # pragma: no cover
     from langchain_core.language_models import BaseChatModel
@@ -50,10 +50,6 @@ If the passages do not contain the answer, reply exactly: Not in the documents."
 
 REWRITE_PROMPT = """Rewrite the user's last message as one standalone question that can be understood \
 without the conversation. Keep names, places, numbers and dates. Reply with the question only."""
-
-
-class LLMUnavailable(RagError):
-    """The configured chat model cannot be used (extra not installed, no model file, no server)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,10 +117,9 @@ def choose_model(settings: "Settings", model: str | None) -> "Settings":
 
 
 def api_key(settings: "Settings") -> str:
-    """The key sent to OpenAI-compatible servers: RAG_LLM_API_KEY, else OPENAI_API_KEY."""
-    import os
-
-    return settings.llm_api_key or os.environ.get("OPENAI_API_KEY", "")
+    """The key sent to OpenAI-compatible servers (:meth:`Settings.from_env` reads RAG_LLM_API_KEY,
+    else OPENAI_API_KEY, into it)."""
+    return settings.llm_api_key
 
 
 #: ``scheme://`` at the start of a URL
@@ -261,6 +256,44 @@ _CHAT_CLASSES = {
     "ChatOpenAI": ("openai", "model_name", "openai_api_base"),
     "ChatLlamaCpp": ("llamacpp", "model_path", ""),
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Notices: what a person is told when the model's answer is replaced or changed
+
+FALLBACK = "showing the extractive answer instead"
+WITHHELD = ("the language model's answer was withheld: the verifier finds no answer to the question in the "
+            "passages it cited")
+
+
+def fallback_notice(why: str) -> str:
+    """``why``, then that the extractive answer is shown in place of the model's."""
+    return f"{why}; {FALLBACK}"
+
+
+def failure_notice(settings: "Settings", chat: Any, exc: BaseException) -> str:
+    """The notice for a chat model that could not be built (:class:`LLMUnavailable`) or failed
+    (connection refused, timeout, bad reply); redacted, so it is safe to show."""
+    if isinstance(exc, LLMUnavailable):
+        return redact(fallback_notice(str(exc)), settings, chat)
+    why = f"{type(exc).__name__}: {redact(str(exc), settings, chat)[:200]}".rstrip(": ")
+    log.warning("LLM call failed: %s", why)
+    return fallback_notice(f"the language model ({backend_label(settings, chat)}) could not answer ({why})")
+
+
+def empty_reply_notice(settings: "Settings", chat: Any) -> str:
+    """The model replied with nothing but citation markers (seen from a 0.5B model)."""
+    return fallback_notice(f"the language model ({backend_label(settings, chat)}) returned no answer text")
+
+
+def verification_notices(v: "Verified") -> list[str]:
+    """What :func:`verify` changed or could not support in the model's answer."""
+    notices = []
+    if v.invalid_citations:
+        notices.append("removed citation markers that named no passage: " + ", ".join(f"[{n}]" for n in v.invalid_citations))
+    if v.unsupported_sentences:
+        notices.append(f"{len(v.unsupported_sentences)} sentence(s) of this answer are not supported by the cited passages")
+    return notices
 
 
 def backend_label(settings: "Settings", chat: Any = None) -> str:

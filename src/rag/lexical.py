@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .clean import search_form
+from .text import fold
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are aren't as at be because been before being
@@ -36,11 +35,6 @@ def _stemmer():
     import Stemmer  # PyStemmer
 
     return Stemmer.Stemmer("english")
-
-
-def fold(text: str) -> str:
-    s = unicodedata.normalize("NFKD", search_form(text).lower())
-    return "".join(c for c in s if not unicodedata.combining(c))
 
 
 def _bm25s():

@@ -23,10 +23,12 @@ import logging
 import os
 import re
 import stat
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+
+from .errors import UnreadableFile
+from .text import decode_text
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +229,6 @@ def load_corpus(corpus_dir: Path, max_file_mb: float = 50.0, follow_symlinks: bo
     return LoadReport(tuple(docs), tuple(skipped), tuple(notices), tuple(refused))
 
 
-class UnreadableFile(Exception):
-    pass
-
-
 _DEFAULT_SIDECAR = object()
 
 
@@ -333,24 +331,6 @@ def _read_regular(path: Path, max_bytes: int, follow: bool, max_file_mb: float) 
     if len(raw) > max_bytes:  # grew while being read
         raise UnreadableFile(f"file is over the {max_file_mb:g} MB limit")
     return raw
-
-
-def decode_text(raw: bytes) -> tuple[str, str]:
-    """UTF-8 (with or without BOM); otherwise cp1252, then latin-1, with a notice. Binary data is refused."""
-    if b"\x00" in raw[:8192]:
-        raise UnreadableFile("looks like a binary file, not text")
-    try:
-        text = raw.decode("utf-8-sig")
-        notice = ""
-    except UnicodeDecodeError:
-        try:
-            text, notice = raw.decode("cp1252"), "not valid UTF-8; decoded as cp1252"
-        except UnicodeDecodeError:
-            text, notice = raw.decode("latin-1"), "not valid UTF-8; decoded as latin-1"
-    controls = sum(1 for ch in text[:8192] if unicodedata.category(ch) == "Cc" and ch not in "\n\r\t\f")
-    if controls > max(8, len(text[:8192]) // 50):
-        raise UnreadableFile("looks like a binary file, not text")
-    return text.replace("\r\n", "\n").replace("\r", "\n"), notice
 
 
 def _pdf_text(raw: bytes) -> str:

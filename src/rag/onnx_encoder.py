@@ -25,11 +25,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import ModelUnavailable
+from .errors import OnnxUnsupported
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,6 @@ PROBES = (
     "deliver seven boats to the coast guard and launch the procurement procedures.",
     " ".join(["Frontex deployed 50 border guards to the eastern border in December."] * 40),  # > 256 tokens
 )
-
-
-class OnnxUnsupported(ModelUnavailable):
-    """The model cannot run on the ONNX backend (its layout, or onnxruntime/tokenizers are missing)."""
 
 
 @dataclass(frozen=True)
@@ -160,16 +156,13 @@ def ensure_exported(folder: Path, cache_dir: Path) -> Path:
 
 def _export(layout: ModelLayout, out: Path) -> None:
     """Trace the transformer (eager attention, a padded sample so the mask is part of the graph)."""
-    from .embed import _offline_env
-
-    _offline_env()
     try:
         import torch
         from transformers import AutoModel
     except ImportError as exc:
         raise OnnxUnsupported("exporting to ONNX needs torch and transformers (installed by `make setup`)") from exc
 
-    model = AutoModel.from_pretrained(layout.folder, attn_implementation="eager").eval()
+    model = AutoModel.from_pretrained(layout.folder, attn_implementation="eager", local_files_only=True).eval()
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self, m) -> None:
@@ -256,10 +249,12 @@ class OnnxEmbedder:
 
     backend = "onnx"
 
-    def __init__(self, name: str, cache_dir: Path, batch_size: int = 16) -> None:
+    def __init__(self, name: str, cache_dir: Path, resolve: Callable[[str, Path], str], batch_size: int = 16) -> None:
+        """``resolve(name, cache_dir)`` gives the model's local folder (:func:`rag.embed.resolve_model`)."""
         self.model_id = name
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
+        self._resolve = resolve
         self._encoder: OnnxEncoder | None = None
         self._lock = threading.Lock()
 
@@ -272,10 +267,7 @@ class OnnxEmbedder:
         return self._encoder
 
     def _load(self) -> OnnxEncoder:
-        from .embed import _offline_env, resolve_model
-
-        _offline_env()  # nothing here reaches a hub, but an export imports transformers
-        where = Path(resolve_model(self.model_id, self.cache_dir))
+        where = Path(self._resolve(self.model_id, self.cache_dir))
         if not where.is_dir():
             raise OnnxUnsupported(f"model {self.model_id!r} is not a local folder; the ONNX backend needs one")
         layout = read_layout(where)

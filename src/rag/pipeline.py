@@ -261,7 +261,9 @@ class Assistant:
                   strictness: str | None = None) -> Answer:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer.
         Every message made of the server's text goes through rag.generate.redact (no key, no password)."""
-        from .generate import REFUSAL, LLMUnavailable, backend_label, build_messages, redact, stream_text, text_without_markers, verify
+        from .answer import not_in_documents
+        from .generate import (REFUSAL, WITHHELD, build_messages, empty_reply_notice, failure_notice, redact, stream_text,
+                               text_without_markers, verification_notices, verify)
 
         if not hits:
             return replace(extractive, mode="llm")
@@ -271,31 +273,17 @@ class Assistant:
             model = chat or self.chat_model()
             text = stream_text(model, build_messages(extractive.question, hits), on_token)
             text = redact(text, self.settings, model, secrets_only=True)
-        except LLMUnavailable as exc:
-            return replace(extractive, notices=extractive.notices + (
-                redact(f"{exc}; showing the extractive answer instead", self.settings, model),))
-        except Exception as exc:  # any backend failure (connection refused, timeout, bad reply): fall back
-            why = f"{type(exc).__name__}: {redact(str(exc), self.settings, model)[:200]}".rstrip(": ")
-            log.warning("LLM call failed: %s", why)
-            return replace(extractive, notices=extractive.notices + (
-                f"the language model ({backend_label(self.settings, model)}) could not answer ({why}); "
-                "showing the extractive answer instead",))
+        except Exception as exc:  # not built, or any backend failure (connection refused, timeout, bad reply)
+            return replace(extractive, notices=extractive.notices + (failure_notice(self.settings, model, exc),))
         t2 = time.perf_counter()
-        if not text_without_markers(text):  # nothing but "[1]" (seen from a 0.5B model): no answer at all
-            return replace(extractive, notices=extractive.notices + (
-                f"the language model ({backend_label(self.settings, model)}) returned no answer text; "
-                "showing the extractive answer instead",))
+        if not text_without_markers(text):  # nothing but "[1]": no answer at all
+            return replace(extractive, notices=extractive.notices + (empty_reply_notice(self.settings, model),))
         v = verify(text, hits, self.data, self.embedder.embed, extractive.question)
         t3 = time.perf_counter()
         timings = dict(extractive.timings_ms, generate=(t2 - t1) * 1000, verify=(t3 - t2) * 1000, total=(t3 - t0) * 1000)
-        notices = list(extractive.notices)
-        if v.invalid_citations:
-            notices.append("removed citation markers that named no passage: " + ", ".join(f"[{n}]" for n in v.invalid_citations))
-        if v.unsupported_sentences:
-            notices.append(f"{len(v.unsupported_sentences)} sentence(s) of this answer are not supported by the cited passages")
+        notices = list(extractive.notices) + verification_notices(v)
         if v.refused:
-            q = extractive.question.strip().rstrip("?")
-            return replace(extractive, answer="", abstained=True, message=f"The documents do not say: {q}? ({REFUSAL})",
+            return replace(extractive, answer="", abstained=True, message=not_in_documents(extractive.question, REFUSAL),
                            citations=(), support=0.0, timings_ms=timings, notices=tuple(notices), mode="llm",
                            invalid_citations=v.invalid_citations, short_answer=None)
         support = min((c.support for c in v.claims), default=0.0)
@@ -305,10 +293,8 @@ class Assistant:
         reading = self.read(search_text(extractive.question), cited) if cited else None
         answerable = extractive.answerable if reading is None else reading.answerable
         if reading is not None and reading.answerable < self.reader.threshold(strictness or self.settings.strictness):
-            q = extractive.question.strip().rstrip("?")
-            notices.append("the language model's answer was withheld: the verifier finds no answer to the question "
-                           "in the passages it cited")
-            return replace(extractive, answer="", abstained=True, message=f"The documents do not say: {q}?",
+            notices.append(WITHHELD)
+            return replace(extractive, answer="", abstained=True, message=not_in_documents(extractive.question),
                            citations=(), support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
                            invalid_citations=v.invalid_citations, short_answer=None, answerable=answerable)
         short = extractive.short_answer
@@ -336,7 +322,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     answer's first, cited sentence). Otherwise the sentences stay as scored and there is no short
     answer: on eval/qa.jsonl, putting an unconfident span's sentence first lowered answer accuracy
     from 0.883 to 0.853."""
-    from .clean import collapse_ws
+    from .text import collapse_ws
 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
         return scored, None

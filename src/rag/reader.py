@@ -25,17 +25,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ModelUnavailable
+from .errors import ModelUnavailable, ReaderUnavailable
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = Path(__file__).parent / "models" / "reader"
 MAX_QUESTION_TOKENS = 64  # longer questions are cut before reading (the passage needs the room)
 REBUILD = "python -m rag.reader_train (see src/rag/models/reader/MODEL_CARD.md)"
-
-
-class ReaderUnavailable(ModelUnavailable):
-    """The reader's files are missing, corrupt or cannot run."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ the thresholds and the model card's figures come from them, never from training 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -36,8 +35,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .chunk import Chunk, chunk_document
-from .clean import PLACES
+from .text import PLACES
 from .lexical import tokenize
+from .evaluate import CURATED_HELDOUT_SHARE, split_of
 from .load import Document
 from .reader import reader_context
 
@@ -47,7 +47,6 @@ SEED = 13
 MAX_LEN = 192  # tokens of question + passage; the chunker's passages (<= 120 words) fit
 #: SQuAD articles kept out of training (every fifth title in sorted order, from the third on).
 HELDOUT_STRIDE, HELDOUT_OFFSET = 5, 2
-CURATED_HELDOUT_SHARE = 1 / 3  # of eval/qa.jsonl, chosen by a hash of the question id
 
 
 @dataclass(frozen=True)
@@ -66,12 +65,6 @@ class Example:
     @property
     def answerable(self) -> bool:
         return self.start >= 0
-
-
-def split_of(key: str, share: float) -> bool:
-    """Deterministic held-out membership of ``key`` (True: held out)."""
-    h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < share
 
 
 def heldout_titles(titles: Iterable[str]) -> set[str]:
@@ -598,7 +591,7 @@ def _probe_assistant(settings, reader, corpus_files: dict[str, str] | None, corp
 
 
 def _probe(a, question: str, group: str, label: int, answers: Sequence[str], gold: Callable | None) -> Probe:
-    from .clean import collapse_ws
+    from .text import collapse_ws
     from .pipeline import clean_question, search_text
 
     text = search_text(clean_question(question, a.settings.max_question_chars).text)

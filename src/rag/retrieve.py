@@ -13,7 +13,7 @@ import numpy as np
 
 from .ann import is_exact, search as ann_search
 from .chunk import Chunk
-from .clean import collapse_ws
+from .text import collapse_ws
 from .index import IndexData
 from .settings import FUSIONS, MODES
 

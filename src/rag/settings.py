@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, MutableMapping
 
 from .errors import BadSetting
 
@@ -132,8 +132,10 @@ class Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
-        """Defaults, then ``RAG_*`` environment variables, then explicit overrides (non-None)."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then ``RAG_*`` environment variables (and ``OPENAI_API_KEY`` when
+        ``RAG_LLM_API_KEY`` is not set), then explicit overrides (non-None). The only place the
+        library reads the environment: the CLI and the app call it."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -141,6 +143,8 @@ class Settings:
             if raw is None or f.name == "chunking":
                 continue
             values[f.name] = _parse(f.name, raw)
+        if "llm_api_key" not in values and env.get("OPENAI_API_KEY"):
+            values["llm_api_key"] = env["OPENAI_API_KEY"]
         settings = cls(**values)
         return settings.with_(**overrides)
 
@@ -149,6 +153,24 @@ class Settings:
         if d.get("llm_api_key"):
             d["llm_api_key"] = "***"
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+#: Process-wide defaults the edges (CLI, app, benchmarks) set before loading anything: no model hub,
+#: no telemetry or progress bars from the Hugging Face libraries, no tokenizer threads across a fork,
+#: and idle OpenMP threads that sleep (spinning made FAISS training ~7x slower on a busy 2-core
+#: machine; query latency is the same either way, measured for issue 6).
+PROCESS_ENV = {
+    "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
+
+
+def set_process_env(environ: MutableMapping[str, str] | None = None) -> None:
+    """Apply :data:`PROCESS_ENV` where the user has not set a variable (called by the edges only)."""
+    env = os.environ if environ is None else environ
+    for name, value in PROCESS_ENV.items():
+        env.setdefault(name, value)
 
 
 def _parse(name: str, raw: str) -> Any:

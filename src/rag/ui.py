@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from .answer import Answer, Citation
+from .text import collapse_ws
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 MARKDOWN_SPECIAL = frozenset("\\`*_{}[]()#+-.!|<>~$:&=")
 HIGHLIGHT = "orange-background"  # Streamlit's ``:orange-background[...]``
 CONTEXT_CHARS = 600
-_WS = re.compile(r"\s+")
 
 
 #: GFM turns bare URLs and e-mail addresses into links by pattern-matching the *rendered* text, so
@@ -54,15 +54,10 @@ def escape_markdown(text: str) -> str:
     return "".join("\\" + ch if ch in MARKDOWN_SPECIAL else ch for ch in defuse_autolinks(text))
 
 
-def collapse_ws(text: str) -> str:
-    """Every run of whitespace (newlines included) becomes one space; no strip."""
-    return _WS.sub(" ", text)
-
-
 def md_text(text: str) -> str:
     """Document or user text as one safe Markdown paragraph (whitespace collapsed, so OCR line
     breaks and indentation cannot start a code block or a list)."""
-    return escape_markdown(collapse_ws(text).strip())
+    return escape_markdown(collapse_ws(text))
 
 
 def message_markdown(message: str) -> str:
@@ -75,9 +70,9 @@ def message_markdown(message: str) -> str:
     out = []
     for i, part in enumerate(parts):
         if i % 2 and part.strip():
-            out.append(f"`{collapse_ws(part)}`")
+            out.append(f"`{collapse_ws(part, strip=False)}`")
         else:
-            out.append(escape_markdown(collapse_ws(part)))
+            out.append(escape_markdown(collapse_ws(part, strip=False)))
     return "".join(out).strip()
 
 
@@ -137,25 +132,25 @@ def segments_markdown(segs: Sequence[Segment], style: str = HIGHLIGHT) -> str:
     i = 0
     while i < len(segs):
         if not segs[i].marked:
-            out.append(escape_markdown(collapse_ws(segs[i].text)))
+            out.append(escape_markdown(collapse_ws(segs[i].text, strip=False)))
             i += 1
             continue
         run = []
         while i < len(segs) and segs[i].marked:
             run.append(segs[i])
             i += 1
-        text = collapse_ws("".join(x.text for x in run))
+        text = collapse_ws("".join(x.text for x in run), strip=False)
         if not text.strip():
             out.append(escape_markdown(text))
             continue
         parts = []
         for x in run:
-            t = collapse_ws(x.text).replace("\x00", "").replace("\x01", "")
+            t = collapse_ws(x.text, strip=False).replace("\x00", "").replace("\x01", "")
             core = t.strip()
             if x.strong and core:
                 t = t.replace(core, f"\x00{core}\x01", 1)
             parts.append(t)
-        body = collapse_ws("".join(parts))
+        body = collapse_ws("".join(parts), strip=False)
         lead = " " if body[:1] == " " else ""
         trail = " " if body[-1:] == " " else ""
         md = escape_markdown(body.strip()).replace("\x00", "**").replace("\x01", "**")
@@ -176,7 +171,7 @@ def short_answer_markdown(a: Answer) -> str | None:
     """``**Answer: 50**`` above the quoted sentence (escaped), or None without a short answer."""
     if a.short_answer is None or a.abstained:
         return None
-    return f"**Answer: {escape_markdown(collapse_ws(a.short_answer.text).strip())}**"
+    return f"**Answer: {escape_markdown(collapse_ws(a.short_answer.text))}**"
 
 
 def short_span(a: Answer, c: Citation) -> tuple[int, int] | None:
@@ -219,7 +214,7 @@ def context_markdown(doc_text: str, start: int, end: int, chars: int = CONTEXT_C
 
 
 def shorten(text: str, limit: int) -> str:
-    text = collapse_ws(text).strip()
+    text = collapse_ws(text)
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 

@@ -25,32 +25,12 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RagError
+from .errors import BadUploadName, UploadExists, UploadRefused, UploadTooLarge, UploadUnreadable
 from .load import SUPPORTED, UnreadableFile, load_file
 
 #: Longest base name kept (in UTF-8 bytes, extension excluded); file systems allow 255.
 MAX_STEM_BYTES = 120
 _UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: letters and digits of any script, and "_"
-
-
-class UploadRefused(RagError):
-    """An uploaded file was not added to the corpus."""
-
-
-class BadUploadName(UploadRefused):
-    """The file name is unusable or its type is not supported."""
-
-
-class UploadTooLarge(UploadRefused):
-    """The file is empty or over the size limit."""
-
-
-class UploadExists(UploadRefused):
-    """A file with that name is already in the corpus and replacing it was not allowed."""
-
-
-class UploadUnreadable(UploadRefused):
-    """The content does not match the extension, or has no extractable text."""
 
 
 @dataclass(frozen=True)
