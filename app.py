@@ -30,7 +30,7 @@ from rag import ui
 from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
 from rag.generate import StreamRedactor, choose_model, fallback_notice, model_choices, redact
-from rag.index import MANIFEST, DocRecord, read_manifest, stale_reasons
+from rag.index import MANIFEST, DocRecord, Manifest, load_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings, set_process_env
 from rag.upload import REMOVED_DIR, remove_document, save_upload
@@ -156,10 +156,10 @@ def upload_limit(settings: Settings) -> dict[str, int]:
     return {"max_upload_size": max(1, math.ceil(settings.max_file_mb))}
 
 
-def check_index(settings: Settings) -> tuple[dict[str, Any] | None, RagError | None]:
+def check_index(settings: Settings) -> tuple[Manifest | None, RagError | None]:
     """(manifest, None) for a readable index, (None, None) when there is none, (None, error) otherwise."""
     try:
-        return read_manifest(settings.index_dir), None
+        return load_manifest(settings.index_dir), None
     except IndexMissing:
         return None, None
     except RagError as exc:
@@ -304,7 +304,7 @@ def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, Do
                     st.markdown(ui.context_markdown(doc_text, start, end))
 
 
-def render_library(settings: Settings, assistant: Assistant, manifest: Mapping[str, Any], builder: ui.IndexBuilder) -> None:
+def render_library(settings: Settings, assistant: Assistant, manifest: Manifest, builder: ui.IndexBuilder) -> None:
     """The document library: every corpus file with its status; re-index or remove one."""
     rows = ui.library_rows(manifest, assistant.data.docs, assistant.data.chunks)
     if not rows:

@@ -447,15 +447,16 @@ def time_build(settings, nochange_runs: int = 3) -> dict[str, Any]:
         cmd = [*rag_command(), "index", "--corpus", str(settings.corpus_dir), "--index", str(index), "--no-progress"]
         env = child_env(settings, index=index)
         built = _checked(run_child(cmd, env), "rag index")
-        manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+        from rag.index import load_manifest
+
+        manifest = load_manifest(index)
         again = [_checked(run_child(cmd, env), "rag index (no change)") for _ in range(max(1, nochange_runs))]
         if not all("up to date" in r.stdout for r in again):
             from rag.errors import RagError
 
             raise RagError(f"bench: `rag index` with nothing changed rebuilt the index: {again[-1].stdout.strip()}")
-    counts = manifest.get("counts", {})
-    passages, sentences = int(counts.get("chunks", 0)), int(counts.get("sentences", 0))
-    inproc = float(manifest.get("build_seconds") or built.seconds)
+    passages, sentences = manifest.counts.chunks, manifest.counts.sentences
+    inproc = float(manifest.build_seconds or built.seconds)
     return {"index_build_s": built.seconds, "index_build_inproc_s": inproc, "index_passages": passages,
             "index_sentences": sentences, "index_passages_per_s": passages / built.seconds,
             "index_texts_per_s": (passages + sentences) / inproc,
@@ -509,8 +510,10 @@ def time_incremental(settings, squad_dir: Path, files: int = 1000, runs: int = 3
                 from rag.errors import RagError
 
                 raise RagError(f"bench: the {name} run was not incremental: {done[-1].stdout.strip()}")
-        manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
-    out: dict[str, Any] = {"incremental_files": files, "incremental_passages": manifest["counts"]["chunks"],
+        from rag.index import load_manifest
+
+        manifest = load_manifest(index)
+    out: dict[str, Any] = {"incremental_files": files, "incremental_passages": manifest.counts.chunks,
                            "incremental_full_s": full.seconds, "incremental_full_peak_rss_mb": full.peak_rss_mb}
     for name, done in ops.items():
         med = _median([d.seconds for d in done])
@@ -662,9 +665,9 @@ def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progre
     assistant.warm_up()
     result["load_s"] = time.perf_counter() - t0
     result["embed_backend"] = getattr(assistant.embedder, "backend", backend)
-    counts = assistant.data.manifest.get("counts", {})
-    result["corpus"] = {"documents": counts.get("documents"), "passages": counts.get("chunks"),
-                        "sentences": counts.get("sentences"), "index_dir": str(settings.index_dir)}
+    counts = assistant.data.manifest.counts
+    result["corpus"] = {"documents": counts.documents, "passages": counts.chunks,
+                        "sentences": counts.sentences, "index_dir": str(settings.index_dir)}
     result["machine"] = machine_info(result["embed_backend"])
 
     progress(f"warm latency: {len(items)} questions x (encoder, ask, {', '.join(MODES)})")

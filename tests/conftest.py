@@ -132,6 +132,15 @@ class HashEmbedder:
         return out
 
 
+def small_manifest(documents: int = 1, chunks: int = 2, sentences: int = 3, **fields):
+    """A :class:`rag.index.Manifest` with these counts (and any other fields), for code that shows one."""
+    from rag.index import Counts, Manifest
+
+    base = dict(format_version=1, model_id="m", dim=384, settings={}, files={}, artifacts={},
+                counts=Counts(documents, chunks, sentences))
+    return Manifest(**{**base, **fields})
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``rag.cli.main(argv)`` in this process: (exit code, stdout, stderr); argparse exits count too."""
     from rag.cli import main

@@ -129,7 +129,7 @@ def small_threshold(monkeypatch):
 
 def test_index_past_the_threshold_is_hnsw_recorded_and_honoured_at_load(tiny_copy, small_threshold):
     result = build_index(tiny_copy, force=True)  # 3 passages and 7 sentences > 2
-    spec = result.manifest["faiss"]
+    spec = result.manifest.faiss
     assert spec["type"] == "IndexHNSWFlat" and spec["exact_max"] == 2 and spec["efSearch"] == ann.HNSW_EF_SEARCH
     data = load_index(tiny_copy)
     assert isinstance(data.vectors, faiss.IndexHNSWFlat) and not ann.is_exact(data.vectors)
@@ -144,7 +144,7 @@ def test_index_past_the_threshold_is_hnsw_recorded_and_honoured_at_load(tiny_cop
 
 def test_small_index_stays_exact(tiny_copy):
     result = build_index(tiny_copy, force=True)
-    assert result.manifest["faiss"] == {"type": "IndexFlatIP", "metric": "inner_product"}
+    assert result.manifest.faiss == {"type": "IndexFlatIP", "metric": "inner_product"}
     assert ann.is_exact(load_index(tiny_copy).vectors)
 
 

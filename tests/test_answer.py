@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FINLAND_Q
 from rag import answer as answer_mod
-from rag.answer import Scored, compose
+from rag.answer import Composed, Scored, compose
 from rag.chunk import Chunk
 from rag.clean import analyse
 from rag.text import collapse_ws
@@ -48,21 +48,21 @@ def _scored(rank: int, start: int, text: str, score: float) -> Scored:
 
 def test_compose_abstains_below_the_threshold():
     scored = [_scored(0, 0, "Alpha one is here.", 0.3)]
-    answer, abstained, message, cits, support = compose("What is alpha? ", _hits(), scored, abstain_below=0.5)
-    assert (answer, abstained, message, cits, support) == ("", True, "The documents do not say: What is alpha?", (), 0.3)
+    assert compose("What is alpha? ", _hits(), scored, abstain_below=0.5) == Composed(
+        "", True, "The documents do not say: What is alpha?", (), 0.3)
 
 
 def test_compose_abstains_without_sentences():
-    assert compose("?", [], [], abstain_below=0.5) == ("", True, "The documents do not say.", (), 0.0)
+    assert compose("?", [], [], abstain_below=0.5) == Composed("", True, "The documents do not say.", (), 0.0)
 
 
 def test_compose_answers_with_the_best_sentence_and_cites_its_passage():
     hits = _hits()
     scored = [_scored(1, 10, "Beta two is here.", 0.9), _scored(0, 0, "Alpha one is here.", 0.1)]
-    answer, abstained, message, cits, support = compose("Q?", hits, scored, abstain_below=0.5)
-    assert answer == message == "Beta two is here. [1]"
-    assert not abstained and support == 0.9
-    (c,) = cits
+    out = compose("Q?", hits, scored, abstain_below=0.5)
+    assert out.answer == out.message == "Beta two is here. [1]"
+    assert not out.abstained and out.support == 0.9
+    (c,) = out.citations
     assert (c.n, c.doc, c.page, c.section, c.start, c.end, c.text) == (1, "d.txt", 2, "Part › S1", 10, 19, "chunk 1")
     assert c.highlights == ((10, 27),)
 
@@ -75,7 +75,8 @@ def test_compose_numbers_passages_in_order_of_first_use_and_groups_highlights():
         _scored(2, 61, "Delta four is here.", 1.0 * ratio + 0.005),
         _scored(1, 20, "Beta two is here.", 1.0 * ratio),  # a fourth sentence never joins
     ]
-    answer, _, _, cits, _ = compose("Q?", _hits(), scored, abstain_below=0.5)
+    out = compose("Q?", _hits(), scored, abstain_below=0.5)
+    answer, cits = out.answer, out.citations
     assert answer == "Gamma three is here. [1] Alpha one is here. [2] Delta four is here. [1]"
     assert [(c.n, c.text) for c in cits] == [(1, "chunk 2"), (2, "chunk 0")]
     assert cits[0].highlights == ((40, 60), (61, 80))
@@ -85,28 +86,28 @@ def test_compose_numbers_passages_in_order_of_first_use_and_groups_highlights():
 def test_compose_leaves_out_sentences_well_below_the_best():
     ratio = answer_mod.SECOND_RATIO
     scored = [_scored(0, 0, "Alpha one is here.", 1.0), _scored(1, 20, "Beta two is here.", ratio - 0.05)]
-    answer, _, _, cits, _ = compose("Q?", _hits(), scored, abstain_below=0.5)
-    assert answer == "Alpha one is here. [1]"
-    assert len(cits) == 1
+    out = compose("Q?", _hits(), scored, abstain_below=0.5)
+    assert out.answer == "Alpha one is here. [1]"
+    assert len(out.citations) == 1
 
 
 def test_compose_strips_list_markers_from_answer_text():
     scored = [_scored(0, 0, "> Deliver seven boats to the coast guard.", 1.0)]
-    answer, *_ = compose("Q?", _hits(), scored, abstain_below=0.5)
+    answer = compose("Q?", _hits(), scored, abstain_below=0.5).answer
     assert answer == "Deliver seven boats to the coast guard. [1]"
 
 
 def test_compose_trims_a_long_sentence_to_the_word_limit():
     long = ", ".join(f"clause number {i} about nothing" for i in range(30)) + ", and boats were delivered."
     scored = [_scored(0, 0, long, 1.0)]
-    answer, *_ = compose("Q?", _hits(), scored, abstain_below=0.5, max_words=20, qtokens=["boat", "deliv"])
+    answer = compose("Q?", _hits(), scored, abstain_below=0.5, max_words=20, qtokens=["boat", "deliv"]).answer
     assert content_words(answer) <= 20
     assert answer.startswith("… ") and answer.endswith("boats were delivered. [1]")
 
 
 def test_compose_skips_a_second_sentence_that_would_overflow_the_budget():
     scored = [_scored(0, 0, "Alpha one is here.", 1.0), _scored(1, 20, "word " * 60 + "end.", 0.99)]
-    answer, *_ = compose("Q?", _hits(), scored, abstain_below=0.5, max_words=60)
+    answer = compose("Q?", _hits(), scored, abstain_below=0.5, max_words=60).answer
     assert answer == "Alpha one is here. [1]"
 
 

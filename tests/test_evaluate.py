@@ -630,7 +630,7 @@ def test_run_eval_curves_kinds_config_and_progress(small_report, real_index):
         assert len(curve) == 10 and curve == sorted(curve), name
         assert curve[0] == report.rows[name]["recall@1"] and curve[4] == report.rows[name]["recall@5"]
     assert set(report.by_kind) == {"numeric", "entity", "multi-passage", "unanswerable"}
-    assert report.config["chunks"] == real_index.manifest["counts"]["chunks"]
+    assert report.config["chunks"] == real_index.manifest.counts.chunks
     assert report.model == "sentence-transformers/all-MiniLM-L6-v2"
     # each row reports its progress up to the last question
     for stage in report.rows:

@@ -189,7 +189,7 @@ def test_ask_a_scanned_pdf_and_get_the_cited_page(tmp_path):
     write_corpus(corpus, {"glacier.html": PAGE})
     settings = settings_for(corpus, tmp_path / "index")
     result = build_index(settings)
-    assert result.manifest["counts"]["documents"] == 3, result.skipped
+    assert result.manifest.counts.documents == 3, result.skipped
     a = Assistant.load(settings)
     ans = a.ask("What is the range of the Fastnet lighthouse?")
     top = ans.citations[0]
@@ -214,9 +214,9 @@ def test_installing_ocr_later_makes_rag_index_read_the_skipped_scans(spawn, tmp_
     real = formats.tesseract_path
     monkeypatch.setattr(formats, "tesseract_path", lambda: None)
     first = build_index(settings)
-    assert [s["doc_id"] for s in first.manifest["skipped"]] == ["scan.pdf"]
+    assert [s.doc_id for s in first.manifest.skipped] == ["scan.pdf"]
     assert build_index(settings).status == "up-to-date"  # nothing changed, no OCR yet
     monkeypatch.setattr(formats, "tesseract_path", real)  # Tesseract installed
     assert stale_reasons(load_manifest(settings.index_dir), settings) == ["OCR is installed now: scanned PDFs to read (scan.pdf)"]
     again = build_index(settings)
-    assert again.changes.changed == ("scan.pdf",) and again.manifest["counts"]["documents"] == 2
+    assert again.changes.changed == ("scan.pdf",) and again.manifest.counts.documents == 2

@@ -91,9 +91,9 @@ def test_an_incremental_build_equals_a_full_rebuild(tiny_copy, tmp_path):
     assert [h.chunk for h in a] == [h.chunk for h in b]
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-5)
     def files(d):  # as recorded, without when each was read
-        return {k: {f: v for f, v in rec.items() if f != "indexed_at"} for k, rec in d.manifest["files"].items()}
+        return {k: {f: v for f, v in rec.items() if f != "indexed_at"} for k, rec in d.manifest.raw["files"].items()}
 
-    assert files(inc) == files(full) and inc.manifest["skipped"] == full.manifest["skipped"]
+    assert files(inc) == files(full) and inc.manifest.skipped == full.manifest.skipped
 
 
 def test_unchanged_files_are_neither_read_nor_embedded(tiny_copy, reads, embedded):
@@ -105,7 +105,7 @@ def test_unchanged_files_are_neither_read_nor_embedded(tiny_copy, reads, embedde
     fresh = [c for c in data.chunks if c.doc_id in ("extra.md", "notes.txt")]
     assert len(embedded) == len(fresh) + sum(len(c.sentences) for c in fresh)
     assert not any("Frontex" in t for t in embedded)
-    assert [s["doc_id"] for s in result.manifest["skipped"]] == ["empty.txt"]
+    assert [s.doc_id for s in result.manifest.skipped] == ["empty.txt"]
     assert any("Valletta" in c.text for c in data.chunks) and any("Frontex" in c.text for c in data.chunks)
 
 
@@ -144,7 +144,7 @@ def test_a_damaged_previous_index_is_rebuilt_in_full(tiny_copy, reads):
     assert result.changes is None
     assert any("cannot be reused" in r and "chunks.faiss" in r for r in result.reasons), result.reasons
     assert sorted(reads) == ["border.md", "empty.txt", "extra.txt", "notes.txt"]
-    assert load_index(tiny_copy).manifest["counts"]["documents"] == 3
+    assert load_index(tiny_copy).manifest.counts.documents == 3
 
 
 def test_rag_index_prints_what_it_added_changed_and_removed(tiny_copy, capsys):
@@ -200,7 +200,7 @@ def test_refresh_reads_one_unchanged_document_again_and_keeps_when_the_others_we
     before = json.loads((Path(tiny_copy.index_dir) / "manifest.json").read_text())["files"]
     result = build_index(tiny_copy, refresh={"notes.txt"})
     assert reads == ["notes.txt"] and result.changes.changed == ("notes.txt",)
-    after = result.manifest["files"]
+    after = result.manifest.raw["files"]
     assert after["border.md"]["indexed_at"] == before["border.md"]["indexed_at"]
     assert {k: v for k, v in after["notes.txt"].items() if k != "indexed_at"} == \
         {k: v for k, v in before["notes.txt"].items() if k != "indexed_at"}

@@ -22,8 +22,8 @@ import pytest
 from conftest import REAL_DOC_ID, settings_for, write_corpus
 from rag.chunk import chunk_documents
 from rag.errors import CorpusEmpty, IndexCorrupt, IndexLocked, IndexMismatch, IndexMissing, IndexStale
-from rag.index import FORMAT_VERSION, PIPELINE_VERSION, build_index, index_lock, load_index, read_manifest
-from rag.load import load_corpus
+from rag.index import FORMAT_VERSION, PIPELINE_VERSION, Counts, build_index, index_lock, load_index, load_manifest
+from rag.load import Skipped, load_corpus
 from rag.pipeline import Assistant
 from rag.settings import DEFAULT_MODEL, ChunkSettings
 
@@ -55,7 +55,7 @@ def edit_manifest(settings, **changes) -> None:
 def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source):
     corpus, index, result = tiny_source
     m = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
-    assert result.manifest == m
+    assert result.manifest.raw == m
     assert m["format_version"] == FORMAT_VERSION == 1
     assert m["model"] == {"id": DEFAULT_MODEL, "dim": 384}
     assert m["settings"] == {
@@ -90,7 +90,7 @@ def test_manifest_records_format_model_chunking_files_and_artifacts(tiny_source)
 def test_build_result_reports_skipped_files_and_why_it_built(tiny_source):
     _, _, result = tiny_source
     assert result.status == "built"
-    assert result.skipped == ({"doc_id": "empty.txt", "reason": "empty file"},)
+    assert result.skipped == (Skipped("empty.txt", "empty file"),)
     assert len(result.reasons) == 1 and result.reasons[0].startswith("no index at")
 
 
@@ -155,14 +155,10 @@ def test_loaded_index_is_consistent(tiny_source):
 def test_real_index_manifest_matches_the_corpus(real_settings, real_index, real_chunks):
     m = real_index.manifest
     raw = (real_settings.corpus_dir / REAL_DOC_ID).read_bytes()
-    assert m["files"][REAL_DOC_ID]["sha256"] == hashlib.sha256(raw).hexdigest()
-    assert m["counts"] == {
-        "documents": 1,
-        "chunks": len(real_chunks),
-        "sentences": sum(len(c.sentences) for c in real_chunks),
-    }
+    assert m.files[REAL_DOC_ID].sha256 == hashlib.sha256(raw).hexdigest()
+    assert m.counts == Counts(documents=1, chunks=len(real_chunks), sentences=sum(len(c.sentences) for c in real_chunks))
     vecs = np.load(Path(real_settings.index_dir) / "sentences.npy", allow_pickle=False)
-    assert vecs.shape == (m["counts"]["sentences"], 384)
+    assert vecs.shape == (m.counts.sentences, 384)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,9 +170,9 @@ def test_rebuild_is_skipped_when_nothing_changed(tiny_copy):
     manifest = manifest_of(tiny_copy)
     result = build_index(tiny_copy)
     assert result.status == "up-to-date"
-    assert result.manifest == manifest
+    assert result.manifest.raw == manifest
     assert result.reasons == ()
-    assert result.skipped == ({"doc_id": "empty.txt", "reason": "empty file"},)  # skipped files don't look new
+    assert result.skipped == (Skipped("empty.txt", "empty file"),)  # skipped files don't look new
     assert snapshot(Path(tiny_copy.index_dir)) == before  # nothing rewritten, not even renamed
 
 
@@ -210,7 +206,7 @@ def test_editing_a_corpus_file_rebuilds(tiny_copy):
     result = build_index(tiny_copy)
     assert result.status == "built"
     assert result.reasons == ("file changed since the build: notes.txt",)
-    assert result.manifest["files"]["notes.txt"]["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert result.manifest.raw["files"]["notes.txt"]["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     data = load_index(tiny_copy)
     assert any("Vienna" in c.text for c in data.chunks)
     assert build_index(tiny_copy).status == "up-to-date"
@@ -266,7 +262,7 @@ def test_force_rebuilds_an_up_to_date_index(tiny_copy):
     assert result.status == "built"
     assert result.reasons == ("--force",)
     same = ("sha256", "bytes")  # same content (written anew, so a new mtime)
-    assert {k: result.manifest["artifacts"]["chunks.jsonl"][k] for k in same} == {k: before["artifacts"]["chunks.jsonl"][k] for k in same}
+    assert {k: result.manifest.raw["artifacts"]["chunks.jsonl"][k] for k in same} == {k: before["artifacts"]["chunks.jsonl"][k] for k in same}
     assert load_index(tiny_copy).chunks  # still loads
 
 
@@ -276,7 +272,7 @@ def test_readme_in_the_index_folder_survives_a_rebuild(tiny_copy):
     assert build_index(tiny_copy).status == "up-to-date"  # not an index file: does not make it corrupt
     result = build_index(tiny_copy, force=True)
     assert readme.read_text(encoding="utf-8") == "Built by `rag index`.\n"
-    assert "README.md" not in result.manifest["artifacts"]
+    assert "README.md" not in result.manifest.artifacts
     assert load_index(tiny_copy).chunks
 
 
@@ -396,7 +392,7 @@ def test_vectors_without_a_manifest_are_corrupt_not_missing(tiny_copy):
 def test_other_format_version_is_a_mismatch(tiny_copy, version, words):
     edit_manifest(tiny_copy, format_version=version)
     with pytest.raises(IndexMismatch) as exc:
-        read_manifest(Path(tiny_copy.index_dir))
+        load_manifest(Path(tiny_copy.index_dir))
     assert words in str(exc.value)
     with pytest.raises(IndexMismatch):
         Assistant.load(tiny_copy)

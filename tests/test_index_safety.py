@@ -33,7 +33,7 @@ from conftest import HashEmbedder, CACHE_DIR, REPO, settings_for, write_corpus
 from rag.cli import main
 from rag.errors import BadSetting, IndexCorrupt, IndexLocked, IndexMissing, IndexRefused
 from rag.index import (MANIFEST, Manifest, build_index, check_index_target, index_lock, load_index, load_manifest,
-                       read_manifest, verify_index)
+                       verify_index)
 from rag.load import Sidecar, UnreadableFile, load_corpus, load_file, scan_corpus, sha256_file
 from rag.settings import Settings
 
@@ -405,7 +405,7 @@ def test_the_freshness_check_never_opens_a_fifo(tiny_copy):
 
     fifo(Path(tiny_copy.corpus_dir) / "pipe.txt")
     fifo(Path(tiny_copy.corpus_dir) / "pipe.meta.json")
-    manifest = read_manifest(Path(tiny_copy.index_dir))
+    manifest = load_manifest(Path(tiny_copy.index_dir))
     assert within(30, stale_reasons, manifest, tiny_copy) == []  # refused files are not corpus files
 
 
@@ -420,8 +420,8 @@ def test_rag_index_skips_links_and_fifos_names_them_and_is_then_up_to_date(tmp_p
     assert out.startswith("built index: 1 documents")
     assert "skipped passwd.txt: a symbolic link to a file outside the corpus folder" in err
     assert "skipped pipe.txt: not a regular file (a FIFO)" in err
-    m = read_manifest(tmp_path / "index")
-    assert sorted(m["files"]) == ["good.txt"] and "root:" not in (tmp_path / "index" / "docs.jsonl").read_text()
+    m = load_manifest(tmp_path / "index")
+    assert sorted(m.files) == ["good.txt"] and "root:" not in (tmp_path / "index" / "docs.jsonl").read_text()
     code, out, err = within(60, run, args, capsys)
     assert code == 0 and out.startswith("index is up to date"), err
 
@@ -673,12 +673,12 @@ def test_the_manifest_rag_writes_is_a_typed_record(tiny_source):
 
 
 def test_the_app_reading_a_damaged_manifest_gets_index_damaged(tiny_copy):
-    """app.py shows the index status from read_manifest and stale_reasons: a RagError, not AttributeError."""
+    """app.py shows the index status from load_manifest and stale_reasons: a RagError, not AttributeError."""
     from rag.index import stale_reasons
 
     _damage_manifest(Path(tiny_copy.index_dir), lambda m: m.__setitem__("files", "x"))
     with pytest.raises(IndexCorrupt, match="files: expected an object"):
-        read_manifest(Path(tiny_copy.index_dir))
+        load_manifest(Path(tiny_copy.index_dir))
     with pytest.raises(IndexCorrupt, match="files: expected an object"):
         stale_reasons({**manifest_raw(tiny_copy), "files": "x"}, tiny_copy)
 
@@ -855,11 +855,11 @@ def fake_model(monkeypatch):
 
 def mixed(data) -> str:
     """Why a loaded index is not one build ('' when it is): counts or texts of two builds."""
-    m = data.manifest["counts"]
-    if m["chunks"] != len(data.chunks) or m["chunks"] != data.vectors.ntotal or m["chunks"] != data.lexical.n_docs:
-        return f"manifest says {m['chunks']} passages, loaded {len(data.chunks)} / {data.vectors.ntotal} vectors"
-    if m["sentences"] != data.sentence_vecs.shape[0]:
-        return f"manifest says {m['sentences']} sentences, loaded {data.sentence_vecs.shape[0]} vectors"
+    n = data.manifest.counts.chunks
+    if n != len(data.chunks) or n != data.vectors.ntotal or n != data.lexical.n_docs:
+        return f"manifest says {n} passages, loaded {len(data.chunks)} / {data.vectors.ntotal} vectors"
+    if data.manifest.counts.sentences != data.sentence_vecs.shape[0]:
+        return f"manifest says {data.manifest.counts.sentences} sentences, loaded {data.sentence_vecs.shape[0]} vectors"
     for c in data.chunks:
         if " ".join(data.docs[c.doc_id].text[c.start : c.end].split()) != " ".join(c.text.split()):
             return f"passage {c.chunk_id} is not the text of its document"
@@ -966,7 +966,7 @@ def test_a_deeply_nested_sidecar_is_ignored_and_the_document_still_indexes(tmp_p
     assert "nested more than 16 levels deep" in load_corpus(corpus).notices[0]
     (corpus / "doc.meta.json").write_text("[" * 200000 + "]" * 200000)
     result = fake_build(settings_for(corpus, tmp_path / "index"))
-    assert result.status == "built" and result.manifest["counts"]["documents"] == 2
+    assert result.status == "built" and result.manifest.counts.documents == 2
     assert any("doc.meta.json ignored (nested" in n for n in result.notices)
 
 
@@ -1028,7 +1028,7 @@ def test_a_5_mb_sidecar_is_ignored_and_not_copied_into_every_passage(tmp_path):
     assert report.notices == ("doc.txt: metadata doc.meta.json ignored (file is 5.0 MB, over the 1 MB limit)",)
     settings = settings_for(corpus, tmp_path / "index")
     result = fake_build(settings)
-    assert result.manifest["counts"]["chunks"] > 1
+    assert result.manifest.counts.chunks > 1
     assert (tmp_path / "index" / "chunks.jsonl").stat().st_size < 100_000
     # just under the limit: kept, with the title cut, so each passage carries 500 characters, not 900 000
     (corpus / "doc.meta.json").write_text(json.dumps({"title": "T" * 900_000}))

@@ -504,9 +504,12 @@ def test_rag_index_error_naming_only_bad_files_is_escaped(tmp_path, capsys):
 def test_rag_index_skipped_files_and_notices_are_escaped(tmp_path, capsys, monkeypatch):
     from rag import index as index_mod
 
+    from conftest import small_manifest
+    from rag.load import Skipped
+
     result = index_mod.BuildResult(
-        "built", {"counts": {"documents": 1, "chunks": 2, "sentences": 3}, "build_seconds": 0.1},
-        skipped=({"doc_id": "evil\x1b]0;pwned\x07.txt", "reason": "empty\x1b[2J file"}, {"doc_id": os.fsdecode(b"\xff.txt"), "reason": "empty file"}),
+        "built", small_manifest(1, 2, 3, build_seconds=0.1),
+        skipped=(Skipped("evil\x1b]0;pwned\x07.txt", "empty\x1b[2J file"), Skipped(os.fsdecode(b"\xff.txt"), "empty file")),
         notices=("cp\u202e1252\n.txt: decoded as cp1252",),
     )
     monkeypatch.setattr(index_mod, "build_index", lambda *a, **kw: result)

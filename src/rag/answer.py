@@ -224,6 +224,17 @@ def not_in_documents(question: str, why: str = "") -> str:
     return f"{said} ({why})" if why else said
 
 
+@dataclass(frozen=True)
+class Composed:
+    """An extractive answer made of quoted sentences, before the pipeline adds timings and passages."""
+
+    answer: str  # the quoted sentences with their [n] markers; "" when abstained
+    abstained: bool
+    message: str  # what to show: the answer, or "The documents do not say: ...?"
+    citations: tuple[Citation, ...]
+    support: float  # the best sentence's score
+
+
 def compose(
     question: str,
     hits: Sequence[Hit],
@@ -231,12 +242,12 @@ def compose(
     abstain_below: float,
     max_words: int = 60,
     qtokens: Sequence[str] = (),
-) -> tuple[str, bool, str, tuple[Citation, ...], float]:
-    """(answer, abstained, message, citations, support) from scored sentences (best first; the
-    first is always part of the answer)."""
+) -> Composed:
+    """The answer from scored sentences (best first; the first is always part of the answer), or an
+    abstention when there is none or the best scores under ``abstain_below``."""
     support = scored[0].score if scored else 0.0
     if not scored or support < abstain_below:
-        return "", True, not_in_documents(question), (), support
+        return Composed("", True, not_in_documents(question), (), support)
     chosen: list[Scored] = [scored[0]]
     used = len(scored[0].text.split())
     top = max(s.score for s in scored)  # the first may be the reader's sentence, not the best-scored one
@@ -259,4 +270,4 @@ def compose(
         spans = tuple((s.start, s.end) for s in chosen if s.hit_rank == rank)
         cits.append(passage(hits[rank], n, spans))
     answer = " ".join(parts)
-    return answer, False, answer, tuple(cits), support
+    return Composed(answer, False, answer, tuple(cits), support)

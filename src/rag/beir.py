@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from .errors import RagError
 from .evaluate import ROWS, EvalReport, percentile
-from .index import MANIFEST, Progress, _noop, _settings_fingerprint, index_lock, read_manifest, write_index
+from .index import MANIFEST, Progress, _noop, _settings_fingerprint, index_lock, load_manifest, write_index
 from .load import Document, LoadReport, sha256_file
 from .settings import ChunkSettings
 
@@ -96,8 +96,8 @@ def beir_index(settings, folder: Path, progress: Progress = _noop, force: bool =
     with index_lock(index_dir):
         fresh = False
         if not force and (index_dir / MANIFEST).exists():
-            m = read_manifest(index_dir)
-            fresh = m.get("beir_source") == source and m.get("settings") == _settings_fingerprint(bsettings)
+            m = load_manifest(index_dir)
+            fresh = m.raw.get("beir_source") == source and m.settings == _settings_fingerprint(bsettings)
         if not fresh:
             progress("load", 0, 1)
             docs = load_beir_documents(folder)
@@ -158,7 +158,7 @@ def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = 
     return EvalReport(
         dataset=f"BEIR {name} ({split})", model=bsettings.model, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         config={"index": str(bsettings.index_dir), "chunking": dataclasses.asdict(BEIR_CHUNKING),
-                "documents": data.manifest.get("counts", {}).get("documents"),
-                "chunks": data.manifest.get("counts", {}).get("chunks"), "fusion": bsettings.fusion},
+                "documents": data.manifest.counts.documents, "chunks": data.manifest.counts.chunks,
+                "fusion": bsettings.fusion},
         rows=out, references=REFERENCES.get(name, {}),
     )

@@ -262,21 +262,20 @@ def _index(args: argparse.Namespace) -> int:
     if bar is not None:
         bar.close()
     m = result.manifest
-    counts = m.get("counts", {})
     for s in result.skipped:
-        print(f"skipped {terminal_safe(s['doc_id'])}: {terminal_safe(s['reason'])}", file=sys.stderr)
+        print(f"skipped {terminal_safe(s.doc_id)}: {terminal_safe(s.reason)}", file=sys.stderr)
     for n in result.notices:
         print(f"note: {terminal_safe(n)}", file=sys.stderr)
     where = terminal_safe(settings.index_dir)
     if result.status == "up-to-date":
-        print(f"index is up to date: {counts.get('documents')} documents, {counts.get('chunks')} passages ({where})")
+        print(f"index is up to date: {m.counts.documents} documents, {m.counts.chunks} passages ({where})")
     else:
         why = [r for r in result.reasons if r != "--force" and not r.startswith("no index at")]
         if result.changes is None and why:  # a full build of an index that existed: say why
             print(f"rebuilt every document: {terminal_safe('; '.join(why[:3]))}", file=sys.stderr)
         print(
-            f"built index: {counts.get('documents')} documents, {counts.get('chunks')} passages, "
-            f"{counts.get('sentences')} sentences in {m.get('build_seconds')} s ({where})"
+            f"built index: {m.counts.documents} documents, {m.counts.chunks} passages, "
+            f"{m.counts.sentences} sentences in {m.build_seconds} s ({where})"
         )
         for line in change_lines(result.changes):
             print("  " + terminal_safe(line))

@@ -122,7 +122,7 @@ class IndexData:
     """A loaded index: everything a query needs, read once."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: "Manifest"
     docs: Mapping[str, DocRecord]  # a dict; a LazyDocs for large indexes
     chunks: Sequence[Chunk]  # a list; a LazyChunks for large indexes
     vectors: Any  # faiss.Index (IndexFlatIP or IndexHNSWFlat: see manifest["faiss"]), memory-mapped
@@ -135,9 +135,9 @@ class IndexData:
 @dataclass(frozen=True)
 class BuildResult:
     status: str  # "built" | "up-to-date"
-    manifest: dict[str, Any]
-    skipped: tuple = ()
-    notices: tuple = ()
+    manifest: "Manifest"
+    skipped: tuple[Skipped, ...] = ()  # files not indexed, with the reason (refused ones too)
+    notices: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()  # why it was rebuilt
     changes: "Changes | None" = None  # an incremental build: which files it read again; None: everything
 
@@ -211,18 +211,19 @@ def _non_negative(value: int, where: str) -> int:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """A corpus file as it was at build: sha256, size and (when recorded) mtime."""
+    """A corpus file as it was at build: sha256, size and (when recorded) mtime and when it was read."""
 
     sha256: str
     size: int
     mtime_ns: int | None = None
+    indexed_at: str | None = None  # "%Y-%m-%dT%H:%M:%S%z" of the build that last read it
 
     @classmethod
     def from_json(cls, obj: Any, where: str) -> "FileRecord":
         if not isinstance(obj, dict):
             raise ValueError(f"{where[:-1]}: expected an object, got {brief_repr(obj)}")
         return cls(_sha(_get(obj, "sha256", str, where), where), _non_negative(_get(obj, "size", int, where), where + "size"),
-                   _get(obj, "mtime_ns", int, where, None))
+                   _get(obj, "mtime_ns", int, where, None), _get(obj, "indexed_at", str, where, None))
 
 
 @dataclass(frozen=True)
@@ -267,10 +268,17 @@ class Manifest:
     artifacts: Mapping[str, ArtifactRecord]
     faiss: Mapping[str, Any] = field(default_factory=lambda: {"type": ann.FLAT})
     sidecars: Mapping[str, str] = field(default_factory=dict)
-    skipped: tuple[Mapping[str, str], ...] = ()
+    skipped: tuple[Skipped, ...] = ()
     corpus_dir: str = ""
     follow_symlinks: bool = False
+    created: str = ""  # "%Y-%m-%dT%H:%M:%S%z"
+    build_seconds: float | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def model_name(self) -> str:
+        """The model setting the index was built with (a name or a local folder)."""
+        return str(self.settings.get("model", self.model_id))
 
     @classmethod
     def from_json(cls, obj: Any) -> "Manifest":
@@ -314,9 +322,11 @@ class Manifest:
             artifacts=artifacts,
             faiss=faiss_spec,
             sidecars=sidecars,
-            skipped=tuple(skipped),
+            skipped=tuple(Skipped(s["doc_id"], s["reason"]) for s in skipped),
             corpus_dir=_get(obj, "corpus_dir", str, "", ""),
             follow_symlinks=_get(obj, "follow_symlinks", bool, "", False),
+            created=_get(obj, "created", str, "", ""),
+            build_seconds=_get(obj, "build_seconds", float, "", None),
             raw=obj,
         )
 
@@ -362,11 +372,6 @@ PIPELINE_VERSION = "2"
 
 def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
     return {"model": settings.model, "chunking": dataclasses.asdict(settings.chunking), "code": f"pipeline-{PIPELINE_VERSION}"}
-
-
-def read_manifest(index_dir: Path) -> dict[str, Any]:
-    """The manifest of ``index_dir`` as read, after checking it against :class:`Manifest`."""
-    return dict(load_manifest(index_dir).raw)
 
 
 def load_manifest(index_dir: Path) -> Manifest:
@@ -418,7 +423,7 @@ def stale_reasons(manifest: Mapping[str, Any] | Manifest, settings: Settings, co
             reasons.append(f"file changed since the build: {doc_id}")
     if dict(m.sidecars) != _sidecar_hashes(corpus_dir, settings.follow_symlinks):
         reasons.append("document metadata (*.meta.json) changed")
-    waiting = sorted(s["doc_id"] for s in m.skipped if _needs_ocr(s["reason"]) and s["doc_id"] in current)
+    waiting = sorted(s.doc_id for s in m.skipped if _needs_ocr(s.reason) and s.doc_id in current)
     if waiting and _ocr_ready():
         reasons.append(f"OCR is installed now: scanned PDFs to read ({', '.join(waiting[:3])})")
     return reasons
@@ -685,7 +690,7 @@ def build_index(
                 reasons += [f"asked to read again: {d}" for d in sorted(refresh)]
                 if not reasons:
                     verify_files(index_dir, manifest)
-                    return BuildResult("up-to-date", dict(manifest.raw), tuple(manifest.skipped))
+                    return BuildResult("up-to-date", manifest, manifest.skipped)
             except (IndexMissing, IndexCorrupt, IndexMismatch) as exc:
                 reasons = [str(exc)]
         else:
@@ -703,7 +708,7 @@ def build_index(
             raise CorpusEmpty(f"no readable documents in {corpus_dir} ({names})")
         manifest = write_index(settings, index_dir, report, progress, embedder, started=t0, previous=previous)
         changes = previous.changes(report) if previous else None
-        return BuildResult("built", manifest, tuple(manifest["skipped"]), report.notices, tuple(reasons), changes)
+        return BuildResult("built", manifest, manifest.skipped, report.notices, tuple(reasons), changes)
 
 
 class _Previous:
@@ -722,7 +727,7 @@ class _Previous:
         for i, c in enumerate(data.chunks):
             self.first.setdefault(c.doc_id, i)
             self.count[c.doc_id] = self.count.get(c.doc_id, 0) + 1
-        self.skipped = {s["doc_id"]: s["reason"] for s in manifest.skipped}
+        self.skipped = {s.doc_id: s.reason for s in manifest.skipped}
         self.reused: set[str] = set()
         self.seen: set[str] = set()
 
@@ -791,7 +796,7 @@ def write_index(
     extra: dict[str, Any] | None = None,
     started: float | None = None,
     previous: _Previous | None = None,
-) -> dict[str, Any]:
+) -> Manifest:
     """Chunk, embed and write ``report``'s documents to ``index_dir`` (temporary folder, then rename).
     The caller holds the lock. ``extra`` is merged into the manifest. Documents ``previous`` reused
     keep their passages and vectors; only the others are chunked and embedded."""
@@ -830,7 +835,7 @@ def write_index(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     progress("done", 1, 1)
-    return manifest
+    return Manifest.from_json(manifest)
 
 
 def _batched_embed(embedder, texts: list[str], stage: str, progress: Progress, batch: int = 64) -> np.ndarray:
@@ -896,8 +901,8 @@ def _write(tmp: Path, settings: Settings, report: LoadReport, chunks: list[Chunk
     kept = previous.reused if previous else set()
 
     def when(doc_id: str) -> str:  # when the file was last read: kept from the previous build if reused
-        before = previous.manifest.raw.get("files", {}).get(doc_id, {}) if previous else {}
-        return str(before.get("indexed_at") or now) if doc_id in kept else now
+        before = previous.manifest.files.get(doc_id) if previous else None
+        return (before.indexed_at or now) if before is not None and doc_id in kept else now
 
     for d in report.documents:
         st = d.path.stat()
@@ -1104,11 +1109,11 @@ def verify_files(index_dir: Path, manifest: Mapping[str, Any] | Manifest, full: 
             raise _damaged(index_dir, rel, "modified after the build (its sha256 differs)")
 
 
-def verify_index(index_dir: Path) -> dict[str, Any]:
+def verify_index(index_dir: Path) -> Manifest:
     """Full check of an index folder: its manifest and the sha256 of every file. Returns the manifest."""
     manifest = load_manifest(Path(index_dir))
     verify_files(Path(index_dir), manifest, full=True)
-    return dict(manifest.raw)
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1260,7 +1265,7 @@ def _load_index_once(settings: Settings, index_dir: Path, check_fresh: bool) -> 
     counts = counts.astype(np.int64)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, dtype=np.int64)
     owner = np.repeat(np.arange(len(chunks)), counts)
-    return IndexData(index_dir, dict(manifest.raw), docs, chunks, vectors, svecs, owner, first, lexical)
+    return IndexData(index_dir, manifest, docs, chunks, vectors, svecs, owner, first, lexical)
 
 
 def _sentence_vectors(path: Path) -> np.ndarray:

@@ -234,23 +234,21 @@ class Assistant:
             abstain_below = float("-inf") if reading.answerable >= self.reader.threshold(strictness) else float("inf")
             if reading.best is not None and abstain_below < 0:
                 scored, short = _pin_span(self.data, hits, scored, reading.best, self.reader.cfg.short_min_conf, text)
-        answer, abstained, message, cits, support = compose(
-            q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens
-        )
+        composed = compose(q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens)
         t2 = time.perf_counter()
         result = Answer(
             question=q.text,
-            answer=answer,
-            abstained=abstained,
-            message=message,
-            citations=cits,
+            answer=composed.answer,
+            abstained=composed.abstained,
+            message=composed.message,
+            citations=composed.citations,
             passages=tuple(passage(h) for h in hits),
-            support=support,
+            support=composed.support,
             timings_ms={"retrieve": (t1 - t0) * 1000, "read": (t_read - t1) * 1000, "answer": (t2 - t1) * 1000,
                         "total": (t2 - t0) * 1000},
             notices=q.notices,
             original_question=original,
-            short_answer=None if abstained else short,
+            short_answer=None if composed.abstained else short,
             answerable=None if reading is None else reading.answerable,
         )
         if answer_mode == "llm":

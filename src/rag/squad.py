@@ -497,7 +497,6 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
             outcomes.append(ask_question(assistant, q, kind, corpus.spans))
             progress(kind, n + 1, len(qs))
     indexed = sorted({p.title for p in paragraphs} - set(out))
-    manifest = built.manifest
     return SquadReport(
         dataset=f"SQuAD 2.0 open corpus {folder.resolve().name}",
         model=ssettings.model,
@@ -508,7 +507,7 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
                 # the answer stage's own abstention settings, where it has them (the trained reader's)
                 **{k: getattr(ssettings, k) for k in ("verifier", "strictness", "read_k") if hasattr(ssettings, k)},
                 "articles_indexed": len(indexed),
-                "paragraphs_indexed": len(corpus.spans), "chunks": manifest.get("counts", {}).get("chunks"),
+                "paragraphs_indexed": len(corpus.spans), "chunks": built.manifest.counts.chunks,
                 "left_out": out, "left_out_rule": "the last N titles in sorted order", "limit": limit,
                 "articles_asked": sorted(articles) if articles is not None else "all",
                 "questions_in_folder": len(questions)},

@@ -20,10 +20,13 @@ import re
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from .answer import Answer, Citation
 from .text import collapse_ws
+
+if TYPE_CHECKING:
+    from .index import BuildResult, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -257,19 +260,15 @@ def built_date(created: object) -> str:
         return created
 
 
-def index_status_lines(manifest: Mapping[str, object], reasons: Sequence[str]) -> list[str]:
+def index_status_lines(manifest: "Manifest", reasons: Sequence[str]) -> list[str]:
     """Sidebar lines (safe Markdown) describing an index manifest and whether it is up to date."""
-    counts = manifest.get("counts") or {}
-    model = manifest.get("model") or {}
-    counts = counts if isinstance(counts, Mapping) else {}
-    model_id = model.get("id", "?") if isinstance(model, Mapping) else "?"
-    seconds = manifest.get("build_seconds")
+    seconds = manifest.build_seconds
     lines = [
-        f"**Documents:** {counts.get('documents', '?')}",
-        f"**Chunks:** {counts.get('chunks', '?')}",
-        f"**Model:** {escape_markdown(str(model_id))}",
-        f"**Build time:** {seconds:.1f} s" if isinstance(seconds, (int, float)) else "**Build time:** ?",
-        f"**Built:** {escape_markdown(built_date(manifest.get('created')))}",
+        f"**Documents:** {manifest.counts.documents}",
+        f"**Chunks:** {manifest.counts.chunks}",
+        f"**Model:** {escape_markdown(manifest.model_id)}",
+        f"**Build time:** {seconds:.1f} s" if seconds is not None else "**Build time:** ?",
+        f"**Built:** {escape_markdown(built_date(manifest.created or None))}",
         "**Status:** stale" if reasons else "**Status:** up to date",
     ]
     return lines
@@ -338,9 +337,14 @@ class LibraryRow:
                 "Indexed": built_date(self.indexed_at) if self.indexed_at else "", "Status": self.status}
 
 
-def library_rows(manifest: Mapping[str, Any], docs: Mapping[str, Any], chunks: Sequence[Any]) -> list[LibraryRow]:
+def library_rows(manifest: "Manifest", docs: Mapping[str, Any], chunks: Sequence[Any]) -> list[LibraryRow]:
     """The indexed documents (from the loaded index) and the skipped files (from its manifest)."""
-    files = manifest.get("files") or {}
+    files = manifest.files
+
+    def indexed_at(doc_id: str) -> str:
+        rec = files.get(doc_id)
+        return (rec.indexed_at or "") if rec is not None else ""
+
     passages: dict[str, int] = {}
     pages: dict[str, int] = {}
     for c in chunks:
@@ -352,11 +356,9 @@ def library_rows(manifest: Mapping[str, Any], docs: Mapping[str, Any], chunks: S
         ocr = (d.metadata or {}).get("ocr_pages") or []
         status = f"indexed (OCR: {_page_list(ocr)})" if ocr else "indexed"
         n_pages = d.text.count("\f") + 1 if "\f" in d.text or doc_id.lower().endswith(".pdf") else None
-        rows.append(LibraryRow(doc_id, d.title, n_pages, passages.get(doc_id, 0),
-                               str((files.get(doc_id) or {}).get("indexed_at") or ""), status))
-    for s in manifest.get("skipped") or []:
-        rows.append(LibraryRow(str(s.get("doc_id")), "", None, 0, str((files.get(s.get("doc_id")) or {}).get("indexed_at") or ""),
-                               f"skipped: {s.get('reason')}"))
+        rows.append(LibraryRow(doc_id, d.title, n_pages, passages.get(doc_id, 0), indexed_at(doc_id), status))
+    for s in manifest.skipped:
+        rows.append(LibraryRow(s.doc_id, "", None, 0, indexed_at(s.doc_id), f"skipped: {s.reason}"))
     return sorted(rows, key=lambda r: r.doc_id)
 
 
@@ -372,12 +374,12 @@ def _page_list(pages: Sequence[int]) -> str:
     return ("page " if len(pages) == 1 else "pages ") + ", ".join(parts)
 
 
-def build_message(result: object) -> str:
+def build_message(result: "BuildResult") -> str:
     """What the app says after a build: ``Index built: N documents, M chunks.``, then for an
     incremental build what it read again (``Added: a.txt. 12 unchanged.``)."""
-    counts = getattr(result, "manifest", {}).get("counts", {})
-    message = f"Index built: {counts.get('documents')} documents, {counts.get('chunks')} chunks."
-    changes = getattr(result, "changes", None)
+    counts = result.manifest.counts
+    message = f"Index built: {counts.documents} documents, {counts.chunks} chunks."
+    changes = result.changes
     if changes is None:
         return message
     for label, names in (("Added", changes.added), ("Changed", changes.changed), ("Removed", changes.removed)):
