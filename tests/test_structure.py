@@ -92,3 +92,10 @@ def test_only_settings_reads_or_writes_the_environment():
 def test_text_functions_are_defined_once_in_text_py(name):
     defined = [m for m, t in MODULES.items() for n in t.body if isinstance(n, ast.FunctionDef) and n.name == name]
     assert defined == ["text"]
+
+
+def test_renames_into_place_happen_only_in_the_atomic_helpers_the_index_swap_and_uploads():
+    renaming = sorted(m for m, t in MODULES.items() for node in ast.walk(t)
+                      if isinstance(node, ast.Attribute) and node.attr in ("replace", "rename")
+                      and isinstance(node.value, ast.Name) and node.value.id == "os")
+    assert sorted(set(renaming)) == ["atomic", "index", "upload"]

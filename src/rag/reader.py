@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .atomic import atomic_file
 from .errors import ModelUnavailable, ReaderUnavailable
 
 log = logging.getLogger(__name__)
@@ -113,10 +113,8 @@ def _expand(src: Path, dst: Path) -> None:
     for init in m.graph.initializer:
         if init.data_type == onnx.TensorProto.FLOAT16:
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    onnx.save(m, str(tmp))
-    os.replace(tmp, dst)
+    with atomic_file(dst) as tmp:
+        onnx.save(m, str(tmp))
 
 
 class Reader:
