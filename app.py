@@ -275,7 +275,7 @@ def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, Do
         st.download_button("Download the report (Markdown)", files["md"], file_name="eval-report.md",
                            mime="text/markdown", key="eval_download")
 
-    failed = sum(1 for q in report.questions if not q.get("passed"))
+    failed = sum(1 for q in report.questions if not q.passed)
     st.subheader(f"Questions: {failed} of {n} failed" + (f" ({next(iter(report.rows))})" if report.rows else ""))
     only_failed = st.toggle("Only failed questions", key="eval_only_failed")
     table = ui.question_rows(report.questions, only_failed=only_failed)
@@ -283,15 +283,15 @@ def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, Do
         st.success("Every question passed.")
         return
     st.dataframe(table, hide_index=True)
-    by_id = {q.get("id"): q for q in report.questions}
+    by_id = {q.id: q for q in report.questions}
     choice = st.selectbox("Show a question", [r["Id"] for r in table], format_func=lambda i: ui.question_label(by_id[i]), key="eval_question")
     q = by_id[choice]
-    if q.get("passed"):
+    if q.passed:
         st.success("Pass")
     else:
         st.error(ui.md_text("Fail: " + ui.failure_reason(q, answer_k)))
     st.markdown(ui.question_markdown(q))
-    cits = q.get("citations") or []
+    cits = q.citations
     if cits:
         st.caption("Cited passages:")
     for i, c in enumerate(cits):
@@ -300,7 +300,7 @@ def render_report(report: Any, files: Mapping[str, bytes], docs: Mapping[str, Do
             doc_text = _text(docs, str(c["doc"])) if c.get("doc") else None  # the report may not name it
             start, end = c.get("start"), c.get("end")
             if doc_text is not None and isinstance(start, int) and isinstance(end, int):
-                if st.toggle("Show in context", key=f"eval-ctx-{q.get('id')}-{i}"):
+                if st.toggle("Show in context", key=f"eval-ctx-{q.id}-{i}"):
                     st.markdown(ui.context_markdown(doc_text, start, end))
 
 

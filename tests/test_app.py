@@ -16,6 +16,7 @@ import pytest
 
 from conftest import blank_pdf
 from rag import ui
+from rag.evaluate import QuestionRow
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -448,21 +449,21 @@ def test_app_eval_view_runs_the_suite_and_drills_down_into_each_question(monkeyp
 
     questions = at.dataframe[1].value
     assert sorted(questions["Id"]) == list(EVAL_IDS)
-    by_id = {q["id"]: q for q in saved["questions"]}
-    failed = sum(not q["passed"] for q in by_id.values())
+    by_id = {q["id"]: QuestionRow.from_json(q) for q in saved["questions"]}
+    failed = sum(not q.passed for q in by_id.values())
     assert at.subheader[0].value == f"Questions: {failed} of 3 failed (hybrid)"
     for qid in EVAL_IDS:
         at.selectbox(key="eval_question").set_value(qid).run()
         assert not at.exception
         q = by_id[qid]
-        detail = at.markdown[-1].value if not q["citations"] else next(
+        detail = at.markdown[-1].value if not q.citations else next(
             m.value for m in at.markdown if m.value.startswith("**Question:**"))
         assert detail == ui.question_markdown(q)
-        if q["passed"]:
+        if q.passed:
             assert [s.value for s in at.success] == ["Pass"]
         else:
             assert [e.value for e in at.error] == [ui.md_text("Fail: " + ui.failure_reason(q))]
-        assert [e.label for e in at.expander] == [ui.eval_citation_label(c) for c in q["citations"]]
+        assert [e.label for e in at.expander] == [ui.eval_citation_label(c) for c in q.citations]
     assert "(none" in ui.question_markdown(by_id["q011"])  # the unanswerable one shows no gold answer
 
     at.toggle(key="eval_only_failed").set_value(True).run()

@@ -17,6 +17,7 @@ from conftest import REPO
 from rag.evaluate import (
     QAItem,
     QAResult,
+    QuestionRow,
     accuracy_by_kind,
     answer_matches,
     format_table,
@@ -602,24 +603,24 @@ def test_run_eval_has_every_row_with_the_documented_keys(small_report):
 def test_run_eval_per_question_rows_agree_with_the_primary_row(small_report):
     report, _ = small_report
     qs = report.questions
-    assert [q["id"] for q in qs] == list(SMALL_IDS)
-    for q in qs:
-        assert {"id", "question", "gold", "answer", "rank", "passed"} <= set(q)
+    assert [q.id for q in qs] == list(SMALL_IDS)
     by_id = {it.id: it for it in load_qa(QA_PATH)}
     for q in qs:
-        it = by_id[q["id"]]
-        assert (q["question"], q["gold"], q["kind"]) == (it.question, it.answer, it.kind)
+        it = by_id[q.id]
+        assert (q.question, q.gold, q.kind) == (it.question, it.answer, it.kind)
         if it.answerable:
-            assert q["passed"] == (not q["abstained"] and answer_matches(q["answer"], it.answer, it.aliases))
+            assert q.passed == (not q.abstained and answer_matches(q.answer, it.answer, it.aliases))
         else:
-            assert q["passed"] == bool(q["abstained"]) and q["rank"] is None
+            assert q.passed == bool(q.abstained) and q.rank is None
+    assert [q["id"] for q in report.to_json()["questions"]] == list(SMALL_IDS)
     hybrid = report.rows["hybrid"]
-    ans = [q for q in qs if q["gold"]]
-    una = [q for q in qs if not q["gold"]]
-    assert hybrid["recall@5"] == pytest.approx(sum(q["rank"] is not None and q["rank"] <= 5 for q in ans) / len(ans))
-    assert hybrid["answer_accuracy"] == pytest.approx(sum(q["passed"] for q in ans) / len(ans))
-    assert hybrid["abstention_recall"] == pytest.approx(sum(bool(q["abstained"]) for q in una) / len(una))
-    assert hybrid["false_abstention"] == pytest.approx(sum(bool(q["abstained"]) for q in ans) / len(ans))
+    ans = [q for q in qs if q.gold]
+    una = [q for q in qs if not q.gold]
+    assert hybrid["recall@5"] == pytest.approx(sum(q.rank is not None and q.rank <= 5 for q in ans) / len(ans))
+    assert hybrid["answer_accuracy"] == pytest.approx(sum(q.passed for q in ans) / len(ans))
+    assert hybrid["abstention_recall"] == pytest.approx(sum(bool(q.abstained) for q in una) / len(una))
+    assert hybrid["false_abstention"] == pytest.approx(sum(bool(q.abstained) for q in ans) / len(ans))
+    assert [QuestionRow.from_json(q) for q in report.to_json()["questions"]] == qs  # the JSON round-trips
 
 
 @pytest.mark.slow
@@ -662,12 +663,12 @@ def test_write_report_writes_json_markdown_and_two_pngs(small_report, tmp_path):
     lc_line = next(line for line in md.splitlines() if line.startswith("| langchain-stock | "))
     assert lc_line.count("—") == 8  # acc, cited, abst, abst-near, false-abst, sEM, sF1, sFact
     assert f"![recall_png]({paths['recall_png'].name})" in md and f"![kinds_png]({paths['kinds_png'].name})" in md
-    failed = sum(not q["passed"] for q in report.questions)
+    failed = sum(not q.passed for q in report.questions)
     assert f"## Questions ({failed} of {len(SMALL_IDS)} failed)" in md
     assert "| id | kind | question | gold | our answer | rank | pass |" in md
     for q in report.questions:
-        line = next(line for line in md.splitlines() if line.startswith(f"| {q['id']} | "))
-        assert line.endswith("| pass |" if q["passed"] else "| FAIL |"), line
+        line = next(line for line in md.splitlines() if line.startswith(f"| {q.id} | "))
+        assert line.endswith("| pass |" if q.passed else "| FAIL |"), line
 
 
 @pytest.mark.slow

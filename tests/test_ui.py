@@ -12,6 +12,7 @@ import pytest
 from conftest import small_manifest
 from rag import ui
 from rag.answer import Answer, Citation
+from rag.evaluate import QuestionRow
 from rag.text import collapse_ws
 
 
@@ -270,12 +271,11 @@ def test_eval_step_spreads_progress_over_the_rows_in_order():
     assert ui.eval_step("other", 3, 0, []) == ui.BuildStep(0.0, "other (1/1): question 3 of 0")
 
 
-def _q(**changes) -> dict:
-    base = {"id": "q1", "question": "How many *guards*?", "kind": "numeric", "gold": "50", "aliases": ["fifty"],
-            "answer": "Frontex sent 50 guards. [1]", "abstained": False, "rank": 1, "passed": True,
-            "citations": [{"n": 1, "page": 1, "section": "Letter", "start": 0, "end": 10, "text": "Frontex <b>"}]}
-    base.update(changes)
-    return base
+def _q(**changes) -> QuestionRow:
+    base = dict(id="q1", question="How many *guards*?", kind="numeric", section="Letter", page=1, gold="50",
+                aliases=("fifty",), answer="Frontex sent 50 guards. [1]", abstained=False, rank=1, passed=True,
+                citations=({"n": 1, "page": 1, "section": "Letter", "start": 0, "end": 10, "text": "Frontex <b>"},))
+    return QuestionRow(**{**base, **changes})
 
 
 @pytest.mark.parametrize(
@@ -312,7 +312,7 @@ def test_question_markdown_and_labels_escape_everything_from_the_report():
         r"**Our answer:** Frontex sent 50 guards\. \[1\]" "  \n"
         "**Rank of the gold evidence:** 1"
     )
-    unanswerable = ui.question_markdown(_q(kind="unanswerable", gold="", aliases=[], abstained=True, rank=None))
+    unanswerable = ui.question_markdown(_q(kind="unanswerable", gold="", aliases=(), abstained=True, rank=None))
     assert unanswerable.splitlines()[2:] == [
         r"**Gold answer:** \(none\: the documents do not answer it\)  ",
         "**Our answer:** *(abstained)*  ",
@@ -320,5 +320,5 @@ def test_question_markdown_and_labels_escape_everything_from_the_report():
     ]
     assert ui.question_label(_q()) == "✓ q1 · How many *guards*?"
     assert ui.question_label(_q(passed=False, question="x" * 200), chars=10) == "✗ q1 · xxxxxxxxx…"
-    assert ui.eval_citation_label(_q()["citations"][0]) == r"\[1\] · p. 1 · Letter"
+    assert ui.eval_citation_label(_q().citations[0]) == r"\[1\] · p. 1 · Letter"
     assert ui.eval_citation_label({"n": 2, "doc": "a_b.txt", "section": "[x](y)"}) == r"\[2\] a\_b\.txt · \[x\]\(y\)"

@@ -15,7 +15,7 @@ import string
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .settings import MODES
 from .text import WS, fold
@@ -379,6 +379,47 @@ def langchain_stock(docs: dict[str, str], items: Sequence[QAItem], model_path: s
 # One run, many rows, and its report
 
 
+@dataclass(frozen=True)
+class QuestionRow:
+    """One question of a report (its primary row): what was asked, the gold answer, ours, where the
+    gold evidence ranked, and whether it passed. ``citations`` are the JSON objects of the answer's."""
+
+    id: str
+    question: str
+    kind: str
+    section: str
+    page: int | None
+    gold: str
+    aliases: tuple[str, ...]
+    answer: str | None  # None: the row only retrieves
+    abstained: bool | None
+    rank: int | None  # of the first passage holding the gold evidence, in the top 10
+    passed: bool
+    citations: tuple[Mapping[str, Any], ...] = ()
+    short_answer: str | None = None
+    prediction: str | None = None  # what the SQuAD definitions score
+
+    @classmethod
+    def of(cls, r: "QAResult") -> "QuestionRow":
+        it = r.item
+        return cls(it.id, it.question, it.kind, it.section, it.page, it.answer, tuple(it.aliases), r.answer,
+                   r.abstained, r.rank, r.passed, tuple(r.citations), r.short, r.prediction)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "QuestionRow":
+        """A row of a report's JSON (``to_json``'s output) back as a record."""
+        return cls(d["id"], d["question"], d.get("kind", ""), d.get("section", ""), d.get("page"), d.get("gold", ""),
+                   tuple(d.get("aliases") or ()), d.get("answer"), d.get("abstained"), d.get("rank"), bool(d["passed"]),
+                   tuple(d.get("citations") or ()), d.get("short_answer"), d.get("prediction"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "question": self.question, "kind": self.kind, "section": self.section,
+                "page": self.page, "gold": self.gold, "aliases": list(self.aliases), "answer": self.answer,
+                "abstained": self.abstained, "rank": self.rank, "passed": self.passed,
+                "citations": [dict(c) for c in self.citations], "short_answer": self.short_answer,
+                "prediction": self.prediction}
+
+
 @dataclass
 class EvalReport:
     dataset: str
@@ -388,14 +429,14 @@ class EvalReport:
     rows: dict[str, dict[str, Any]]
     curves: dict[str, list[float]] = field(default_factory=dict)  # recall@1..10 per row
     by_kind: dict[str, float] = field(default_factory=dict)  # pass rate per question kind (primary row)
-    questions: list[dict[str, Any]] = field(default_factory=list)  # per question (primary row)
+    questions: list[QuestionRow] = field(default_factory=list)  # per question (primary row)
     references: dict[str, float] = field(default_factory=dict)  # published figures to compare with
 
     def to_json(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "model": self.model, "created": self.created, "config": self.config,
             "rows": self.rows, "curves": self.curves, "by_kind": self.by_kind, "references": self.references,
-            "questions": self.questions,
+            "questions": [q.to_json() for q in self.questions],
         }
 
 
@@ -462,16 +503,8 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
         rows=out_rows,
         curves=curves,
         by_kind=accuracy_by_kind(primary),
-        questions=[_question_row(r) for r in primary],
+        questions=[QuestionRow.of(r) for r in primary],
     )
-
-
-def _question_row(r: QAResult) -> dict[str, Any]:
-    it = r.item
-    return {"id": it.id, "question": it.question, "kind": it.kind, "section": it.section, "page": it.page,
-            "gold": it.answer, "aliases": list(it.aliases), "answer": r.answer, "abstained": r.abstained,
-            "rank": r.rank, "passed": r.passed, "citations": r.citations, "short_answer": r.short,
-            "prediction": r.prediction}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -570,14 +603,14 @@ def _markdown(report: EvalReport, files: dict[str, str]) -> str:
         if key in files:
             md += ["", f"![{key}]({files[key]})"]
     if report.questions:
-        failed = [q for q in report.questions if not q["passed"]]
+        failed = [q for q in report.questions if not q.passed]
         md += ["", f"## Questions ({len(failed)} of {len(report.questions)} failed)", "",
                "| id | kind | question | gold | our answer | rank | pass |", "|---|---|---|---|---|---|---|"]
-        for q in sorted(report.questions, key=lambda q: (q["passed"], q["id"])):
-            ans = "(abstained)" if q["abstained"] else (q["answer"] or "")
-            md.append("| " + " | ".join(_cell(x) for x in (q["id"], q["kind"], q["question"], q["gold"], ans,
-                                                        q["rank"] if q["rank"] is not None else "—",
-                                                        "pass" if q["passed"] else "FAIL")) + " |")
+        for q in sorted(report.questions, key=lambda q: (q.passed, q.id)):
+            ans = "(abstained)" if q.abstained else (q.answer or "")
+            md.append("| " + " | ".join(_cell(x) for x in (q.id, q.kind, q.question, q.gold, ans,
+                                                        q.rank if q.rank is not None else "—",
+                                                        "pass" if q.passed else "FAIL")) + " |")
     return "\n".join(md) + "\n"
 
 

@@ -26,6 +26,7 @@ from .answer import Answer, Citation
 from .text import collapse_ws
 
 if TYPE_CHECKING:
+    from .evaluate import QuestionRow
     from .index import BuildResult, Manifest
 
 log = logging.getLogger(__name__)
@@ -592,17 +593,17 @@ def eval_step(stage: str, done: int, total: int, stages: Sequence[str]) -> Build
     return BuildStep(round(min((i + part) / n, 1.0), 4), f"{stage} ({i + 1}/{n}): question {done} of {total}")
 
 
-def failure_reason(q: Mapping[str, object], answer_k: int = 5) -> str:
+def failure_reason(q: "QuestionRow", answer_k: int = 5) -> str:
     """Why a question of the report failed, in one sentence (empty when it passed)."""
-    if q.get("passed"):
+    if q.passed:
         return ""
-    rank = q.get("rank")
+    rank = q.rank
     found = f"the gold evidence is at rank {rank}" if isinstance(rank, int) else "the gold evidence is not in the top 10"
-    if q.get("kind") == "unanswerable":
+    if q.kind == "unanswerable":
         return "the documents do not answer it, but the assistant answered instead of abstaining"
-    if q.get("answer") is None:
+    if q.answer is None:
         return f"{found} (this row only retrieves)"
-    if q.get("abstained"):
+    if q.abstained:
         return f"the assistant abstained, although {found}"
     if not isinstance(rank, int):
         return f"{found}, so the answer came from other passages"
@@ -611,46 +612,45 @@ def failure_reason(q: Mapping[str, object], answer_k: int = 5) -> str:
     return f"{found}, but the answer does not contain the gold answer"
 
 
-def question_label(q: Mapping[str, object], chars: int = 90) -> str:
+def question_label(q: "QuestionRow", chars: int = 90) -> str:
     """Plain text (for a select box): pass mark, id and the question, shortened."""
-    mark = "✓" if q.get("passed") else "✗"
-    return f"{mark} {q.get('id', '?')} · {shorten(str(q.get('question', '')), chars)}"
+    mark = "✓" if q.passed else "✗"
+    return f"{mark} {q.id} · {shorten(q.question, chars)}"
 
 
-def question_rows(questions: Sequence[Mapping[str, object]], only_failed: bool = False) -> list[dict[str, object]]:
+def question_rows(questions: Sequence["QuestionRow"], only_failed: bool = False) -> list[dict[str, object]]:
     """Per-question table records, failed ones first (then by id)."""
-    qs = [q for q in questions if not (only_failed and q.get("passed"))]
-    qs = sorted(qs, key=lambda q: (bool(q.get("passed")), str(q.get("id", ""))))
+    qs = sorted((q for q in questions if not (only_failed and q.passed)), key=lambda q: (q.passed, q.id))
     return [
         {
-            "Id": q.get("id"),
-            "Result": "pass" if q.get("passed") else "FAIL",
-            "Kind": q.get("kind"),
-            "Rank": q.get("rank"),
-            "Question": q.get("question"),
-            "Gold answer": q.get("gold"),
-            "Our answer": "(abstained)" if q.get("abstained") else q.get("answer"),
+            "Id": q.id,
+            "Result": "pass" if q.passed else "FAIL",
+            "Kind": q.kind,
+            "Rank": q.rank,
+            "Question": q.question,
+            "Gold answer": q.gold,
+            "Our answer": "(abstained)" if q.abstained else q.answer,
         }
         for q in qs
     ]
 
 
-def question_markdown(q: Mapping[str, object]) -> str:
+def question_markdown(q: "QuestionRow") -> str:
     """One question of the report as safe Markdown: question, kind, gold answer (and aliases),
     our answer (or that we abstained), and where the gold evidence was retrieved."""
-    gold = str(q.get("gold") or "") or "(none: the documents do not answer it)"
-    aliases = [str(a) for a in (q.get("aliases") or [])]
-    if q.get("answer") is None:
+    gold = q.gold or "(none: the documents do not answer it)"
+    aliases = list(q.aliases)
+    if q.answer is None:
         ours = "*(this row only retrieves)*"
-    elif q.get("abstained"):
+    elif q.abstained:
         ours = "*(abstained)*"
     else:
-        ours = md_text(str(q.get("answer") or "")) or "*(empty)*"
-    rank = q.get("rank")
+        ours = md_text(q.answer) or "*(empty)*"
+    rank = q.rank
     where = f"{rank}" if isinstance(rank, int) else "not in the top 10"
     lines = [
-        f"**Question:** {md_text(str(q.get('question', '')))}",
-        f"**Kind:** {md_text(str(q.get('kind') or '?'))}",
+        f"**Question:** {md_text(q.question)}",
+        f"**Kind:** {md_text(q.kind or '?')}",
         f"**Gold answer:** {md_text(gold)}" + (f" (also: {md_text(', '.join(aliases))})" if aliases else ""),
         f"**Our answer:** {ours}",
         f"**Rank of the gold evidence:** {where}",
