@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from benchmarks.serve import SERVE_FIELDS
 from rag.settings import MODES
 
 DEFAULT_QA = Path("eval/qa.jsonl")
@@ -108,6 +109,7 @@ FIELDS: dict[str, str] = {
         ("_runs_s", "every {op} run"),
         ("_share_of_full", "incremental_{op}_s / incremental_full_s"),
         ("_peak_rss_mb", "peak RSS of the {op} runs"))},
+    **SERVE_FIELDS,
     "skipped": "{stage: reason} for stages not run",
     "elapsed_s": "wall seconds of the whole bench",
 }
@@ -125,6 +127,9 @@ class BenchOptions:
     scale: tuple[int, ...] = ()
     incremental: Path | None = None  # a SQuAD open-corpus folder: time single-file index changes on it
     incremental_files: int = 1000
+    serve: tuple[int, ...] = ()  # worker counts for `rag serve` runs (empty: not run)
+    serve_clients: int = 4
+    serve_requests: int = 200
     command: str = "rag bench"
 
 
@@ -723,6 +728,13 @@ def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progre
     if options.incremental:
         progress(f"incremental: `rag index` of {options.incremental_files} files, then one file added, changed, removed")
         result.update(time_incremental(settings, options.incremental, options.incremental_files))
+    if options.serve:
+        from benchmarks.serve import time_serve
+
+        progress(f"serve: `rag serve` with {', '.join(map(str, options.serve))} workers, {options.serve_clients} clients, "
+                 f"{options.serve_requests} questions each")
+        result.update(time_serve(settings, [it.question for it in items], options.serve, options.serve_clients,
+                                 options.serve_requests, env=child_env(settings), command=rag_command()))
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["elapsed_s"] = time.perf_counter() - started
     return result
@@ -807,6 +819,12 @@ def format_bench(r: dict[str, Any]) -> str:
             rows.append((f"  then {name} one file", _fmt(r[f"incremental_{name}_s"], " s"),
                          f"{r[f'incremental_{name}_share_of_full']:.1%} of the full build · runs {r[f'incremental_{name}_runs_s']} · "
                          f"peak RSS {_fmt(r[f'incremental_{name}_peak_rss_mb'], ' MB')} · target < 3 s and < 5 %"))
+    for s in r.get("serve_rows") or []:
+        rows.append((f"rag serve, {s['workers']} worker{'s' if s['workers'] > 1 else ''}", _fmt(s["qps"], " q/s"),
+                     f"p50 {_fmt(s['p50_ms'], ' ms')} · p99 {_fmt(s['p99_ms'], ' ms')} · {s['clients']} clients · "
+                     f"{s['requests']} questions · {s['errors']} errors"))
+    if r.get("serve_speedup"):
+        rows.append(("  speed-up", f"{r['serve_speedup']:.2f}x", "qps of the most workers / one · target >= 1.7x for 2"))
     w0 = max(len(a) for a, _, _ in rows) + 2
     w1 = max(len(b) for _, b, _ in rows) + 2
     head = (f"rag bench · {r['date']} · {r['questions']} questions · {c.get('passages')} passages · "
@@ -830,6 +848,16 @@ def write_json(result: dict[str, Any], path: Path) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # CLI
+
+
+def _workers(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"worker counts are numbers like 1,2; got {text!r}") from None
+    if not out or not all(1 <= n <= 16 for n in out):
+        raise argparse.ArgumentTypeError(f"worker counts must be 1 to 16, got {text!r}")
+    return out
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -881,6 +909,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time `rag index` after adding, changing, removing one file of a corpus made from this "
                         "SQuAD folder's paragraphs (e.g. ../shared/datasets/squad2-open)")
     p.add_argument("--incremental-files", type=_positive, default=1000, metavar="N", help="files in that corpus (default 1000)")
+    p.add_argument("--serve", type=_workers, nargs="?", const=(1, 2), default=(), metavar="WORKERS",
+                   help="also drive `rag serve` on loopback with these worker counts (default 1,2): questions/s, p50/p99")
+    p.add_argument("--serve-clients", type=_positive, default=4, metavar="N", help="concurrent clients (default 4)")
+    p.add_argument("--serve-requests", type=_positive, default=200, metavar="N", help="questions per worker count (default 200)")
 
 
 def run_cli(args: argparse.Namespace, settings) -> int:
@@ -891,7 +923,8 @@ def run_cli(args: argparse.Namespace, settings) -> int:
     options = BenchOptions(qa=args.qa, questions=args.questions or 0, cold_runs=args.cold_runs,
                            skip_cold=args.skip_cold, skip_app=args.skip_app, skip_build=args.skip_build,
                            skip_langchain=args.skip_langchain, scale=tuple(args.scale), incremental=args.incremental,
-                           incremental_files=args.incremental_files, command=command_line(args))
+                           incremental_files=args.incremental_files, serve=tuple(args.serve),
+                           serve_clients=args.serve_clients, serve_requests=args.serve_requests, command=command_line(args))
 
     def progress(stage: str) -> None:
         if not args.no_progress:
@@ -922,4 +955,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--scale", ",".join(map(str, args.scale))]
     if getattr(args, "incremental", None):
         parts += ["--incremental", str(args.incremental), "--incremental-files", str(args.incremental_files)]
+    if getattr(args, "serve", ()):
+        parts += ["--serve", ",".join(map(str, args.serve)), "--serve-clients", str(args.serve_clients),
+                  "--serve-requests", str(args.serve_requests)]
     return " ".join(parts)

@@ -317,3 +317,13 @@ def test_1000_concurrent_connections_get_answers_or_503_and_the_server_lives(ser
     codes = asyncio.run(storm())
     assert len(codes) == 1000 and set(codes) <= {200, 503, -1} and codes.count(200) >= 500, sorted(set(codes))
     assert httpx.get(url + "/health", timeout=10).status_code == 200
+
+
+def test_the_serve_benchmark_counts_every_question_and_its_latency(served):
+    from benchmarks.serve import drive
+
+    url, _ = served
+    row = drive(url, ["How many border guards?", "Where did the ministers meet?"], clients=3, requests=12, headers=authed())
+    assert (row["requests"], row["errors"], row["clients"]) == (12, 0, 3)
+    assert row["qps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] < 60_000
+    assert drive(url, ["x?"], clients=2, requests=4)["errors"] == 4  # no key: every request refused, and counted
