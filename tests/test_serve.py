@@ -327,3 +327,25 @@ def test_the_serve_benchmark_counts_every_question_and_its_latency(served):
     assert (row["requests"], row["errors"], row["clients"]) == (12, 0, 3)
     assert row["qps"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] < 60_000
     assert drive(url, ["x?"], clients=2, requests=4)["errors"] == 4  # no key: every request refused, and counted
+
+
+def test_a_citation_is_checkable_against_the_document_the_api_serves(tiny_copy):
+    c = client(tiny_copy)
+    cit = c.post("/ask", json={"question": QUESTION}).json()["citations"][0]
+    doc = c.get(f"/documents/{cit['doc']}").json()
+    assert " ".join(doc["text"][cit["start"]:cit["end"]].split()) == cit["text"]
+    assert doc["title"] == "Border Report 2023"
+    missing = c.get("/documents/reports/nope.txt")
+    assert missing.status_code == 404 and "no document 'reports/nope.txt'" in missing.json()["error"]
+    assert c.get("/documents/../../etc/passwd").status_code == 404  # ids are looked up, never opened as paths
+
+
+def test_a_follow_up_is_rewritten_with_the_history_it_is_sent(tiny_copy):
+    c = client(tiny_copy)
+    first = c.post("/ask", json={"question": "When did the ministers meet in Brussels?"}).json()
+    r = c.post("/ask", json={"question": "And in Rome?",
+                             "history": [{"question": first["question"], "answer": first["message"]}]})
+    assert r.status_code == 200 and r.json()["original_question"] == "And in Rome?"
+    assert r.json()["question"] == "When did the ministers meet in Rome?"
+    too_long = c.post("/ask", json={"question": "x?", "history": [{"question": "q", "answer": "a"}] * 21})
+    assert too_long.status_code == 422

@@ -2,7 +2,7 @@
 
 Endpoints: ``POST /ask`` (the JSON answer of `rag ask --json`; ``"stream": true`` with LLM answers
 sends server-sent events: ``token`` pieces, redacted, then the checked ``answer``), ``POST /search``,
-``GET /documents``, ``GET /health``, ``GET /metrics`` (Prometheus text) and the OpenAPI docs
+``GET /documents``, ``GET /documents/{id}`` (the text citations point into), ``GET /health``, ``GET /metrics`` (Prometheus text) and the OpenAPI docs
 (``/docs``, ``/openapi.json``).
 
 Several workers (``--workers N``, uvicorn's processes) each load the index once; its vectors and
@@ -130,6 +130,12 @@ class AssistantHolder:
             return self._assistant
 
 
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    answer: str
+
+
 class AskRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     question: str = Field(description="the question, in natural language")
@@ -138,6 +144,8 @@ class AskRequest(BaseModel):
     answer: Literal[ANSWER_MODES] | None = Field(None, description="extractive (default) or llm")  # type: ignore[valid-type]
     strictness: Literal[STRICTNESS] | None = None  # type: ignore[valid-type]
     docs: list[str] | None = Field(None, description="answer only from these document ids")
+    history: list[Turn] = Field([], max_length=20, description="earlier turns of a chat, oldest first: follow-ups "
+                                                              "('and in Tunisia?') are rewritten with them")
     stream: bool = Field(False, description="with answer=llm: server-sent events (token pieces, then the answer)")
 
 
@@ -201,7 +209,8 @@ def create_app(settings: Settings | None = None):
     @app.post("/ask", summary="Answer a question from the documents (the JSON of `rag ask --json`)")
     async def ask(req: AskRequest):
         assistant = await call(holder.get)
-        kw = dict(k=req.k, mode=req.mode, answer=req.answer, strictness=req.strictness, docs=req.docs)
+        kw = dict(k=req.k, mode=req.mode, answer=req.answer, strictness=req.strictness, docs=req.docs,
+                  history=[(t.question, t.answer) for t in req.history])
         if req.stream and (req.answer or settings.answer) == "llm":
             return StreamingResponse(_sse(assistant, req.question, kw, settings), media_type="text/event-stream")
         answer = await call(assistant.ask, req.question, **kw)
@@ -226,6 +235,14 @@ def create_app(settings: Settings | None = None):
                                "pages": r.text.count("\f") + 1, "sha256": files[d].sha256 if d in files else None,
                                "indexed_at": files[d].indexed_at if d in files else None}
                               for d, r in sorted(assistant.data.docs.items())]}
+
+    @app.get("/documents/{doc_id:path}", summary="One document's text: what every citation's offsets refer to")
+    async def document(doc_id: str):
+        assistant = await call(holder.get)
+        d = assistant.data.docs.get(doc_id)
+        if d is None:
+            return error(404, f"no document {doc_id!r} in the index (GET /documents lists them)")
+        return {"doc_id": doc_id, "title": d.title, "text": d.text, "metadata": d.metadata}
 
     @app.get("/health", summary="200 when an index is loaded and answers; 503 with the reason otherwise")
     async def health():
