@@ -97,7 +97,8 @@ def time_serve(settings, questions: Sequence[str], workers: Sequence[int] = (1, 
     for w in workers:
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([*command, "serve", "--workers", str(w), "--port", str(port)], env=env or dict(os.environ),
+        child = {**(env or os.environ), "RAG_SERVE_RATE_PER_MINUTE": "0"}  # one client address sends everything
+        proc = subprocess.Popen([*command, "serve", "--workers", str(w), "--port", str(port)], env=child,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             _wait_healthy(url, proc)

@@ -264,7 +264,7 @@ def assistant(real_settings, real_index):
 @pytest.fixture(scope="session")
 def real_text(real_settings) -> str:
     """The real document's text as the loader reads it (the text every offset refers to)."""
-    from rag.load import decode_text
+    from rag.text import decode_text
 
     return decode_text((real_settings.corpus_dir / REAL_DOC_ID).read_bytes())[0]
 

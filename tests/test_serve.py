@@ -118,8 +118,15 @@ def test_the_api_key_is_required_compared_and_never_logged(tiny_copy, caplog):
     assert c.post("/ask", json={"question": QUESTION}, headers=authed()).status_code == 200
     assert c.post("/search", json={"question": QUESTION}, headers={"X-API-Key": KEY}).status_code == 200
     assert c.get("/documents").status_code == 401 and c.get("/metrics").status_code == 401
-    assert c.get("/health").status_code == 200  # for load balancers: no key, and no documents' text
+    assert c.get("/health").json() == {"status": "ok"}  # for load balancers: no key, and nothing about the index
+    assert c.get("/health", headers=authed()).json()["documents"] == 2
     assert KEY not in caplog.text and KEY[:-1] not in caplog.text
+
+
+def test_wrong_keys_count_against_the_rate(tiny_copy):
+    c = client(tiny_copy, serve_api_key=KEY, serve_rate_per_minute=3)
+    codes = [c.post("/search", json={"question": "x?"}, headers=authed("guess" + str(i))).status_code for i in range(5)]
+    assert codes == [401, 401, 401, 429, 429]
 
 
 def test_over_the_rate_a_client_gets_429_with_retry_after(tiny_copy):
@@ -151,6 +158,22 @@ def test_a_request_over_the_timeout_is_504_and_the_server_goes_on(tiny_copy, mon
     assert c.get("/health").status_code == 200
 
 
+def test_work_past_its_timeout_still_counts_so_a_worker_is_never_swamped(tiny_copy, monkeypatch):
+    import rag.serve
+    from rag.pipeline import Assistant
+
+    real = Assistant.ask
+    monkeypatch.setattr(rag.serve, "MAX_IN_FLIGHT", 1)
+    monkeypatch.setattr(Assistant, "ask", lambda self, *a, **k: (time.sleep(1.0), real(self, *a, **k))[1])
+    c = client(tiny_copy, serve_timeout_s=0.2)
+    assert c.post("/ask", json={"question": QUESTION}).status_code == 504  # its thread goes on for a while
+    busy = c.post("/ask", json={"question": QUESTION})
+    assert busy.status_code == 503 and "busy" in busy.json()["error"]
+    time.sleep(1.2)
+    monkeypatch.setattr(Assistant, "ask", real)
+    assert c.post("/ask", json={"question": QUESTION}).status_code == 200
+
+
 def test_cors_is_off_unless_origins_are_listed(tiny_copy):
     pre = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
     assert "access-control-allow-origin" not in client(tiny_copy).options("/ask", headers=pre).headers
@@ -171,6 +194,7 @@ def test_no_index_is_503_with_the_fix_then_recovers_when_built(tmp_path):
     c = client(settings)
     r = c.get("/health")
     assert r.status_code == 503 and "no index at" in r.json()["error"] and "rag index" in r.json()["error"]
+    assert client(settings, serve_api_key=KEY).get("/health").json() == {"error": "unavailable"}  # no paths without the key
     assert c.post("/ask", json={"question": QUESTION}).status_code == 503
     build_index(settings, embedder=HashEmbedder())
     time.sleep(1.1)  # the holder looks at the folder at most once a second
@@ -264,7 +288,7 @@ def test_rag_serve_answers_on_loopback_from_two_workers(served):
     with httpx.Client(base_url=url, headers=authed(), timeout=60) as c:
         r = c.post("/ask", json={"question": QUESTION})
         assert r.status_code == 200 and "50" in r.json()["message"]
-    workers = {httpx.get(url + "/health", headers={"Connection": "close"}).json()["worker"] for _ in range(60)}
+    workers = {httpx.get(url + "/health", headers={"Connection": "close", **authed()}).json()["worker"] for _ in range(60)}
     assert len(workers) == 2  # both processes answer (each new connection goes to either)
     outside = _outside_address()
     if outside is not None:  # bound to loopback only: the machine's other address is refused
@@ -337,7 +361,8 @@ def test_a_citation_is_checkable_against_the_document_the_api_serves(tiny_copy):
     assert doc["title"] == "Border Report 2023"
     missing = c.get("/documents/reports/nope.txt")
     assert missing.status_code == 404 and "no document 'reports/nope.txt'" in missing.json()["error"]
-    assert c.get("/documents/../../etc/passwd").status_code == 404  # ids are looked up, never opened as paths
+    raw = c.get("/documents/%2e%2e/%2e%2e/etc/passwd")  # reaches the route: ids are looked up, never opened
+    assert raw.status_code == 404 and "no document '../../etc/passwd'" in raw.json()["error"]
 
 
 def test_a_follow_up_is_rewritten_with_the_history_it_is_sent(tiny_copy):

@@ -27,10 +27,14 @@ def test_bad_values_are_one_bad_setting_naming_the_variable(env, words):
         Settings.from_env(env)
 
 
-def test_openai_api_key_is_read_only_when_rag_llm_api_key_is_unset():
-    assert Settings.from_env({"OPENAI_API_KEY": "sk-1"}).llm_api_key == "sk-1"
-    assert Settings.from_env({"OPENAI_API_KEY": "sk-1", "RAG_LLM_API_KEY": "sk-2"}).llm_api_key == "sk-2"
-    assert Settings(llm_api_key="").llm_api_key == ""  # constructing Settings reads no environment
+def test_openai_api_key_is_used_when_no_llm_api_key_is_set(monkeypatch):
+    from rag.generate import api_key
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-1")
+    assert api_key(Settings()) == "sk-1" and api_key(Settings.from_env({"RAG_LLM_API_KEY": ""})) == "sk-1"
+    assert api_key(Settings(llm_api_key="sk-2")) == "sk-2"
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert api_key(Settings()) == ""
 
 
 def test_the_api_key_and_a_url_password_are_never_in_repr_or_to_dict():

@@ -440,7 +440,7 @@ class EvalReport:
         }
 
 
-ROWS = (*MODES, "hybrid-rrf")
+ROWS = (*MODES, "hybrid-rrf")  # the retrieval modes, and hybrid fused by RRF
 
 #: The share of eval/qa.jsonl held out from the reader's training (chosen by a hash of the question
 #: id): ``rag eval`` reports those questions apart, as figures on questions the model never saw.
@@ -450,7 +450,7 @@ CURATED_HELDOUT_SHARE = 1 / 3
 def split_of(key: str, share: float) -> bool:
     """Deterministic held-out membership of ``key`` (True: held out)."""
     h = int(hashlib.sha256(key.encode("utf-8")).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < share  # the retrieval modes, and hybrid fused by RRF
+    return h / 0xFFFFFFFF < share
 
 
 def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langchain: bool = True,

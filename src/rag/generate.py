@@ -117,9 +117,10 @@ def choose_model(settings: "Settings", model: str | None) -> "Settings":
 
 
 def api_key(settings: "Settings") -> str:
-    """The key sent to OpenAI-compatible servers (:meth:`Settings.from_env` reads RAG_LLM_API_KEY,
-    else OPENAI_API_KEY, into it)."""
-    return settings.llm_api_key
+    """The key sent to OpenAI-compatible servers: RAG_LLM_API_KEY, else OPENAI_API_KEY."""
+    from .settings import openai_api_key
+
+    return settings.llm_api_key or openai_api_key()
 
 
 #: ``scheme://`` at the start of a URL

@@ -125,7 +125,7 @@ class IndexData:
     manifest: "Manifest"
     docs: Mapping[str, DocRecord]  # a dict; a LazyDocs for large indexes
     chunks: Sequence[Chunk]  # a list; a LazyChunks for large indexes
-    vectors: Any  # faiss.Index (IndexFlatIP or IndexHNSWFlat: see manifest["faiss"]), memory-mapped
+    vectors: Any  # faiss.Index (IndexFlatIP or IndexHNSWFlat: see manifest.faiss), memory-mapped
     sentence_vecs: np.ndarray  # (n_sentences, dim)
     sentence_chunk: np.ndarray  # chunk index of each sentence
     sentence_first: np.ndarray  # first sentence index of each chunk
@@ -325,10 +325,15 @@ class Manifest:
             skipped=tuple(Skipped(s["doc_id"], s["reason"]) for s in skipped),
             corpus_dir=_get(obj, "corpus_dir", str, "", ""),
             follow_symlinks=_get(obj, "follow_symlinks", bool, "", False),
-            created=_get(obj, "created", str, "", ""),
-            build_seconds=_get(obj, "build_seconds", float, "", None),
+            # informational: shown, never relied on, so a null or odd value is not damage
+            created=obj["created"] if isinstance(obj.get("created"), str) else "",
+            build_seconds=_informational_seconds(obj.get("build_seconds")),
             raw=obj,
         )
+
+
+def _informational_seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _shown(rel: str) -> str:
@@ -764,7 +769,7 @@ class _Previous:
 def _previous_index(settings: Settings, index_dir: Path, corpus_dir: Path, reasons: list[str],
                     refresh: Collection[str] = ()) -> _Previous | None:
     """The current index as a source for an incremental build, or None (a full build) when the model,
-    chunking or code changed, or it cannot be read intact; ``reasons`` then says why."""
+    chunking or PIPELINE_VERSION changed, or it cannot be read intact; ``reasons`` then says why."""
     try:
         manifest = load_manifest(index_dir)
     except IndexError_:

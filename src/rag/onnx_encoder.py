@@ -182,7 +182,7 @@ def _check(layout: ModelLayout, onnx_path: Path) -> float:
     encoded one by one and as one padded batch."""
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(layout.folder, device="cpu")
+    st = SentenceTransformer(layout.folder, device="cpu", local_files_only=True)
     ref = st.encode(list(PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     enc = OnnxEncoder(layout, onnx_path)
     batch = enc.encode(list(PROBES))

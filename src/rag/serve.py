@@ -10,8 +10,10 @@ arrays are memory-mapped, so the workers share one copy in the page cache. An in
 damaged or being rebuilt gives ``503`` with the reason, and the next request tries again (a rebuilt
 index is picked up without a restart). Limits (see :class:`rag.settings.Settings`, ``serve_*``): an
 optional API key compared in constant time (``401``, the key never logged), request bodies over
-``serve_max_body_kb`` refused unread (``413``), a per-client rate (``429`` with ``Retry-After``), a
-per-request timeout (``504``), a cap on concurrent connections (uvicorn's ``limit_concurrency``:
+``serve_max_body_kb`` refused unread (``413``), a per-client rate (``429`` with ``Retry-After``; per
+worker, keyed on the connection's address, so behind a proxy rate-limit at the proxy; wrong keys count),
+a per-request timeout (``504``; the work itself cannot be stopped, so at most ``MAX_IN_FLIGHT``
+questions run per worker and more get ``503``), a cap on concurrent connections (uvicorn's ``limit_concurrency``:
 ``503``), CORS off unless origins are listed, and 127.0.0.1 unless ``--host`` says otherwise.
 """
 
@@ -28,6 +30,7 @@ from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BadQuestion, RagError
@@ -39,6 +42,11 @@ log = logging.getLogger(__name__)
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: Concurrent connections one worker accepts before answering 503 (uvicorn's ``limit_concurrency``).
 MAX_CONNECTIONS = 512
+#: Questions one worker works on at once, counting those whose client already got a 504 (a thread
+#: cannot be stopped; it ends with its answer): beyond it, 503 until one ends.
+MAX_IN_FLIGHT = 16
+#: Clients the rate limiter remembers before it forgets those idle for a minute.
+RATE_CLIENTS = 10_000
 
 
 class Metrics:
@@ -93,6 +101,9 @@ class RateLimiter:
             return 0
         now = self.clock()
         with self._lock:
+            if len(self._seen) > RATE_CLIENTS:
+                for idle in [c for c, s in self._seen.items() if not s or s[-1] <= now - 60]:
+                    del self._seen[idle]
             seen = self._seen[client]
             while seen and seen[0] <= now - 60:
                 seen.popleft()
@@ -113,6 +124,7 @@ class AssistantHolder:
         self._assistant = None
         self._version: tuple | None = None
         self._checked = 0.0
+        self._failure: BaseException | None = None  # the last load's error, raised again for a second
 
     def get(self):
         from .index import _version
@@ -120,13 +132,21 @@ class AssistantHolder:
 
         with self._lock:
             now = time.monotonic()
-            if self._assistant is not None and now - self._checked < 1.0:
-                return self._assistant
+            if now - self._checked < 1.0:
+                if self._failure is not None:
+                    raise self._failure
+                if self._assistant is not None:
+                    return self._assistant
             self._checked = now
             version = _version(Path(self.settings.index_dir))
             if self._assistant is None or version != self._version:
-                self._assistant = Assistant.load(self.settings)  # raises IndexMissing, IndexCorrupt, ...
+                try:
+                    self._assistant = Assistant.load(self.settings)  # IndexMissing, IndexCorrupt, ...
+                except RagError as exc:
+                    self._failure = exc
+                    raise
                 self._version = version
+            self._failure = None
             return self._assistant
 
 
@@ -160,7 +180,7 @@ class SearchRequest(BaseModel):
 def create_app(settings: Settings | None = None):
     """The ASGI app over ``settings`` (default: :meth:`Settings.from_env`, which is how each of
     uvicorn's worker processes gets the settings `rag serve` exported)."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -191,10 +211,22 @@ def create_app(settings: Settings | None = None):
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
-    async def call(fn, *args, **kw):
-        """``fn`` in a worker thread, within the request timeout; library errors become statuses."""
+    in_flight = threading.BoundedSemaphore(MAX_IN_FLIGHT)
+
+    def bounded(fn, *args, **kw):
         try:
-            return await asyncio.wait_for(run_in_threadpool(fn, *args, **kw), settings.serve_timeout_s)
+            return fn(*args, **kw)
+        finally:
+            in_flight.release()
+
+    async def call(fn, *args, limit: bool = True, **kw):
+        """``fn`` in a worker thread, within the request timeout; library errors become statuses.
+        ``limit``: count it against MAX_IN_FLIGHT (questions; not the cheap look at the index)."""
+        if limit and not in_flight.acquire(blocking=False):
+            raise _Status(503, f"busy: {MAX_IN_FLIGHT} questions in progress on this worker; try again shortly")
+        try:
+            work = run_in_threadpool(bounded, fn, *args, **kw) if limit else run_in_threadpool(fn, *args, **kw)
+            return await asyncio.wait_for(work, settings.serve_timeout_s)
         except asyncio.TimeoutError:
             raise _Status(504, f"the request took longer than {settings.serve_timeout_s:g} s") from None
         except BadQuestion as exc:
@@ -208,11 +240,20 @@ def create_app(settings: Settings | None = None):
 
     @app.post("/ask", summary="Answer a question from the documents (the JSON of `rag ask --json`)")
     async def ask(req: AskRequest):
-        assistant = await call(holder.get)
+        assistant = await call(holder.get, limit=False)
         kw = dict(k=req.k, mode=req.mode, answer=req.answer, strictness=req.strictness, docs=req.docs,
                   history=[(t.question, t.answer) for t in req.history])
         if req.stream and (req.answer or settings.answer) == "llm":
-            return StreamingResponse(_sse(assistant, req.question, kw, settings), media_type="text/event-stream")
+            from .pipeline import clean_question
+
+            try:
+                clean_question(req.question, settings.max_question_chars)  # a bad question is a 422 here too
+            except BadQuestion as exc:
+                raise _Status(422, str(exc)) from None
+            if not in_flight.acquire(blocking=False):
+                raise _Status(503, f"busy: {MAX_IN_FLIGHT} questions in progress on this worker; try again shortly")
+            return StreamingResponse(_sse(assistant, req.question, kw, settings, in_flight.release),
+                                     media_type="text/event-stream")
         answer = await call(assistant.ask, req.question, **kw)
         return answer.to_json()
 
@@ -220,13 +261,13 @@ def create_app(settings: Settings | None = None):
     async def search(req: SearchRequest):
         from .answer import passage
 
-        assistant = await call(holder.get)
+        assistant = await call(holder.get, limit=False)
         hits = await call(assistant.search, req.question, k=req.k, mode=req.mode, docs=req.docs)
         return {"question": req.question, "passages": [passage(h).to_json(with_n=False) for h in hits]}
 
     @app.get("/documents", summary="The indexed documents")
     async def documents():
-        assistant = await call(holder.get)
+        assistant = await call(holder.get, limit=False)
         counts: dict[str, int] = defaultdict(int)
         for c in assistant.data.chunks:
             counts[c.doc_id] += 1
@@ -238,19 +279,22 @@ def create_app(settings: Settings | None = None):
 
     @app.get("/documents/{doc_id:path}", summary="One document's text: what every citation's offsets refer to")
     async def document(doc_id: str):
-        assistant = await call(holder.get)
+        assistant = await call(holder.get, limit=False)
         d = assistant.data.docs.get(doc_id)
         if d is None:
             return error(404, f"no document {doc_id!r} in the index (GET /documents lists them)")
         return {"doc_id": doc_id, "title": d.title, "text": d.text, "metadata": d.metadata}
 
     @app.get("/health", summary="200 when an index is loaded and answers; 503 with the reason otherwise")
-    async def health():
+    async def health(request: Request):
+        trusted = not settings.serve_api_key or request.scope.get("rag_authed", False)
         try:
-            assistant = await call(holder.get)
-        except _Status as exc:
-            return error(503, exc.message)
+            assistant = await call(holder.get, limit=False)
+        except _Status as exc:  # the reason names folders: only to a caller with the key, when there is one
+            return error(503, exc.message if trusted else "unavailable")
         m = assistant.data.manifest
+        if not trusted:
+            return {"status": "ok"}
         return {"status": "ok", "documents": m.counts.documents, "passages": m.counts.chunks,
                 "built": m.created, "worker": os.getpid()}
 
@@ -268,9 +312,9 @@ class _Status(Exception):
         self.status, self.message = status, message
 
 
-async def _sse(assistant, question: str, kw: dict[str, Any], settings: Settings):
+async def _sse(assistant, question: str, kw: dict[str, Any], settings: Settings, done):
     """Server-sent events of an LLM answer: ``token`` events (redacted as the app redacts them), then
-    ``answer`` (the checked JSON answer) or ``error``."""
+    ``answer`` (the checked JSON answer) or ``error``. ``done()`` is called when the work ends."""
     from .generate import StreamRedactor
 
     loop = asyncio.get_running_loop()
@@ -287,12 +331,17 @@ async def _sse(assistant, question: str, kw: dict[str, Any], settings: Settings)
     def work() -> None:
         try:
             answer = assistant.ask(question, on_token=on_token, **kw)
+            tail = redactor[0].flush() if redactor else ""
+            if tail:
+                loop.call_soon_threadsafe(queue.put_nowait, ("token", {"text": tail}))
             loop.call_soon_threadsafe(queue.put_nowait, ("answer", answer.to_json()))
         except RagError as exc:
             loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": str(exc)}))
         except Exception as exc:  # noqa: BLE001 - the stream ends with the reason, never hangs
-            log.error("streamed answer failed: %s: %s", type(exc).__name__, exc)
+            log.error("streamed answer failed: %s", type(exc).__name__)
             loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": f"{type(exc).__name__}"}))
+        finally:
+            done()
 
     threading.Thread(target=work, name="rag-serve-stream", daemon=True).start()
     deadline = loop.time() + settings.serve_timeout_s
@@ -344,10 +393,15 @@ class _Guard:
 
     def _refusal(self, scope, path: str):
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        if self.key and path not in self.OPEN:
+        client = (scope.get("client") or ("?", 0))[0]
+        wait = self.limiter.retry_after(client) if path not in self.OPEN else 0  # wrong keys count too
+        if wait:
+            return 429, f"more than {self.limiter.per_minute} requests a minute: try again in {wait} s", {"Retry-After": str(wait)}
+        if self.key:
             auth = headers.get("authorization", b"")
             given = auth[7:] if auth[:7].lower() == b"bearer " else headers.get("x-api-key", b"")
-            if not hmac.compare_digest(given, self.key):
+            scope["rag_authed"] = hmac.compare_digest(given, self.key)
+            if not scope["rag_authed"] and path not in self.OPEN:
                 return 401, "a valid API key is required (Authorization: Bearer <key>, or X-API-Key)", {"WWW-Authenticate": "Bearer"}
         length = headers.get("content-length")
         if length is not None:
@@ -356,10 +410,6 @@ class _Guard:
                     return 413, f"the request body is over {self.settings.serve_max_body_kb} KiB", None
             except ValueError:
                 return 400, "Content-Length is not a number", None
-        client = (scope.get("client") or ("?", 0))[0]
-        wait = self.limiter.retry_after(client) if path not in self.OPEN else 0
-        if wait:
-            return 429, f"more than {self.limiter.per_minute} requests a minute: try again in {wait} s", {"Retry-After": str(wait)}
         return None
 
     def _capped(self, receive):

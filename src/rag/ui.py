@@ -505,7 +505,7 @@ def _source_lines(c: Citation, tag: str, doc_text: str | None, quote_chars: int)
     if c.page:
         where.append(f"p. {c.page}")
     if c.section:
-        where.append(escape_markdown(collapse_ws(c.section)))
+        where.append(escape_markdown(collapse_ws(c.section, strip=False)))
     head = f"- {escape_markdown(tag)} " + ", ".join(where) + f" (score {c.score:.2f})"
     if doc_text is not None and c.highlights and 0 <= c.start <= c.end <= len(doc_text):
         quotes = [doc_text[s:e] for s, e in merge_spans(c.highlights, 0, len(doc_text))]

@@ -25,8 +25,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BadUploadName, UploadExists, UploadRefused, UploadTooLarge, UploadUnreadable
-from .load import SUPPORTED, UnreadableFile, load_file
+from .errors import BadUploadName, UnreadableFile, UploadExists, UploadRefused, UploadTooLarge, UploadUnreadable
+from .load import SUPPORTED, load_file
 
 #: Longest base name kept (in UTF-8 bytes, extension excluded); file systems allow 255.
 MAX_STEM_BYTES = 120
