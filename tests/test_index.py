@@ -646,20 +646,43 @@ def test_lazy_index_keeps_reading_its_own_files_after_a_rebuild(tiny_copy, lazy)
 # ---------------------------------------------------------------------------------------------
 # The pipeline version follows the pipeline's output
 
-#: sha256 of what loading, cleaning, chunking and tokenising make of the real corpus and the tiny one,
+OTHER_FORMATS = {
+    "glacier.html": "<html><head><title>Glacier Facts</title><script>x()</script></head><body><nav>Home</nav>"
+                    "<main><h1>Glaciers</h1><p>The Aletsch glacier is 23 km long.</p><h2>Ice</h2>"
+                    "<table><tr><td>Year</td><td>Loss</td></tr><tr><td>2022</td><td>6 %</td></tr></table></main></body></html>",
+}
+
+
+def make_docx(path: Path) -> Path:
+    import docx
+
+    d = docx.Document()
+    d.add_heading("Harbour Report", level=1)
+    d.add_paragraph("In 2023 the harbour of Valletta received 412 cargo ships.")
+    table = d.add_table(rows=2, cols=2)
+    for r, (a, b) in enumerate([("Vessel", "Tonnes"), ("Aurora", "1200")]):
+        table.cell(r, 0).text, table.cell(r, 1).text = a, b
+    d.save(path)
+    return path
+
+
+#: sha256 of what loading, cleaning, chunking and tokenising make of the real corpus, the tiny one and
+#: one file of every other format (text-layer PDF, Word, HTML),
 #: by PIPELINE_VERSION. When this test fails, the index output changed: bump PIPELINE_VERSION in
 #: rag/index.py (existing indexes then rebuild) and record the new digest here under the new version.
-PIPELINE_OUTPUT = {"2": "0104297f4b1beecb949b1e4f07cbdeee94abbee107cb689e2b61209b77d5af58"}
+PIPELINE_OUTPUT = {"2": "14250c49229732071f5b2b9b8824206de4617821e61969ed65021aecbe117bc5"}
 
 
 def _pipeline_output_digest(tmp_path) -> str:
     import shutil
 
-    from conftest import REAL_CORPUS, TINY_FILES
+    from conftest import REAL_CORPUS, TINY_FILES, make_pdf
     from rag.lexical import tokenize
 
-    corpus = write_corpus(tmp_path / "corpus", TINY_FILES)
+    corpus = write_corpus(tmp_path / "corpus", {**TINY_FILES, **OTHER_FORMATS})
     shutil.copy(REAL_CORPUS / REAL_DOC_ID, corpus / REAL_DOC_ID)
+    make_pdf(corpus / "pages.pdf", [["Page one says the fleet has 12 boats."], ["Page two: the budget is EUR 5 million."]])
+    make_docx(corpus / "harbour.docx")
     h = hashlib.sha256()
     for c in chunk_documents(load_corpus(corpus).documents, ChunkSettings()):
         record = [c.chunk_id, c.doc_id, c.title, c.page, c.page_end, list(c.section), c.start, c.end, c.text,

@@ -76,12 +76,26 @@ def test_every_public_exception_is_defined_in_errors_py():
     assert all(issubclass(getattr(rag.errors, n), rag.errors.RagError) for n in names)
 
 
+ENV_NAMES = ("environ", "environb", "getenv", "putenv", "unsetenv")
+
+
 def _reads_environment(tree: ast.Module) -> bool:
+    """``os.environ`` / ``os.getenv`` (through any alias of ``os``), or those names imported from os."""
+    os_names = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name == "os"}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv") and \
-                isinstance(node.value, ast.Name) and node.value.id == "os":
+        if isinstance(node, ast.Attribute) and node.attr in ENV_NAMES and isinstance(node.value, ast.Name) \
+                and node.value.id in os_names:
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module == "os" and any(a.name in ENV_NAMES for a in node.names):
             return True
     return False
+
+
+@pytest.mark.parametrize("code", ["import os\nos.environ['X']", "import os as o\no.getenv('X')",
+                                  "from os import environ\nenviron.get('X')", "def f():\n    import os\n    os.putenv('X', '1')"])
+def test_the_environment_check_sees_every_spelling(code):
+    assert _reads_environment(ast.parse(code))
+    assert not _reads_environment(ast.parse("import os\nos.path.join('a')"))
 
 
 def test_only_settings_reads_or_writes_the_environment():
