@@ -29,7 +29,7 @@ import streamlit as st
 from rag import ui
 from rag.answer import Citation
 from rag.errors import BadQuestion, IndexMissing, RagError
-from rag.generate import StreamRedactor, choose_model, fallback_notice, model_choices, redact
+from rag.generate import StreamRedactor, choose_model, fallback_notice, model_choices, redact, shown_url
 from rag.index import MANIFEST, DocRecord, Manifest, load_manifest, stale_reasons
 from rag.pipeline import Assistant
 from rag.settings import ANSWER_MODES, MODES, STRICTNESS, Settings, set_process_env
@@ -60,6 +60,29 @@ def load_chat_model(settings: Settings) -> Any:
     return make_chat_model(settings)
 
 
+@st.cache_resource(show_spinner=False, max_entries=4)
+def load_remote(url: str, key: str) -> Any:
+    """The `rag serve` this app asks (RAG_API_URL), shared by all sessions of this server process."""
+    from rag.client import RemoteAssistant
+
+    return RemoteAssistant(url, key)
+
+
+def remote_session(settings: Settings, status_box: Any) -> Any:
+    """The remote assistant, after a health check (its reason shown, and the run stopped, when the
+    server cannot answer)."""
+    remote = load_remote(settings.api_url, settings.api_key)
+    try:
+        health = remote.health()
+    except RagError as exc:
+        status_box.markdown("**Status:** unreachable")
+        st.error(ui.message_markdown(redact(str(exc), settings)))
+        st.stop()
+    status_box.markdown("  \n".join([f"**Server:** {ui.md_text(shown_url(settings.api_url, settings))}",
+                                      *ui.server_status_lines(health)]))
+    return remote
+
+
 def answer_settings(settings: Settings) -> Settings:
     """The sidebar's answer mode, and in generative mode the operator's LLM settings (read-only) and
     a choice among the models the operator listed (RAG_LLM_MODELS). A visitor never gives a server,
@@ -75,6 +98,9 @@ def answer_settings(settings: Settings) -> Settings:
                                        "more often, lenient answers more often.")
         settings = settings.with_(strictness=strict)
     if answer != "llm":
+        return settings.with_(answer=answer)
+    if settings.api_url:  # the server's model writes, and the server checks it
+        st.caption("The server's language model writes the answer; it is checked against the passages there.")
         return settings.with_(answer=answer)
     st.markdown("  \n".join(ui.llm_settings_lines(settings)))
     choices = model_choices(settings)
@@ -354,88 +380,97 @@ except RagError as exc:
     st.error(ui.message_markdown(str(exc)))
     st.stop()
 
+remote = bool(settings.api_url)  # ask a `rag serve` instead of a local index
 with st.sidebar:
-    view = st.radio("View", VIEWS, horizontal=True, key="view")
+    view = st.radio("View", VIEWS if not remote else VIEWS[:1], horizontal=True, key="view")
     st.header("Retrieval")
     mode = st.selectbox("Retrieval mode", MODES, index=MODES.index(settings.mode), key="mode")
     k = st.slider("Passages (k)", 1, 10, value=min(max(settings.k, 1), 10), key="k")
     filter_box = st.container()
     asked = answer_settings(settings)
-    st.header("Index")
+    st.header("Server" if remote else "Index")
     status_box = st.container()
-    st.button("Rebuild index", key="rebuild_sidebar", on_click=request_rebuild)
+    if not remote:
+        st.button("Rebuild index", key="rebuild_sidebar", on_click=request_rebuild)
     st.button("Clear chat", on_click=clear_chat)
     export_box = st.container()
-    st.header("Add documents")
-    # No `type=` filter: Streamlit raises inside the script on a disallowed name sent by a client;
-    # rag.upload checks name, type and content itself and says what is wrong.
-    with st.form("upload", clear_on_submit=True, border=False):
-        uploads = st.file_uploader("Files (.txt, .md, .pdf, .docx, .html)", accept_multiple_files=True, key="uploads", **upload_limit(settings))
-        replace = st.checkbox("Replace files with the same name", key="replace")
-        add = st.form_submit_button("Add to the corpus and re-index")
+    uploads, replace, add = [], False, False
+    if not remote:
+        st.header("Add documents")
+        # No `type=` filter: Streamlit raises inside the script on a disallowed name sent by a client;
+        # rag.upload checks name, type and content itself and says what is wrong.
+        with st.form("upload", clear_on_submit=True, border=False):
+            uploads = st.file_uploader("Files (.txt, .md, .pdf, .docx, .html)", accept_multiple_files=True, key="uploads", **upload_limit(settings))
+            replace = st.checkbox("Replace files with the same name", key="replace")
+            add = st.form_submit_button("Add to the corpus and re-index")
 
-# Index: built in the background when missing or asked to; checked before loading.
-builder = index_builder(str(Path(settings.index_dir).resolve()))
-st.session_state.setdefault("builds_seen", builder.status().finished)
-# Uploads are saved (and their re-index requested) before the next element call, which could end this run.
-upload_results = add_documents(settings, uploads, replace, builder) if add and uploads else []
-
-st.title({"Chat": "Ask the documents", "Documents": "Documents"}.get(view, "Evaluation"))
-show_upload_results(upload_results)
-forced = st.session_state.pop("rebuild", False)
-if forced:
-    builder.request(settings, force=True)
-manifest, problem = check_index(settings)
-build = builder.status()
-if manifest is None and problem is None and not build.running and not build.failed:
-    builder.request(settings)  # no index yet (after a failed build, only when asked again)
+build = None  # a local index build in progress (none with a remote server)
+if remote:
+    st.title("Ask the documents")
+    assistant = remote_session(settings, status_box)
+    docs = assistant.docs
+else:
+    # Index: built in the background when missing or asked to; checked before loading.
+    builder = index_builder(str(Path(settings.index_dir).resolve()))
+    st.session_state.setdefault("builds_seen", builder.status().finished)
+    # Uploads are saved (and their re-index requested) before the next element call, which could end this run.
+    upload_results = add_documents(settings, uploads, replace, builder) if add and uploads else []
+    st.title({"Chat": "Ask the documents", "Documents": "Documents"}.get(view, "Evaluation"))
+    show_upload_results(upload_results)
+    forced = st.session_state.pop("rebuild", False)
+    if forced:
+        builder.request(settings, force=True)
+    manifest, problem = check_index(settings)
     build = builder.status()
-reported = build.finished > st.session_state.builds_seen
-if reported:  # each finished build is reported once per session
-    st.session_state.builds_seen = build.finished
-    if build.failed:
-        st.error(ui.message_markdown(build.message))
-    else:
-        st.success(ui.message_markdown(build.message))
-        manifest, problem = check_index(settings)
+    if manifest is None and problem is None and not build.running and not build.failed:
+        builder.request(settings)  # no index yet (after a failed build, only when asked again)
+        build = builder.status()
+    reported = build.finished > st.session_state.builds_seen
+    if reported:  # each finished build is reported once per session
+        st.session_state.builds_seen = build.finished
+        if build.failed:
+            st.error(ui.message_markdown(build.message))
+        else:
+            st.success(ui.message_markdown(build.message))
+            manifest, problem = check_index(settings)
 
-if build.running and (manifest is None or problem is not None):  # nothing to answer from yet
-    st.info(ui.BUILDING_FIRST if problem is None else ui.BUILDING_BROKEN)
-    build_progress(builder)
-    st.chat_input("Ask a question about the documents", disabled=True)
-    st.stop()
-if manifest is None and problem is None:  # no index, and its build failed
-    status_box.markdown("**Status:** no index")
-    if not reported:
-        st.error(ui.message_markdown(build.message))
-    st.button("Rebuild index", key="rebuild_error", on_click=request_rebuild, type="primary")
-    st.stop()
-if problem is not None:
-    status_box.markdown("**Status:** unusable")
-    st.error(ui.message_markdown(str(problem)))
-    st.button("Rebuild index", key="rebuild_error", on_click=request_rebuild, type="primary")
-    st.stop()
+    if build.running and (manifest is None or problem is not None):  # nothing to answer from yet
+        st.info(ui.BUILDING_FIRST if problem is None else ui.BUILDING_BROKEN)
+        build_progress(builder)
+        st.chat_input("Ask a question about the documents", disabled=True)
+        st.stop()
+    if manifest is None and problem is None:  # no index, and its build failed
+        status_box.markdown("**Status:** no index")
+        if not reported:
+            st.error(ui.message_markdown(build.message))
+        st.button("Rebuild index", key="rebuild_error", on_click=request_rebuild, type="primary")
+        st.stop()
+    if problem is not None:
+        status_box.markdown("**Status:** unusable")
+        st.error(ui.message_markdown(str(problem)))
+        st.button("Rebuild index", key="rebuild_error", on_click=request_rebuild, type="primary")
+        st.stop()
 
-reasons = stale_reasons(manifest, settings)
-status_box.markdown("  \n".join(ui.index_status_lines(manifest, reasons)))
-if build.running:
-    st.info(ui.BUILDING_AGAIN)
-    build_progress(builder)
-elif reasons:
-    st.warning(ui.message_markdown("The index is out of date: " + "; ".join(reasons[:3]) + ". Answers come from the old index."))
-    st.button("Rebuild index", key="rebuild_stale", on_click=request_rebuild)
+    reasons = stale_reasons(manifest, settings)
+    status_box.markdown("  \n".join(ui.index_status_lines(manifest, reasons)))
+    if build.running:
+        st.info(ui.BUILDING_AGAIN)
+        build_progress(builder)
+    elif reasons:
+        st.warning(ui.message_markdown("The index is out of date: " + "; ".join(reasons[:3]) + ". Answers come from the old index."))
+        st.button("Rebuild index", key="rebuild_stale", on_click=request_rebuild)
 
-try:
-    assistant = load_assistant(settings, manifest_stamp(settings))
-except RagError as exc:
-    st.error(ui.message_markdown(str(exc)))
-    st.button("Rebuild index", key="rebuild_load", on_click=request_rebuild, type="primary")
-    st.stop()
+    try:
+        assistant = load_assistant(settings, manifest_stamp(settings))
+    except RagError as exc:
+        st.error(ui.message_markdown(str(exc)))
+        st.button("Rebuild index", key="rebuild_load", on_click=request_rebuild, type="primary")
+        st.stop()
 
-docs = assistant.data.docs
-if view == "Documents":
-    render_library(settings, assistant, manifest, builder)
-    st.stop()
+    docs = assistant.data.docs
+    if view == "Documents":
+        render_library(settings, assistant, manifest, builder)
+        st.stop()
 with filter_box:  # limit answers to some documents (all when none is chosen)
     st.session_state["only_docs"] = [d for d in st.session_state.get("only_docs", []) if d in docs]  # removed ones go
     only = st.multiselect("Answer from (all documents when empty)", sorted(docs), key="only_docs")
@@ -469,7 +504,7 @@ if prompt is not None:
 
             chat, unavailable = None, None
             try:
-                if asked.answer == "llm":
+                if asked.answer == "llm" and not remote:  # a remote server uses its own model
                     try:
                         chat = load_chat_model(asked)
                     except RagError as exc:  # e.g. the backend's extra is not installed: say so, answer extractively
@@ -478,7 +513,7 @@ if prompt is not None:
                 answer = assistant.ask(prompt, k=k, mode=mode, answer="extractive" if unavailable else asked.answer,
                                        chat=chat, history=ui.history_pairs(st.session_state.turns), on_token=on_token,
                                        strictness=asked.strictness, docs=only or None)
-                extra = ((unavailable,) if unavailable else ()) + ((ui.ANSWERED_FROM_PREVIOUS,) if build.running else ())
+                extra = ((unavailable,) if unavailable else ()) + ((ui.ANSWERED_FROM_PREVIOUS,) if build and build.running else ())
                 answer = dataclasses.replace(answer, notices=tuple(redact(n, asked, chat) for n in answer.notices + extra))
                 turn = ui.Turn(turn_id, prompt, answer, mode=mode, k=k)
             except BadQuestion as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -83,6 +83,13 @@ class Citation:
             d.pop("supported")
         return d
 
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Citation":
+        """A citation or passage of an answer's JSON (``to_json``'s output) back as a record."""
+        return cls(int(d.get("n", 0)), str(d["doc"]), str(d.get("title", "")), int(d.get("page", 1)), str(d.get("section", "")),
+                   int(d["start"]), int(d["end"]), str(d["text"]), float(d.get("score", 0.0)),
+                   tuple((int(a), int(b)) for a, b in d.get("highlights", ())), bool(d.get("supported", True)))
+
 
 @dataclass(frozen=True)
 class ShortAnswer:
@@ -97,6 +104,10 @@ class ShortAnswer:
 
     def to_json(self) -> dict[str, Any]:
         return {"text": self.text, "doc": self.doc, "start": self.start, "end": self.end, "score": round(self.score, 4)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "ShortAnswer":
+        return cls(str(d["text"]), str(d["doc"]), int(d["start"]), int(d["end"]), float(d.get("score", 0.0)))
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,23 @@ class Answer:
         if self.notices:
             out["notices"] = list(self.notices)
         return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "Answer":
+        """An answer's JSON (``rag ask --json``, ``POST /ask``) back as a record (its ``id`` dropped)."""
+        short = d.get("short_answer")
+        return cls(
+            question=str(d["question"]), answer=str(d.get("answer", "")), abstained=bool(d["abstained"]),
+            message=str(d.get("message", "")), citations=tuple(Citation.from_json(c) for c in d.get("citations", ())),
+            passages=tuple(Citation.from_json(p) for p in d.get("passages", ())), support=float(d.get("support", 0.0)),
+            timings_ms={str(k): float(v) for k, v in (d.get("timings_ms") or {}).items()},
+            notices=tuple(d.get("notices", ())), mode=str(d.get("mode", "extractive")),
+            unsupported_sentences=tuple(d.get("unsupported_sentences", ())),
+            invalid_citations=tuple(int(n) for n in d.get("invalid_citations", ())),
+            original_question=d.get("original_question"),
+            short_answer=ShortAnswer.from_json(short) if short else None,
+            answerable=None if d.get("answerable") is None else float(d["answerable"]),
+        )
 
 
 def passage(hit: Hit, n: int = 0, highlights: Sequence[tuple[int, int]] = ()) -> Citation:

@@ -63,6 +63,10 @@ class UploadUnreadable(UploadRefused):
     """The content does not match the extension, or has no extractable text."""
 
 
+class RemoteUnavailable(RagError):
+    """The rag server (`rag serve`) could not answer: unreachable, refused the key, busy, or failed."""
+
+
 class IndexError_(RagError):
     """Base for index problems (named with a trailing underscore to not shadow the builtin)."""
 

@@ -416,8 +416,8 @@ def known_secrets(settings: "Settings | None" = None, chat: Any = None) -> tuple
     found: list[str] = []
     urls = []
     if settings is not None:
-        found.append(api_key(settings))
-        urls.append(settings.llm_base_url)
+        found += [api_key(settings), settings.serve_api_key, settings.api_key]
+        urls += [settings.llm_base_url, settings.api_url]
     if chat is not None:
         from pydantic import SecretStr
 

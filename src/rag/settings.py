@@ -106,6 +106,10 @@ class Settings:
     serve_timeout_s: float = 30.0
     #: `rag serve`: origins allowed by CORS (RAG_SERVE_CORS_ORIGINS, comma-separated); empty: CORS off.
     serve_cors_origins: tuple[str, ...] = ()
+    #: The app asks this `rag serve` (e.g. http://rag.internal:8000) instead of a local index.
+    api_url: str = ""
+    #: The key that server wants (``RAG_API_KEY``); never shown.
+    api_key: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -135,9 +139,10 @@ class Settings:
             )
 
     def __repr__(self) -> str:
-        """The dataclass repr, with the server URL's user-info (a password) shown as ``***@``."""
+        """The dataclass repr, with the server URLs' user-info (a password) shown as ``***@``."""
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
-        shown["llm_base_url"] = _URL_USERINFO.sub(r"\1***@", self.llm_base_url)
+        for url in ("llm_base_url", "api_url"):
+            shown[url] = _URL_USERINFO.sub(r"\1***@", getattr(self, url))
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def with_(self, **changes: Any) -> "Settings":
@@ -160,7 +165,7 @@ class Settings:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for secret in ("llm_api_key", "serve_api_key"):
+        for secret in ("llm_api_key", "serve_api_key", "api_key"):
             if d.get(secret):
                 d[secret] = "***"
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}

@@ -275,6 +275,14 @@ def index_status_lines(manifest: "Manifest", reasons: Sequence[str]) -> list[str
     return lines
 
 
+def server_status_lines(health: Mapping[str, Any]) -> list[str]:
+    """Sidebar lines (safe Markdown) for a remote `rag serve`: what its ``GET /health`` said."""
+    return [f"**Documents:** {escape_markdown(str(health.get('documents', '?')))}",
+            f"**Passages:** {escape_markdown(str(health.get('passages', '?')))}",
+            f"**Built:** {escape_markdown(built_date(health.get('built')))}",
+            "**Status:** " + ("answering" if health.get("status") == "ok" else escape_markdown(str(health.get("status"))))]
+
+
 def llm_settings_lines(settings: Any) -> list[str]:
     """Sidebar lines (safe Markdown) showing the operator's LLM settings read-only: backend, then the
     server (its user-info redacted) and whether an API key is set, or the GGUF file's name. The key
