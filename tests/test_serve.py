@@ -374,3 +374,20 @@ def test_a_follow_up_is_rewritten_with_the_history_it_is_sent(tiny_copy):
     assert r.json()["question"] == "When did the ministers meet in Rome?"
     too_long = c.post("/ask", json={"question": "x?", "history": [{"question": "q", "answer": "a"}] * 21})
     assert too_long.status_code == 422
+
+
+def test_a_bad_streamed_question_is_a_422_and_a_slow_stream_ends_with_an_error_event(tiny_copy, monkeypatch):
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+
+    from rag.pipeline import Assistant
+
+    c = client(tiny_copy, serve_timeout_s=0.5)
+    bad = c.post("/ask", json={"question": "  ", "answer": "llm", "stream": True})
+    assert bad.status_code == 422 and "the question is empty" in bad.json()["error"]
+    use_chat(monkeypatch, GenericFakeChatModel(messages=iter([AIMessage("Frontex deployed 50 guards [1].")])))
+    real = Assistant.ask
+    monkeypatch.setattr(Assistant, "ask", lambda self, *a, **k: (time.sleep(1.0), real(self, *a, **k))[1])
+    with c.stream("POST", "/ask", json={"question": QUESTION, "answer": "llm", "stream": True}) as r:
+        body = r.read().decode()
+    assert body.startswith("event: error\n") and "longer than 0.5 s" in body

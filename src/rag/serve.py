@@ -312,47 +312,56 @@ class _Status(Exception):
         self.status, self.message = status, message
 
 
-async def _sse(assistant, question: str, kw: dict[str, Any], settings: Settings, done):
+def _sse(assistant, question: str, kw: dict[str, Any], settings: Settings, done):
     """Server-sent events of an LLM answer: ``token`` events (redacted as the app redacts them), then
-    ``answer`` (the checked JSON answer) or ``error``. ``done()`` is called when the work ends."""
+    ``answer`` (the checked JSON answer) or ``error``. The work starts now, in a thread, whether or not
+    the events are ever read; ``done()`` is called when it ends. Call from the event loop."""
     from .generate import StreamRedactor
 
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    redactor: list[StreamRedactor] = []
+    redactor = StreamRedactor(settings, None)
+
+    def post(event: str, data: dict[str, Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (event, data))
+        except RuntimeError:  # the loop is gone (server stopping): nobody is listening
+            pass
 
     def on_token(text: str) -> None:
-        if not redactor:
-            redactor.append(StreamRedactor(settings, None))
-        piece = redactor[0].feed(text)
+        piece = redactor.feed(text)
         if piece:
-            loop.call_soon_threadsafe(queue.put_nowait, ("token", {"text": piece}))
+            post("token", {"text": piece})
 
     def work() -> None:
         try:
             answer = assistant.ask(question, on_token=on_token, **kw)
-            tail = redactor[0].flush() if redactor else ""
+            tail = redactor.flush()
             if tail:
-                loop.call_soon_threadsafe(queue.put_nowait, ("token", {"text": tail}))
-            loop.call_soon_threadsafe(queue.put_nowait, ("answer", answer.to_json()))
+                post("token", {"text": tail})
+            post("answer", answer.to_json())
         except RagError as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": str(exc)}))
+            post("error", {"error": str(exc)})
         except Exception as exc:  # noqa: BLE001 - the stream ends with the reason, never hangs
             log.error("streamed answer failed: %s", type(exc).__name__)
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", {"error": f"{type(exc).__name__}"}))
+            post("error", {"error": type(exc).__name__})
         finally:
             done()
 
     threading.Thread(target=work, name="rag-serve-stream", daemon=True).start()
     deadline = loop.time() + settings.serve_timeout_s
-    while True:
-        try:
-            event, data = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
-        except asyncio.TimeoutError:
-            event, data = "error", {"error": f"the answer took longer than {settings.serve_timeout_s:g} s"}
-        yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-        if event != "token":
-            return
+
+    async def events():
+        while True:
+            try:
+                event, data = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                event, data = "error", {"error": f"the answer took longer than {settings.serve_timeout_s:g} s"}
+            yield f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+            if event != "token":
+                return
+
+    return events()
 
 
 class _Guard:
