@@ -164,12 +164,12 @@ def test_work_past_its_timeout_still_counts_so_a_worker_is_never_swamped(tiny_co
 
     real = Assistant.ask
     monkeypatch.setattr(rag.serve, "MAX_IN_FLIGHT", 1)
-    monkeypatch.setattr(Assistant, "ask", lambda self, *a, **k: (time.sleep(1.0), real(self, *a, **k))[1])
-    c = client(tiny_copy, serve_timeout_s=0.2)
+    monkeypatch.setattr(Assistant, "ask", lambda self, *a, **k: (time.sleep(0.5), real(self, *a, **k))[1])
+    c = client(tiny_copy, serve_timeout_s=0.1)
     assert c.post("/ask", json={"question": QUESTION}).status_code == 504  # its thread goes on for a while
     busy = c.post("/ask", json={"question": QUESTION})
     assert busy.status_code == 503 and "busy" in busy.json()["error"]
-    time.sleep(1.2)
+    time.sleep(0.6)
     monkeypatch.setattr(Assistant, "ask", real)
     assert c.post("/ask", json={"question": QUESTION}).status_code == 200
 
@@ -186,7 +186,14 @@ def test_cors_is_off_unless_origins_are_listed(tiny_copy):
 # The index: missing, damaged, rebuilt: a 503 with the reason, then recovery without a restart
 
 
-def test_no_index_is_503_with_the_fix_then_recovers_when_built(tmp_path):
+@pytest.fixture
+def quick_recheck(monkeypatch):
+    import rag.serve
+
+    monkeypatch.setattr(rag.serve, "RECHECK_S", 0.05)
+
+
+def test_no_index_is_503_with_the_fix_then_recovers_when_built(quick_recheck, tmp_path):
     from conftest import HashEmbedder
     from rag.index import build_index
 
@@ -197,19 +204,19 @@ def test_no_index_is_503_with_the_fix_then_recovers_when_built(tmp_path):
     assert client(settings, serve_api_key=KEY).get("/health").json() == {"error": "unavailable"}  # no paths without the key
     assert c.post("/ask", json={"question": QUESTION}).status_code == 503
     build_index(settings, embedder=HashEmbedder())
-    time.sleep(1.1)  # the holder looks at the folder at most once a second
+    time.sleep(0.06)  # the holder looks at the folder at most every RECHECK_S (0.05 s here)
     assert c.get("/health").status_code == 200
     assert "50 border guards" in c.post("/ask", json={"question": QUESTION}).json()["message"]
 
 
-def test_a_rebuilt_index_is_picked_up_and_a_damaged_one_is_503(tiny_copy):
+def test_a_rebuilt_index_is_picked_up_and_a_damaged_one_is_503(quick_recheck, tiny_copy):
     from rag.index import build_index
 
     c = client(tiny_copy)
     assert c.get("/health").json()["documents"] == 2
     (Path(tiny_copy.corpus_dir) / "more.txt").write_text("Malta carried out 17 ferry inspections in 2023.\n")
     build_index(tiny_copy)
-    time.sleep(1.1)
+    time.sleep(0.06)
     assert c.get("/health").json()["documents"] == 3
     shutil.rmtree(Path(tiny_copy.index_dir) / "lexical")  # the loaded index goes on answering from memory;
     r = client(tiny_copy).get("/health")  # a worker that loads it now finds the damage

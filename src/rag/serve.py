@@ -47,6 +47,8 @@ MAX_CONNECTIONS = 512
 MAX_IN_FLIGHT = 16
 #: Clients the rate limiter remembers before it forgets those idle for a minute.
 RATE_CLIENTS = 10_000
+#: Seconds between two looks at the index folder (a rebuilt index is picked up after at most this).
+RECHECK_S = 1.0
 
 
 class Metrics:
@@ -115,8 +117,8 @@ class RateLimiter:
 
 class AssistantHolder:
     """The worker's :class:`rag.pipeline.Assistant`: loaded on first use, loaded again when the index
-    folder holds another build, and tried again on the next request when it could not be loaded (so a
-    missing or damaged index recovers without a restart)."""
+    folder holds another build, and tried again when it could not be loaded (so a missing or damaged
+    index recovers without a restart); the folder is looked at at most every RECHECK_S seconds."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -132,7 +134,7 @@ class AssistantHolder:
 
         with self._lock:
             now = time.monotonic()
-            if now - self._checked < 1.0:
+            if now - self._checked < RECHECK_S:
                 if self._failure is not None:
                     raise self._failure
                 if self._assistant is not None:
