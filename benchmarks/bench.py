@@ -560,15 +560,14 @@ def time_app(settings, question: str) -> dict[str, Any]:
     The browser starts first (not timed); the clock starts when streamlit is started. The answer is
     complete when its caption with the timing appears (the last thing the app writes)."""
     import shutil
-    import socket
     import subprocess
     import tempfile
 
     from playwright.sync_api import expect, sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from benchmarks.serve import free_port
+
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [str(Path(sys.executable).with_name("streamlit")), "run", str(app_path()), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",

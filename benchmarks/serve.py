@@ -24,7 +24,8 @@ SERVE_FIELDS = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -95,7 +96,7 @@ def time_serve(settings, questions: Sequence[str], workers: Sequence[int] = (1, 
     """One row per worker count; ``serve_speedup`` = qps of the most workers over qps of one."""
     rows = []
     for w in workers:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         child = {**(env or os.environ), "RAG_SERVE_RATE_PER_MINUTE": "0"}  # one client address sends everything
         proc = subprocess.Popen([*command, "serve", "--workers", str(w), "--port", str(port)], env=child,

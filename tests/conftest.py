@@ -141,6 +141,15 @@ def small_manifest(documents: int = 1, chunks: int = 2, sentences: int = 3, **fi
     return Manifest(**{**base, **fields})
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """``rag.cli.main(argv)`` in this process: (exit code, stdout, stderr); argparse exits count too."""
     from rag.cli import main

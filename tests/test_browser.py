@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import FINLAND_Q, REPO
+from conftest import FINLAND_Q, REPO, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +70,6 @@ WORD_JOINER = "\u2060"  # rag.ui inserts it (invisibly) to stop GFM from linking
 
 # ---------------------------------------------------------------------------------------------
 # The server and the browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -144,7 +137,7 @@ def server(chromium, real_settings, real_index, tmp_path_factory, request) -> It
     eval_dir.mkdir()
     lines = (REPO / "eval" / "qa.jsonl").read_text(encoding="utf-8").splitlines()
     (eval_dir / "qa.jsonl").write_text("\n".join(lines[:2] + [ln for ln in lines if '"unanswerable"' in ln][:1]) + "\n")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(RAG_CORPUS_DIR=str(corpus), RAG_INDEX_DIR=str(index), RAG_CACHE_DIR=str(real_settings.cache_dir),

@@ -19,7 +19,7 @@ import pytest
 pytest.importorskip("fastapi", reason="rag serve needs the serve extra: pip install 'rag[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import REPO, TINY_FILES, settings_for, use_chat, write_corpus  # noqa: E402
+from conftest import REPO, TINY_FILES, free_port, settings_for, use_chat, write_corpus  # noqa: E402
 from rag.serve import RateLimiter, create_app  # noqa: E402
 
 KEY = "s3cret-key-0123456789"
@@ -249,12 +249,6 @@ def test_a_streamed_llm_answer_is_token_events_then_the_checked_answer(tiny_copy
 # `rag serve` itself: two workers, on loopback
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(spawn, real_model, tmp_path):
     """`rag serve --workers 2` on a free loopback port over a real-model tiny index; stopped after."""
@@ -264,7 +258,7 @@ def served(spawn, real_model, tmp_path):
 
     settings = settings_for(write_corpus(tmp_path / "corpus", TINY_FILES), tmp_path / "index")
     build_index(settings)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env["RAG_SERVE_API_KEY"] = KEY
     proc = subprocess.Popen([sys.executable, "-m", "rag.cli", "serve", "--workers", "2", "--port", str(port),

@@ -99,10 +99,7 @@ class RemoteAssistant:
         except httpx.HTTPError as exc:
             raise RemoteUnavailable(f"cannot reach the rag server at {self.url} ({type(exc).__name__}: {exc}): "
                                     "is `rag serve` running there?") from exc
-        try:
-            body = r.json()
-        except ValueError:
-            body = r.text
+        body = _json_or_text(r)
         if r.status_code != 200:
             self._raise(r.status_code, body)
         return body
