@@ -493,10 +493,17 @@ VOCAB = _vocabulary()
 PREFIXES = ["", "How many", "When did", "What is", "Which", "Who", "Why does"]
 
 
+def _searchable(words: list[str]) -> bool:
+    """At least one word lexical search can use (not only stopwords such as "further")."""
+    from rag.lexical import tokenize
+
+    return bool(tokenize(" ".join(words)))
+
+
 @hsettings(max_examples=15)
 @given(
     prefix=st.sampled_from(PREFIXES),
-    words=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=8),
+    words=st.lists(st.sampled_from(VOCAB), min_size=1, max_size=8).filter(_searchable),
     mode=st.sampled_from(MODES),
     k=st.integers(min_value=1, max_value=8),
 )
@@ -521,3 +528,11 @@ def test_citations_always_point_at_returned_passages(assistant, real_text, prefi
         for s, e in c.highlights:
             assert c.start <= s < e <= c.end
         assert re.sub(r"\s+", " ", real_text[c.start : c.end]).strip() == c.text
+
+
+@pytest.mark.parametrize("question", ["Further?", "What is it?"])
+def test_a_question_of_stopwords_only_abstains_in_lexical_mode_and_other_modes_still_find_passages(assistant, question):
+    lexical = assistant.ask(question, mode="lexical")
+    assert lexical.abstained and lexical.passages == () and lexical.citations == ()  # nothing to rank: no guess
+    assert lexical.message == f"The documents do not say: {question}"
+    assert assistant.ask(question, mode="hybrid").passages  # the dense half still ranks passages
