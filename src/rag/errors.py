@@ -67,6 +67,14 @@ class RemoteUnavailable(RagError):
     """The rag server (`rag serve`) could not answer: unreachable, refused the key, busy, or failed."""
 
 
+class EngineUnavailable(RagError):
+    """The search engine of ``store = "postgres"`` is unreachable, restarting, or not set up."""
+
+
+class EngineStale(RagError):
+    """The engine holds another version of the index than the index folder: run `rag index`."""
+
+
 class IndexError_(RagError):
     """Base for index problems (named with a trailing underscore to not shadow the builtin)."""
 

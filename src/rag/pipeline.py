@@ -69,9 +69,11 @@ def search_text(question: str) -> str:
 
 
 class Assistant:
-    def __init__(self, settings: Settings, data: IndexData, embedder=None, chat=None) -> None:
+    def __init__(self, settings: Settings, data: IndexData, embedder=None, chat=None, engine=None) -> None:
         self.settings = settings
         self.data = data
+        #: ``store = "postgres"``: the rag.engine.EngineSearch that ranks passages (None: the index folder's)
+        self.engine = engine
         self._embedder = embedder
         self._chat = chat  # a LangChain chat model for answer="llm"; built from the settings when first needed
         self._chat_lock = threading.Lock()
@@ -83,7 +85,13 @@ class Assistant:
     def load(cls, settings: Settings | None = None, check_fresh: bool = True, embedder=None) -> "Assistant":
         settings = settings or Settings()
         early = _load_reader_early(settings)  # overlaps the index and encoder loads (cold start)
-        a = cls(settings, load_index(settings, check_fresh=check_fresh), embedder)
+        data = load_index(settings, check_fresh=check_fresh)
+        engine = None
+        if settings.store != "faiss":
+            from .engine import for_index
+
+            engine = for_index(settings, data)
+        a = cls(settings, data, embedder, engine=engine)
         a._reader_loading = early
         return a
 
@@ -163,7 +171,7 @@ class Assistant:
         q = clean_question(question, self.settings.max_question_chars)
         text = search_text(q.text)
         qvec = self._encode(text) if mode != "lexical" else None
-        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion, docs=docs)
+        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion, docs=docs, engine=self.engine)
 
     def standalone(
         self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None, chat=None
@@ -221,7 +229,8 @@ class Assistant:
         text = search_text(q.text)
         qtokens = tokenize(text)
         qvec = self._encode(text)  # also used to score sentences in lexical mode
-        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion, docs=docs)
+        hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion, docs=docs,
+                      engine=self.engine)
         if mode == "lexical":  # dense cosines for the answer step
             hits = [h if h.dense is not None else _with_dense(self.data, h, qvec) for h in hits]
         t1 = time.perf_counter()

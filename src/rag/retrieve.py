@@ -7,7 +7,7 @@ on the eval set against reciprocal rank fusion (see ``eval/``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Collection, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from .chunk import Chunk
 from .text import collapse_ws
 from .index import IndexData
 from .settings import FUSIONS, MODES
+
+if TYPE_CHECKING:
+    from .engine import EngineSearch
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,19 @@ def search(
     fusion: str = "weighted",
     pool: int = 50,
     docs: Collection[str] | None = None,
+    engine: "EngineSearch | None" = None,
 ) -> list[Hit]:
     """Top-``k`` hits. ``qvec`` may be None for lexical mode (no model needed). ``docs`` limits the
-    search to those documents (ids as in citations); None or empty: all."""
+    search to those documents (ids as in citations); None or empty: all. ``engine`` (``store =
+    "postgres"``: a :class:`rag.engine.EngineSearch`) ranks in the search engine instead of the index
+    folder's FAISS and BM25 files, by the same formulas."""
     if mode not in MODES:
         raise ValueError(f"unknown retrieval mode {mode!r}; expected one of: {', '.join(MODES)}")
+    if engine is not None:
+        if docs:
+            doc_mask(data, docs)  # the same error for an unknown document
+        return merge_overlapping(engine.search(data, qvec, qtokens, k, mode, fusion, pool, docs),
+                                 lambda d: data.docs[d].text)
     n = max(k, pool)
     allowed = doc_mask(data, docs) if docs else None
     dense = dense_search(data, qvec, n, allowed=allowed) if mode != "lexical" else []

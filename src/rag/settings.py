@@ -18,6 +18,7 @@ LLM_BACKENDS = ("ollama", "openai", "llamacpp")
 EMBED_BACKENDS = ("torch", "onnx")
 VERIFIER = ("on", "off")
 STRICTNESS = ("lenient", "balanced", "strict")
+STORES = ("faiss", "postgres")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: The user-info of a URL, with or without ``scheme://`` (hidden in the repr)
 _URL_USERINFO = re.compile(r"^((?:[a-z][a-z0-9+.-]*:)?//)?[^/?#]*@", re.I)
@@ -106,6 +107,14 @@ class Settings:
     serve_timeout_s: float = 30.0
     #: `rag serve`: origins allowed by CORS (RAG_SERVE_CORS_ORIGINS, comma-separated); empty: CORS off.
     serve_cors_origins: tuple[str, ...] = ()
+    #: Where retrieval runs: "faiss" (default: FAISS and BM25 files in index_dir, nothing to set up) or
+    #: "postgres" (PostgreSQL with pgvector at store_url; `rag index` also fills it: see rag.engine).
+    store: str = "faiss"
+    #: The engine of store = "postgres", e.g. postgresql://rag@127.0.0.1:5433/rag (a password in it is
+    #: never shown; libpq's PGPASSWORD and ~/.pgpass work too).
+    store_url: str = field(default="", repr=False)
+    #: The PostgreSQL schema holding this index's tables (several indexes can share a database).
+    store_namespace: str = "rag"
     #: The app asks this `rag serve` (e.g. http://rag.internal:8000) instead of a local index.
     api_url: str = ""
     #: The key that server wants (``RAG_API_KEY``); never shown.
@@ -118,7 +127,8 @@ class Settings:
             raise BadSetting(f"unknown fusion {self.fusion!r}; expected one of: {', '.join(FUSIONS)}")
         for name, value, allowed in (("answer", self.answer, ANSWER_MODES), ("llm_backend", self.llm_backend, LLM_BACKENDS),
                                      ("embed_backend", self.embed_backend, EMBED_BACKENDS),
-                                     ("verifier", self.verifier, VERIFIER), ("strictness", self.strictness, STRICTNESS)):
+                                     ("verifier", self.verifier, VERIFIER), ("strictness", self.strictness, STRICTNESS),
+                                     ("store", self.store, STORES)):
             if value not in allowed:
                 raise BadSetting(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
         if self.llm_timeout_s <= 0:
@@ -129,6 +139,10 @@ class Settings:
             raise BadSetting(f"read_k must be >= 1, got {self.read_k}")
         if self.max_question_chars < 10:
             raise BadSetting(f"max_question_chars must be >= 10, got {self.max_question_chars}")
+        if self.store == "postgres" and not self.store_url:
+            raise BadSetting('store = "postgres" needs store_url (RAG_STORE_URL), e.g. postgresql://rag@127.0.0.1:5433/rag')
+        if not re.match(r"^[a-z_][a-z0-9_]{0,40}$", self.store_namespace):
+            raise BadSetting(f"store_namespace must be a lower-case SQL identifier, got {self.store_namespace!r}")
         if self.serve_max_body_kb < 1 or self.serve_rate_per_minute < 0 or self.serve_timeout_s <= 0:
             raise BadSetting("serve_max_body_kb must be >= 1, serve_rate_per_minute >= 0 and serve_timeout_s > 0")
         c = self.chunking
@@ -141,6 +155,7 @@ class Settings:
     def __repr__(self) -> str:
         """The dataclass repr, with the server URLs' user-info (a password) shown as ``***@``."""
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+        shown["store_url"] = _URL_USERINFO.sub(r"\1***@", self.store_url)
         for url in ("llm_base_url", "api_url"):
             shown[url] = _URL_USERINFO.sub(r"\1***@", getattr(self, url))
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
@@ -168,6 +183,7 @@ class Settings:
         for secret in ("llm_api_key", "serve_api_key", "api_key"):
             if d.get(secret):
                 d[secret] = "***"
+        d["store_url"] = _URL_USERINFO.sub(r"\1***@", d["store_url"])
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
