@@ -25,7 +25,7 @@ if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
   "${PIP[@]}" install "$TORCH_SPEC"
 fi
 echo "setup: installing rag and its dependencies"
-"${PIP[@]}" install -e ".[dev,eval,langchain,ollama,openai,serve]"
+"${PIP[@]}" install -e ".[dev,eval,langchain,ollama,openai,serve,engine]"
 # OCR of scanned PDFs needs Tesseract, a system package: installed here when this runs as root on
 # Debian/Ubuntu; otherwise say how (rag then indexes everything else and names the scanned files).
 if ! command -v tesseract >/dev/null 2>&1; then

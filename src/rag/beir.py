@@ -105,6 +105,13 @@ def beir_index(settings, folder: Path, progress: Progress = _noop, force: bool =
     return bsettings, load_index(bsettings, check_fresh=False)
 
 
+def _ident(name: str) -> str:
+    """A dataset name as part of an SQL identifier (the engine namespace of its eval index)."""
+    import re
+
+    return re.sub(r"[^a-z0-9_]", "_", name.lower())[:20]
+
+
 def rank_documents(hits, n: int) -> list[str]:
     seen: list[str] = []
     for h in hits:
@@ -139,11 +146,14 @@ def run_beir(settings, folder: Path, split: str = "test", rows: Sequence[str] = 
     _require(folder, split)  # a bad folder fails before any indexing
     bsettings, data = beir_index(settings, folder, progress, force=force_index)
     _, queries, qrels = load_beir(folder, split)
-    base = Assistant(bsettings, data).warm_up()
+    from .engine import engine_for
+
+    engine = engine_for(bsettings, data, f"{bsettings.store_namespace}_beir_{_ident(folder.resolve().name)}", progress)
+    base = Assistant(bsettings, data, engine=engine).warm_up()
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         mode, _, fusion = row.partition("-")
-        a = base if not fusion else Assistant(bsettings.with_(fusion=fusion), data, base.embedder)
+        a = base if not fusion else Assistant(bsettings.with_(fusion=fusion), data, base.embedder, engine=engine)
         a.clear_cache()
         run, times = {}, []
         for n, (qid, text) in enumerate(sorted(queries.items())):

@@ -472,6 +472,19 @@ def for_index(settings, data: "IndexData") -> EngineSearch | None:
     return es
 
 
+def engine_for(settings, data: "IndexData", namespace: str | None = None, progress: Progress = _noop) -> EngineSearch | None:
+    """For the eval runners, which build their own index folders: the engine search of ``data`` in
+    ``namespace`` (default ``settings.store_namespace``), synced first. None with ``store = "faiss"``."""
+    if settings.store != "postgres":
+        return None
+    engine = Engine(settings.store_url, namespace or settings.store_namespace)
+    es = EngineSearch(engine, data)
+    if engine.meta().get("signature") != es.signature:
+        engine.sync(data, progress=progress, keys=es.keys)
+    es.check()
+    return es
+
+
 def sync_index(settings, progress: Progress = _noop, batch: int = BATCH) -> SyncReport | None:
     """``rag index`` with ``store = "postgres"``: make the engine hold the index folder's passages
     (a no-op returning quickly when it already does). None with ``store = "faiss"``."""

@@ -470,7 +470,8 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
     for row in rows:
         mode, _, fusion = row.partition("-")
         # a fresh assistant per row: its own (cold) query cache, the shared index and model
-        a = Assistant(assistant.settings.with_(fusion=fusion or None), assistant.data, assistant.embedder)
+        a = Assistant(assistant.settings.with_(fusion=fusion or None), assistant.data, assistant.embedder,
+                      engine=assistant.engine)
         stage = f"{row}"
         res = run_qa(a, items, mode=mode, progress=(lambda s, d, t, _st=stage: progress(_st, d, t)) if progress else None)
         out_rows[row] = summarize(res)
@@ -482,7 +483,7 @@ def run_eval(settings, qa_path: Path, rows: Sequence[str] = ROWS, include_langch
                 # the reader trained on two thirds of this set: the third it never saw, alone
                 held = [r for r in res if split_of(r.item.id, CURATED_HELDOUT_SHARE)]
                 out_rows[f"{row} (reader held-out third)"] = summarize(held)
-                off = Assistant(a.settings.with_(verifier="off"), assistant.data, assistant.embedder)
+                off = Assistant(a.settings.with_(verifier="off"), assistant.data, assistant.embedder, engine=assistant.engine)
                 out_rows[f"{row} (verifier off)"] = summarize(run_qa(off, items, mode=mode))
     if include_langchain:
         docs = {d: r.text for d, r in assistant.data.docs.items()}

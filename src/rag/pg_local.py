@@ -71,12 +71,16 @@ class LocalPostgres:
             return
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         self._own(Path(self.data_dir))
-        self._cmd("initdb", "-D", str(self.pgdata), "-U", self.user, "--auth=trust", "--encoding=UTF8",
-                  "--no-instructions")
+        r = self._cmd("initdb", "-D", str(self.pgdata), "-U", self.user, "--auth=trust", "--encoding=UTF8",
+                      "--no-instructions", check=False)
+        if r.returncode != 0:
+            who = " (it runs as nobody: every folder above it must be open to others, e.g. under /tmp)" if os.geteuid() == 0 else ""
+            raise EngineUnavailable(f"could not create a PostgreSQL data folder in {self.pgdata}{who}: "
+                                    f"{(r.stderr.strip().splitlines() or ['initdb failed'])[-1]}")
         conf = self.pgdata / "postgresql.conf"
         with conf.open("a", encoding="utf-8") as f:  # a small, quick server for one machine
             f.write("\nlisten_addresses = '127.0.0.1'\nshared_buffers = '512MB'\nmaintenance_work_mem = '2GB'\n"
-                    "max_connections = 200\nfsync = on\nsynchronous_commit = off\nunix_socket_directories = ''\n"
+                    "max_connections = 200\nfsync = on\nsynchronous_commit = on\nunix_socket_directories = ''\n"
                     "jit = off\n")
 
     def running(self) -> bool:

@@ -292,6 +292,8 @@ def create_app(settings: Settings | None = None):
         trusted = not settings.serve_api_key or request.scope.get("rag_authed", False)
         try:
             assistant = await call(holder.get, limit=False)
+            if assistant.engine is not None:  # store = "postgres": the engine must answer too
+                await call(assistant.engine.check, limit=False)
         except _Status as exc:  # the reason names folders: only to a caller with the key, when there is one
             return error(503, exc.message if trusted else "unavailable")
         m = assistant.data.manifest

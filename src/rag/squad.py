@@ -482,7 +482,10 @@ def run_squad(settings, folder: Path, leave_out: int = 3, limit: int | None = No
         raise RagError(f"--limit must be >= 1, got {limit}")
     folder = Path(folder)
     ssettings, built, corpus, out, paragraphs, questions = squad_index(settings, folder, leave_out, progress, force_index)
-    assistant = Assistant(ssettings, load_index(ssettings)).warm_up()
+    from .engine import engine_for
+
+    data = load_index(ssettings)
+    assistant = Assistant(ssettings, data, engine=engine_for(ssettings, data, f"{ssettings.store_namespace}_squad", progress)).warm_up()
     if articles is not None:
         wanted = set(articles)
         unknown = wanted - {p.title for p in paragraphs}
