@@ -405,12 +405,15 @@ def _rank_sql(ns: str, mode: str, fusion: str, *, dense: bool, lexical: bool, se
     if lexical:
         doc_join = f"JOIN {ns}.passages pp ON pp.pid = x.pid AND pp.doc_id = ANY(%(docs)s) " if docs else ""
         parts.append(
-            f"st AS (SELECT n, total_dl::float8 / greatest(n, 1) AS avgdl FROM {ns}.corpus), "
-            f"qt AS (SELECT t.term, q.mult * ln(1 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf "
-            f"FROM (SELECT term, count(*) AS mult FROM unnest(%(terms)s::text[]) AS term GROUP BY term) q "
-            f"JOIN {ns}.terms t USING (term), st), "
-            f"lx AS (SELECT x.pid, sum(qt.idf * x.tf / (x.tf + {k1} * (1 - {b} + {b} * x.dl / st.avgdl)))::float8 AS s "
-            f"FROM {ns}.postings x JOIN qt USING (term) {doc_join}CROSS JOIN st "
+            f"st AS (SELECT n::float8 AS n, total_dl::float8 / greatest(n, 1) AS avgdl FROM {ns}.corpus), "
+            f"qt AS (SELECT t.term, q.mult * ln(1.0 + (st.n - t.df + 0.5) / (t.df + 0.5)) AS idf, "
+            f"{k1} * (1 - {b}) AS c0, {k1} * {b} / st.avgdl AS c1 "
+            f"FROM (SELECT term, count(*)::float8 AS mult FROM unnest(%(terms)s::text[]) AS term GROUP BY term) q "
+            f"JOIN {ns}.terms t USING (term) CROSS JOIN st WHERE t.term = ANY(%(terms)s)), "
+            # the posting lists read through the primary key: "term = ANY(the question's terms)" lets
+            # the planner see which terms (joined to qt alone, it would hash the whole postings table)
+            f"lx AS (SELECT x.pid, sum(qt.idf * x.tf / (x.tf + qt.c0 + qt.c1 * x.dl))::float8 AS s "
+            f"FROM {ns}.postings x JOIN qt ON qt.term = x.term {doc_join}WHERE x.term = ANY(%(terms)s) "
             f"GROUP BY x.pid ORDER BY s DESC, x.pid LIMIT %(n)s)")
     else:
         parts.append("lx AS (SELECT NULL::bigint AS pid, NULL::float8 AS s WHERE false)")
