@@ -130,6 +130,7 @@ class BenchOptions:
     serve: tuple[int, ...] = ()  # worker counts for `rag serve` runs (empty: not run)
     serve_clients: int = 4
     serve_requests: int = 200
+    serve_stores: tuple[str, ...] = ("faiss",)  # retrieval backends the serve runs use
     command: str = "rag bench"
 
 
@@ -732,8 +733,18 @@ def run_bench(settings, options: BenchOptions = BenchOptions(), progress: Progre
 
         progress(f"serve: `rag serve` with {', '.join(map(str, options.serve))} workers, {options.serve_clients} clients, "
                  f"{options.serve_requests} questions each")
-        result.update(time_serve(settings, [it.question for it in items], options.serve, options.serve_clients,
-                                 options.serve_requests, env=child_env(settings), command=rag_command()))
+        from benchmarks.serve import engine_env
+
+        qs = [it.question for it in items]
+        for store in options.serve_stores:
+            with engine_env(settings, store, child_env(settings)) as env:
+                part = time_serve(settings, qs, options.serve, options.serve_clients, options.serve_requests, env=env,
+                                  command=rag_command())
+            for row in part["serve_rows"]:
+                row["store"] = store
+            result.setdefault("serve_rows", []).extend(part["serve_rows"])
+            key = "serve_speedup" if store == options.serve_stores[0] else f"serve_speedup_{store}"
+            result[key] = part["serve_speedup"]
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["elapsed_s"] = time.perf_counter() - started
     return result
@@ -819,7 +830,7 @@ def format_bench(r: dict[str, Any]) -> str:
                          f"{r[f'incremental_{name}_share_of_full']:.1%} of the full build · runs {r[f'incremental_{name}_runs_s']} · "
                          f"peak RSS {_fmt(r[f'incremental_{name}_peak_rss_mb'], ' MB')} · target < 3 s and < 5 %"))
     for s in r.get("serve_rows") or []:
-        rows.append((f"rag serve, {s['workers']} worker{'s' if s['workers'] > 1 else ''}", _fmt(s["qps"], " q/s"),
+        rows.append((f"rag serve, {s['workers']} worker{'s' if s['workers'] > 1 else ''} ({s.get('store', 'faiss')})", _fmt(s["qps"], " q/s"),
                      f"p50 {_fmt(s['p50_ms'], ' ms')} · p99 {_fmt(s['p99_ms'], ' ms')} · {s['clients']} clients · "
                      f"{s['requests']} questions · {s['errors']} errors"))
     if r.get("serve_speedup"):
@@ -912,6 +923,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also drive `rag serve` on loopback with these worker counts (default 1,2): questions/s, p50/p99")
     p.add_argument("--serve-clients", type=_positive, default=4, metavar="N", help="concurrent clients (default 4)")
     p.add_argument("--serve-requests", type=_positive, default=200, metavar="N", help="questions per worker count (default 200)")
+    p.add_argument("--serve-stores", default="faiss", metavar="STORES",
+                   help="with --serve: comma-separated retrieval backends, faiss and/or postgres (default faiss; "
+                        "postgres uses RAG_STORE_URL, or starts a local server)")
+
+
+def _stores(text: str) -> tuple[str, ...]:
+    from rag.errors import RagError
+    from rag.settings import STORES
+
+    stores = tuple(dict.fromkeys(x.strip() for x in text.split(",") if x.strip()))
+    bad = [x for x in stores if x not in STORES]
+    if bad or not stores:
+        raise RagError(f"--serve-stores: expected some of {', '.join(STORES)}, got {text!r}")
+    return stores
 
 
 def run_cli(args: argparse.Namespace, settings) -> int:
@@ -923,7 +948,8 @@ def run_cli(args: argparse.Namespace, settings) -> int:
                            skip_cold=args.skip_cold, skip_app=args.skip_app, skip_build=args.skip_build,
                            skip_langchain=args.skip_langchain, scale=tuple(args.scale), incremental=args.incremental,
                            incremental_files=args.incremental_files, serve=tuple(args.serve),
-                           serve_clients=args.serve_clients, serve_requests=args.serve_requests, command=command_line(args))
+                           serve_clients=args.serve_clients, serve_requests=args.serve_requests,
+                           serve_stores=_stores(args.serve_stores), command=command_line(args))
 
     def progress(stage: str) -> None:
         if not args.no_progress:
@@ -956,5 +982,5 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--incremental", str(args.incremental), "--incremental-files", str(args.incremental_files)]
     if getattr(args, "serve", ()):
         parts += ["--serve", ",".join(map(str, args.serve)), "--serve-clients", str(args.serve_clients),
-                  "--serve-requests", str(args.serve_requests)]
+                  "--serve-requests", str(args.serve_requests), "--serve-stores", args.serve_stores]
     return " ".join(parts)

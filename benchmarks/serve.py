@@ -9,18 +9,23 @@ workers. It stops by itself: a fixed number of requests, and a timeout on each.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import statistics
 import subprocess
 import threading
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 #: What ``rag bench --serve`` adds to the JSON (one row per worker count in ``serve_rows``).
 SERVE_FIELDS = {
     "serve_rows": "--serve: one row per worker count: workers, clients, requests, errors, qps, p50_ms, p99_ms",
-    "serve_speedup": "qps of the most workers / qps of one worker (same run, same questions)",
+    "serve_speedup": "qps of the most workers / qps of one worker (same run, same questions), first store",
+    "serve_speedup_postgres": "the same with store = postgres (--serve-stores faiss,postgres)",
 }
 
 
@@ -114,3 +119,31 @@ def time_serve(settings, questions: Sequence[str], workers: Sequence[int] = (1, 
     one = next((r["qps"] for r in rows if r["workers"] == 1), None)
     most = max(rows, key=lambda r: r["workers"])
     return {"serve_rows": rows, "serve_speedup": most["qps"] / one if one else None}
+
+
+@contextlib.contextmanager
+def engine_env(settings, store: str, env: dict[str, str]) -> Iterator[dict[str, str]]:
+    """``env`` for `rag serve` children using ``store``. For "postgres": the settings' engine, or a
+    local one started in a temp folder for the run; either way the bench index is synced into it."""
+    if store == "faiss":
+        yield {**env, "RAG_STORE": "faiss"}
+        return
+    from rag.engine import engine_for
+    from rag.index import load_index
+    from rag.pg_local import LocalPostgres
+
+    server, root = None, None
+    url = settings.store_url
+    if not url:
+        root = Path(tempfile.mkdtemp(prefix="rag-bench-pg-"))
+        os.chmod(root, 0o755)  # the server runs as nobody under root
+        server = LocalPostgres(root, port=free_port()).start()
+        url = server.url
+    try:
+        s = settings.with_(store="postgres", store_url=url)
+        engine_for(s, load_index(s, check_fresh=False))
+        yield {**env, "RAG_STORE": "postgres", "RAG_STORE_URL": url, "RAG_STORE_NAMESPACE": s.store_namespace}
+    finally:
+        if server is not None:
+            server.stop()
+            shutil.rmtree(root, ignore_errors=True)

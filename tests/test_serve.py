@@ -392,3 +392,17 @@ def test_a_bad_streamed_question_is_a_422_and_a_slow_stream_ends_with_an_error_e
     with c.stream("POST", "/ask", json={"question": QUESTION, "answer": "llm", "stream": True}) as r:
         body = r.read().decode()
     assert body.startswith("event: error\n") and "longer than 0.5 s" in body
+
+
+def test_the_api_docs_page_works_offline_from_local_files(tiny_copy):
+    """/docs is Swagger UI from the swagger-ui-bundle package's files, not a CDN (no internet here)."""
+    c = client(tiny_copy, serve_api_key=KEY)  # the docs stay open, like /openapi.json
+    page = c.get("/docs")
+    assert page.status_code == 200 and "/docs/assets/swagger-ui-bundle.js" in page.text
+    assert "cdn" not in page.text.lower() and "http://" not in page.text and "https://" not in page.text
+    js, css = c.get("/docs/assets/swagger-ui-bundle.js"), c.get("/docs/assets/swagger-ui.css")
+    assert js.status_code == css.status_code == 200 and len(js.content) > 500_000 and "swagger-ui" in css.text
+    assert c.get("/docs/assets/%2e%2e%2f%2e%2e%2fserve.py", headers=authed()).status_code == 404
+    assert c.get("/docs/assets/index.css", headers=authed()).status_code == 404  # only the two files the page needs
+    assert c.get("/docs/assets/index.css").status_code == 401  # and nothing else is open
+    assert c.get("/openapi.json").json()["paths"]["/ask"]

@@ -177,9 +177,13 @@ class Engine:
         try:
             with conn.transaction():
                 return fn(conn, *args)
-        except (psycopg.OperationalError, psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow) as exc:
+        except psycopg.OperationalError as exc:  # gone, restarting, shutting down: reconnect next time
             self.close()
             raise EngineUnavailable(f"search engine at {_shown(self.url)} failed: {_first_line(exc)}") from exc
+        except psycopg.errors.UndefinedTable as exc:  # the namespace was dropped under us
+            raise EngineStale(f"the search engine ({self.ns} at {_shown(self.url)}) holds no index: run `rag index`") from exc
+        except psycopg.Error as exc:
+            raise EngineUnavailable(f"search engine at {_shown(self.url)} refused the query: {_first_line(exc)}") from exc
 
     # -- schema ---------------------------------------------------------------------------------
 

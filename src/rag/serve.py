@@ -192,7 +192,8 @@ def create_app(settings: Settings | None = None):
     metrics = Metrics()
     limiter = RateLimiter(settings.serve_rate_per_minute)
     started = time.time()
-    app = FastAPI(title="rag", version="1", summary="Answers from your documents, every claim cited.")
+    app = FastAPI(title="rag", version="1", summary="Answers from your documents, every claim cited.", docs_url=None)
+    _offline_docs(app)
     app.state.holder, app.state.metrics, app.state.limiter = holder, metrics, limiter
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -310,6 +311,36 @@ def create_app(settings: Settings | None = None):
     return app
 
 
+def _offline_docs(app) -> None:
+    """``/docs``: Swagger UI from the files of the PyPI package swagger-ui-bundle (FastAPI's own page
+    loads them from a CDN, which a machine without internet never reaches: a blank page)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the page would be blank: say where the API is described instead
+        @app.get("/docs", include_in_schema=False)
+        async def no_docs():
+            return HTMLResponse("<p>Swagger UI needs the package swagger-ui-bundle; the API is described at "
+                                "<a href='/openapi.json'>/openapi.json</a>.</p>")
+        return
+
+    files = {"swagger-ui-bundle.js": "application/javascript", "swagger-ui.css": "text/css"}
+
+    @app.get("/docs/assets/{name}", include_in_schema=False)
+    async def asset(name: str):
+        if name not in files:
+            return HTMLResponse("not found", status_code=404)
+        return FileResponse(Path(str(swagger_ui_path)) / name, media_type=files[name])
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="rag API", swagger_favicon_url="",
+                                   swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs/assets/swagger-ui.css")
+
+
 class _Status(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -373,7 +404,8 @@ class _Guard:
     for load balancers and readers), the per-client rate, the body size (refused unread when the
     declared length is too big, cut off when an undeclared one grows too big), and the metrics."""
 
-    OPEN = ("/health", "/docs", "/openapi.json", "/docs/oauth2-redirect")
+    OPEN = ("/health", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/docs/assets/swagger-ui-bundle.js",
+            "/docs/assets/swagger-ui.css")
 
     def __init__(self, app, settings: Settings, metrics: Metrics, limiter: RateLimiter) -> None:
         self.app, self.settings, self.metrics, self.limiter = app, settings, metrics, limiter
