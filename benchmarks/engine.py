@@ -76,10 +76,13 @@ def _truth(x: np.ndarray, q: np.ndarray, texts: list[str], queries: list[str]) -
 
 
 def run_engine_scale(sizes: Sequence[int], *, url: str | None = None, n_queries: int = 200, seed: int = 0,
-                     progress: Progress = _noop, batch: int = 2000) -> list[dict[str, Any]]:
+                     progress: Progress = _noop, batch: int = 2000, depths: Sequence[int | None] = (-1,),
+                     keep: bool = False) -> list[dict[str, Any]]:
+    """One row per size and lexical depth (-1: rag.engine.LEXICAL_DEPTH; None: every posting, exact).
+    ``keep``: leave each size's namespace in the engine (to look at it afterwards)."""
     import faiss
 
-    from rag.engine import Engine, index_keys
+    from rag.engine import LEXICAL_DEPTH, Engine, index_keys
     from rag.lexical import tokenize
     from rag.pg_local import LocalPostgres
 
@@ -117,22 +120,38 @@ def run_engine_scale(sizes: Sequence[int], *, url: str | None = None, n_queries:
                 "WHERE s.nspname = %s AND c.relkind = 'r'", (engine.ns,)).fetchone()[0])
             position = {k: i for i, k in enumerate(keys)}
             tokens = [tokenize(t) for t in queries]
-            engine.rank(q[0], tokens[0], 10)  # warm
-            times, hits = [], []
-            for j in range(len(queries)):
-                t0 = time.perf_counter()
-                ranked = engine.rank(q[j], tokens[j], 10)
-                times.append((time.perf_counter() - t0) * 1000)
-                found = {position[r.key] for r in ranked}
-                hits.append(len(found & set(truth[j])) / max(1, len(truth[j])))
-            rows.append({
-                "n": n, "store": "postgres+pgvector", "approximate": engine._approximate(),
-                "sync_s": round(sync_s, 1), "passages_per_s": round(report.added / sync_s) if sync_s else None,
-                "resync_s": again.seconds, "resync_added": again.added, "engine_mb": round(size_mb / 2**20),
-                "hybrid_p50_ms": _pct(times, 50), "hybrid_p99_ms": _pct(times, 99),
-                "recall_at_10_vs_exact": round(float(np.mean(hits)), 4), "queries": len(queries),
-            })
-            progress(f"{n:,}: done {rows[-1]}", 1, 1)
+            df = dict(engine._run(lambda c: c.execute(
+                f"SELECT term, df FROM {engine.ns}.terms WHERE term = ANY(%s)", (sorted({t for ts in tokens for t in ts}),)).fetchall()))
+            postings = float(np.median([sum(df.get(t, 0) for t in set(ts)) for ts in tokens]))  # what exact BM25 reads
+            for depth in depths:
+                engine.rank(q[0], tokens[0], 10, depth=depth)  # warm
+                times, hits = [], []
+                for j in range(len(queries)):
+                    t0 = time.perf_counter()
+                    ranked = engine.rank(q[j], tokens[j], 10, depth=depth)
+                    times.append((time.perf_counter() - t0) * 1000)
+                    found = {position[r.key] for r in ranked}
+                    hits.append(len(found & set(truth[j])) / max(1, len(truth[j])))
+                parts = {}
+                for mode in ("dense", "lexical"):
+                    t_mode = []
+                    for j in range(len(queries)):
+                        t0 = time.perf_counter()
+                        engine.rank(q[j], tokens[j], 10, mode=mode, depth=depth)
+                        t_mode.append((time.perf_counter() - t0) * 1000)
+                    parts[f"{mode}_p50_ms"] = _pct(t_mode, 50)
+                rows.append({
+                    "n": n, "store": "postgres+pgvector", "approximate": engine._approximate(),
+                    "lexical_depth": {-1: LEXICAL_DEPTH, None: "all"}.get(depth, depth),
+                    "sync_s": round(sync_s, 1), "passages_per_s": round(report.added / sync_s) if sync_s else None,
+                    "resync_s": again.seconds, "resync_added": again.added, "engine_mb": round(size_mb / 2**20),
+                    "hybrid_p50_ms": _pct(times, 50), "hybrid_p99_ms": _pct(times, 99),
+                    "recall_at_10_vs_exact": round(float(np.mean(hits)), 4), "queries": len(queries), **parts,
+                    "query_postings_p50": postings,
+                })
+                progress(f"{n:,}: done {rows[-1]}", 1, 1)
+            if not keep:
+                engine.reset()
             engine.close()
     finally:
         if server is not None:
@@ -147,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pa.add_argument("--url", help="a PostgreSQL with pgvector (default: start a local one in a temp folder)")
     pa.add_argument("--queries", type=int, default=200)
     pa.add_argument("--seed", type=int, default=0)
+    pa.add_argument("--depths", default="-1", help="comma-separated lexical depths to measure (-1: the default; all: exact)")
+    pa.add_argument("--keep", action="store_true", help="leave the namespaces in the engine")
     pa.add_argument("--json", action="store_true")
     args = pa.parse_args(argv)
     set_process_env()
@@ -155,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if done in (0, total) or done % 50_000 < 2000:
             print(f"[{time.strftime('%H:%M:%S')}] {stage} {done}/{total}", file=sys.stderr, flush=True)
 
-    rows = run_engine_scale(args.sizes, url=args.url, n_queries=args.queries, seed=args.seed, progress=progress)
+    depths = [None if d.strip() == "all" else int(d) for d in args.depths.split(",")]
+    rows = run_engine_scale(args.sizes, url=args.url, n_queries=args.queries, seed=args.seed, progress=progress,
+                            depths=depths, keep=args.keep)
     print(json.dumps(rows, indent=2) if args.json else "\n".join(json.dumps(r) for r in rows))
     return 0
 

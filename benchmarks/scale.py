@@ -161,7 +161,8 @@ def synthetic_texts(n: int, n_queries: int, seed: int = 0, vocab: int = 50_000) 
     ids = np.searchsorted(cdf, rng.random(int(lengths.sum())))
     ends = np.cumsum(lengths)
     texts = [" ".join(words[ids[e - ln : e]]) for e, ln in zip(ends, lengths)]
-    qwords = 100 + np.searchsorted(cdf[100:] / cdf[-1], rng.random(n_queries * 7) * (1 - cdf[99]) + cdf[99]) - 100
+    # ranks 100 and up: u is drawn above cdf[99], and searchsorted counts from rank 100
+    qwords = 100 + np.searchsorted(cdf[100:], rng.random(n_queries * 7) * (1 - cdf[99]) + cdf[99])
     qlens = rng.integers(3, 8, n_queries)
     queries = [" ".join(words[qwords[7 * i : 7 * i + ln]]) for i, ln in enumerate(qlens)]
     return texts, queries

@@ -44,10 +44,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: bm25s's defaults (rag.lexical builds ``bm25s.BM25()``): Lucene's formula without the (k1 + 1) factor.
 K1, B = 1.5, 0.75
 BATCH = 500  # passages per transaction while indexing
+#: Approximate corpora (past EXACT_MAX) read each question term's postings best-first, this many at
+#: most, and score those passages exactly (impact-ordered early termination). A posting list that is
+#: shorter is read whole, so small corpora are exact. Chosen with ``python -m benchmarks.engine``.
+LEXICAL_DEPTH = 2000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 256  # as rag.ann's FAISS graph
 RETRY_S = 60.0  # how long a sync waits for a restarting engine before giving up
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -205,9 +209,11 @@ class Engine:
         conn.execute(f"CREATE INDEX IF NOT EXISTS passages_doc ON {ns}.passages (doc_id)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {ns}.sentences (pid bigint NOT NULL, emb vector({dim}) NOT NULL)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS sentences_pid ON {ns}.sentences (pid)")
-        # dl is repeated in each posting so BM25 needs no join; the primary key is the term's posting list
+        # dl is repeated in each posting so BM25 needs no join; w, the term's BM25 weight without idf at
+        # the corpus's average length when it was added, orders a term's posting list best-first
         conn.execute(f"CREATE TABLE IF NOT EXISTS {ns}.postings (term text NOT NULL, pid bigint NOT NULL, "
-                     "tf int NOT NULL, dl int NOT NULL, PRIMARY KEY (term, pid))")
+                     "tf int NOT NULL, dl int NOT NULL, w real NOT NULL)")
+        conn.execute(f"CREATE INDEX IF NOT EXISTS postings_term ON {ns}.postings (term, w DESC) INCLUDE (pid, tf, dl)")
         conn.execute(f"CREATE INDEX IF NOT EXISTS postings_pid ON {ns}.postings (pid)")
         conn.execute(f"CREATE TABLE IF NOT EXISTS {ns}.terms (term text PRIMARY KEY, df int NOT NULL)")
         have = dict(conn.execute(f"SELECT key, value FROM {ns}.meta").fetchall())
@@ -278,7 +284,25 @@ class Engine:
             self._run(self._add, data, rows, [keys[i] for i in rows], tokens)
             progress("engine: add", min(j + batch, len(todo)), len(todo))
         self._run(self._finish, dim, signature(keys), len(keys))
+        if todo or gone:
+            self._vacuum()
         return len(todo), len(gone), kept
+
+    def _vacuum(self) -> None:
+        """VACUUM (ANALYZE) after a change: fresh statistics for the planner, and a visibility map that
+        lets posting lists be read from their index alone."""
+        import psycopg
+
+        conn = self.conn()
+        conn.autocommit = True
+        try:
+            conn.execute(f"VACUUM (ANALYZE) {self._t('postings')}, {self._t('passages')}, {self._t('sentences')}")
+        except psycopg.OperationalError as exc:
+            self.close()
+            raise EngineUnavailable(f"search engine at {_shown(self.url)} failed: {_first_line(exc)}") from exc
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
 
     def _remove(self, conn, pids: list[int]) -> None:
         t = self._t
@@ -319,11 +343,15 @@ class Engine:
                     end = int(data.sentence_first[i + 1]) if i + 1 < n_sent else len(data.sentence_vecs)
                     for v in np.asarray(data.sentence_vecs[first:end], dtype=np.float32):
                         cp.write_row((pid, v))
-            with cur.copy(f"COPY {t('postings')} (term, pid, tf, dl) FROM STDIN WITH (FORMAT BINARY)") as cp:
-                cp.set_types(["text", "int8", "int4", "int4"])
+            n0, total0 = conn.execute(f"SELECT n, total_dl FROM {t('corpus')}").fetchone()
+            avgdl = (total0 + sum(len(tokens[j]) for j in sel)) / (n0 + len(sel))
+            c0, c1 = K1 * (1 - B), K1 * B / avgdl
+            with cur.copy(f"COPY {t('postings')} (term, pid, tf, dl, w) FROM STDIN WITH (FORMAT BINARY)") as cp:
+                cp.set_types(["text", "int8", "int4", "int4", "float4"])
                 for pid, j in zip(pids, sel):
+                    dl = len(tokens[j])
                     for term, tf in Counter(tokens[j]).items():
-                        cp.write_row((term, pid, tf, len(tokens[j])))
+                        cp.write_row((term, pid, tf, dl, tf / (tf + c0 + c1 * dl)))
         conn.execute(
             f"INSERT INTO {t('terms')} (term, df) SELECT term, count(*) FROM {t('postings')} WHERE pid = ANY(%s) GROUP BY term "
             f"ON CONFLICT (term) DO UPDATE SET df = {t('terms')}.df + excluded.df", (pids,))
@@ -337,13 +365,13 @@ class Engine:
         n_sent = conn.execute(f"SELECT count(*) FROM {t('sentences')}").fetchone()[0]
         has_ann = conn.execute("SELECT to_regclass(%s)", (f"{self.ns}.passages_hnsw",)).fetchone()[0] is not None
         if n + n_sent > EXACT_MAX and not has_ann:
-            conn.execute(f"SET LOCAL maintenance_work_mem = '1GB'")
+            # the graph is built in memory while it fits (about 2.5 KB a 384-d vector), much slower after
+            conn.execute(f"SET LOCAL maintenance_work_mem = '{min(8192, max(256, n * 3 * dim // 384 // 1024))}MB'")
             conn.execute(f"CREATE INDEX passages_hnsw ON {t('passages')} USING hnsw (emb vector_ip_ops) "
                          f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
         conn.execute(f"INSERT INTO {t('meta')} VALUES ('signature', %s), ('approximate', %s) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                      (sig, "1" if n + n_sent > EXACT_MAX else "0"))
-        conn.execute(f"ANALYZE {t('passages')}")
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -356,8 +384,10 @@ class Engine:
 
     def rank(self, qvec: np.ndarray | None, qtokens: Sequence[str], k: int, mode: str = "hybrid",
              fusion: str = "weighted", pool: int = 50, docs: Collection[str] | None = None,
-             approximate: bool | None = None) -> list[Ranked]:
-        """The top ``k`` passages, ranked in the engine as :func:`rag.retrieve.search` ranks them."""
+             approximate: bool | None = None, depth: int | None = -1) -> list[Ranked]:
+        """The top ``k`` passages, ranked in the engine as :func:`rag.retrieve.search` ranks them.
+        ``depth``: postings read per question term on an approximate corpus (default
+        :data:`LEXICAL_DEPTH`; None: all of them, exact)."""
         from .retrieve import PASSAGE_WEIGHT
 
         n = max(k, pool)
@@ -368,7 +398,8 @@ class Engine:
              "k": k, "terms": terms, "docs": list(docs) if docs else None, "pw": PASSAGE_WEIGHT}
         sql = _rank_sql(self.ns, mode, fusion, dense=qvec is not None and mode != "lexical",
                         lexical=mode != "dense" and bool(terms), sentences=not approximate and not docs,
-                        docs=bool(docs), k1=K1, b=B)
+                        docs=bool(docs), k1=K1, b=B,
+                        depth=(LEXICAL_DEPTH if depth == -1 else depth) if approximate and not docs else None)
 
         def q(conn):
             if approximate:
@@ -385,7 +416,7 @@ class Engine:
 
 
 def _rank_sql(ns: str, mode: str, fusion: str, *, dense: bool, lexical: bool, sentences: bool, docs: bool,
-              k1: float, b: float) -> str:
+              k1: float, b: float, depth: int | None = None) -> str:
     """One statement: CTE ``dn`` (dense top n), ``lx`` (BM25 top n), fused top k."""
     where_doc = "WHERE doc_id = ANY(%(docs)s)" if docs else ""
     parts = []
@@ -416,9 +447,13 @@ def _rank_sql(ns: str, mode: str, fusion: str, *, dense: bool, lexical: bool, se
             f"JOIN {ns}.terms t USING (term) CROSS JOIN st WHERE t.term = ANY(%(terms)s)), "
             # the posting lists read through the primary key: "term = ANY(the question's terms)" lets
             # the planner see which terms (joined to qt alone, it would hash the whole postings table)
-            f"lx AS (SELECT x.pid, sum(qt.idf * x.tf / (x.tf + qt.c0 + qt.c1 * x.dl))::float8 AS s "
-            f"FROM {ns}.postings x JOIN qt ON qt.term = x.term {doc_join}WHERE x.term = ANY(%(terms)s) "
-            f"GROUP BY x.pid ORDER BY s DESC, x.pid LIMIT %(n)s)")
+            + (f"lx AS (SELECT x.pid, sum(qt.idf * x.tf / (x.tf + qt.c0 + qt.c1 * x.dl))::float8 AS s "
+               f"FROM {ns}.postings x JOIN qt ON qt.term = x.term {doc_join}WHERE x.term = ANY(%(terms)s) "
+               f"GROUP BY x.pid ORDER BY s DESC, x.pid LIMIT %(n)s)" if depth is None else
+               # approximate: each term's best ``depth`` postings (by w), scored exactly
+               f"lx AS (SELECT x.pid, sum(qt.idf * x.tf / (x.tf + qt.c0 + qt.c1 * x.dl))::float8 AS s "
+               f"FROM qt CROSS JOIN LATERAL (SELECT pid, tf, dl FROM {ns}.postings WHERE term = qt.term "
+               f"ORDER BY w DESC LIMIT {int(depth)}) x GROUP BY x.pid ORDER BY s DESC, x.pid LIMIT %(n)s)"))
     else:
         parts.append("lx AS (SELECT NULL::bigint AS pid, NULL::float8 AS s WHERE false)")
     if mode == "dense":
