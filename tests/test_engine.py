@@ -271,3 +271,20 @@ def test_rag_serve_is_503_while_the_engine_is_down_and_recovers_without_a_restar
         r = c.post("/ask", json=body)
         assert r.status_code == 200 and r.json()["citations"], r.text
         assert c.get("/health").status_code == 200
+
+
+def test_the_apps_index_builder_also_fills_the_engine(pg, ns, tiny_copy, monkeypatch):
+    """An upload in the app rebuilds the index in the background; with store = "postgres" the engine follows."""
+    from rag import ui
+    from rag.engine import Engine, index_keys, signature
+    from rag.index import load_index
+
+    monkeypatch.setattr("rag.embed.get_embedder", lambda *a, **k: HashEmbedder())
+    s = tiny_copy.with_(store="postgres", store_url=pg.url, store_namespace=ns)
+    (s.corpus_dir / "new.txt").write_text("Egypt and Mauritania signed partnerships on migration.", encoding="utf-8")
+    builder = ui.IndexBuilder()
+    builder.request(s)
+    assert builder.wait(60)
+    status = builder.status()
+    assert not status.failed and "Search engine:" in status.message, status.message
+    assert Engine(pg.url, ns).meta()["signature"] == signature(index_keys(load_index(s)))

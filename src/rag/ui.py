@@ -315,6 +315,8 @@ _STAGES = {
     "embed passages": (0.06, 0.30, "Embedding passages"),
     "embed sentences": (0.30, 0.95, "Embedding sentences"),
     "lexical index": (0.95, 0.99, "Building the keyword index"),
+    "engine: remove": (0.99, 0.995, "Removing passages from the search engine"),
+    "engine: add": (0.995, 1.00, "Adding passages to the search engine"),
     "done": (1.00, 1.00, "Done"),
 }
 
@@ -478,6 +480,12 @@ class IndexBuilder:
             try:
                 result = index.build_index(settings, force=force, progress=self._progress, refresh=refresh)
                 message, failed = build_message(result), False
+                if getattr(settings, "store", "faiss") != "faiss":  # the engine follows the index folder (store = "postgres")
+                    from .engine import sync_index
+
+                    report = sync_index(settings, progress=self._progress)
+                    if report is not None and report.changed:
+                        message += f" Search engine: {report.added} passages added, {report.removed} removed."
             except RagError as exc:
                 message, failed = str(exc), True
             except Exception as exc:  # noqa: BLE001 - shown as one line; the traceback goes to the log
