@@ -288,3 +288,16 @@ def test_the_apps_index_builder_also_fills_the_engine(pg, ns, tiny_copy, monkeyp
     status = builder.status()
     assert not status.failed and "Search engine:" in status.message, status.message
     assert Engine(pg.url, ns).meta()["signature"] == signature(index_keys(load_index(s)))
+
+
+def test_the_serve_benchmark_points_its_servers_at_a_synced_engine(pg, ns, tiny_copy):
+    from benchmarks.serve import engine_env
+    from rag.engine import Engine, index_keys, signature
+    from rag.index import load_index
+
+    with engine_env(tiny_copy, "faiss", {"PATH": "x"}) as env:
+        assert env == {"PATH": "x", "RAG_STORE": "faiss"}
+    s = tiny_copy.with_(store_url=pg.url, store_namespace=ns)
+    with engine_env(s, "postgres", {}) as env:
+        assert (env["RAG_STORE"], env["RAG_STORE_URL"], env["RAG_STORE_NAMESPACE"]) == ("postgres", pg.url, ns)
+        assert Engine(pg.url, ns).meta()["signature"] == signature(index_keys(load_index(s)))
