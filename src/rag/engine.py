@@ -369,6 +369,8 @@ class Engine:
             conn.execute(f"SET LOCAL maintenance_work_mem = '{min(8192, max(256, n * 3 * dim // 384 // 1024))}MB'")
             conn.execute(f"CREATE INDEX passages_hnsw ON {t('passages')} USING hnsw (emb vector_ip_ops) "
                          f"WITH (m = {HNSW_M}, ef_construction = {HNSW_EF_CONSTRUCTION})")
+        elif n + n_sent <= EXACT_MAX and has_ann:  # shrunk below it: exact again (the planner would use the graph)
+            conn.execute(f"DROP INDEX {self.ns}.passages_hnsw")
         conn.execute(f"INSERT INTO {t('meta')} VALUES ('signature', %s), ('approximate', %s) "
                      "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                      (sig, "1" if n + n_sent > EXACT_MAX else "0"))

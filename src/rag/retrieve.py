@@ -7,7 +7,7 @@ on the eval set against reciprocal rank fusion (see ``eval/``).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Collection, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
@@ -16,9 +16,6 @@ from .chunk import Chunk
 from .text import collapse_ws
 from .index import IndexData
 from .settings import FUSIONS, MODES
-
-if TYPE_CHECKING:
-    from .engine import EngineSearch
 
 
 @dataclass(frozen=True)
@@ -153,7 +150,7 @@ def search(
     fusion: str = "weighted",
     pool: int = 50,
     docs: Collection[str] | None = None,
-    engine: "EngineSearch | None" = None,
+    engine: Any = None,
 ) -> list[Hit]:
     """Top-``k`` hits. ``qvec`` may be None for lexical mode (no model needed). ``docs`` limits the
     search to those documents (ids as in citations); None or empty: all. ``engine`` (``store =
