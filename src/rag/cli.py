@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .errors import RagError
-from .settings import ANSWER_MODES, LLM_BACKENDS, MODES, STRICTNESS, VERIFIER, set_process_env
+from .settings import ANSWER_MODES, LLM_BACKENDS, MODES, STRICTNESS, VERIFIER, set_process_env, shown_url
 
 EXIT_USER_ERROR = 2
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader has gone
@@ -243,7 +243,7 @@ def _engine(args: argparse.Namespace) -> int:
         s = _settings(args)
         url = s.store_url or LocalPostgres(args.data, args.port).url
         Engine(url, s.store_namespace).reset()
-        print(f"dropped {s.store_namespace} in {_shown_url(url)}")
+        print(f"dropped {s.store_namespace} in {shown_url(url)}")
         return 0
     pg = LocalPostgres(args.data, args.port)
     if args.action == "start":
@@ -343,19 +343,13 @@ def _index(args: argparse.Namespace) -> int:
         report = sync_index(settings, progress=progress)
         if bar is not None:
             bar.close()
-        where = f"{settings.store_namespace} in {terminal_safe(_shown_url(settings.store_url))}"
+        where = f"{settings.store_namespace} in {terminal_safe(shown_url(settings.store_url))}"
         if report.changed:
             print(f"search engine updated: {report.added} passages added, {report.removed} removed, "
                   f"{report.kept} kept ({where}, {report.seconds} s)")
         else:
             print(f"search engine is up to date: {report.kept} passages ({where})")
     return 0
-
-
-def _shown_url(url: str) -> str:
-    from .engine import _shown
-
-    return _shown(url)
 
 
 def change_lines(changes, most: int = 10) -> list[str]:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable, Collection, Iterable, Sequence
 import numpy as np
 
 from .errors import BadSetting, EngineStale, EngineUnavailable
+from .settings import NAMESPACE, shown_url as _shown
 
 if TYPE_CHECKING:
     from .index import IndexData
@@ -56,7 +57,6 @@ BATCH = 500  # passages per transaction while indexing
 LEXICAL_DEPTH = 20000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 80, 256  # as rag.ann's FAISS graph
 RETRY_S = 60.0  # how long a sync waits for a restarting engine before giving up
-_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 Progress = Callable[[str, int, int], None]
 
@@ -118,17 +118,13 @@ def check_url(url: str) -> str:
     return url
 
 
-def _shown(url: str) -> str:
-    return re.sub(r"//[^/@]*@", "//***@", url)
-
-
 class Engine:
     """One namespace (a PostgreSQL schema) in one database. Thread-safe: each thread gets its own
     connection, re-opened after the engine restarts."""
 
     def __init__(self, url: str, namespace: str = "rag", connect_timeout_s: float = 5.0) -> None:
         self.url = check_url(url)
-        if not _IDENT.match(namespace):
+        if not NAMESPACE.match(namespace):
             raise BadSetting(f"store_namespace must be a lower-case SQL identifier, got {namespace!r}")
         self.ns = namespace
         self.connect_timeout_s = connect_timeout_s

@@ -22,6 +22,13 @@ STORES = ("faiss", "postgres")
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: The user-info of a URL, with or without ``scheme://`` (hidden in the repr)
 _URL_USERINFO = re.compile(r"^((?:[a-z][a-z0-9+.-]*:)?//)?[^/?#]*@", re.I)
+#: A PostgreSQL schema name rag may create (store_namespace): a plain lower-case identifier.
+NAMESPACE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+def shown_url(url: str) -> str:
+    """``url`` with its user-info (a password) replaced by ``***@``: what messages and reprs show."""
+    return _URL_USERINFO.sub(r"\1***@", url)
 
 
 def default_cache_dir() -> Path:
@@ -141,7 +148,7 @@ class Settings:
             raise BadSetting(f"max_question_chars must be >= 10, got {self.max_question_chars}")
         if self.store == "postgres" and not self.store_url:
             raise BadSetting('store = "postgres" needs store_url (RAG_STORE_URL), e.g. postgresql://rag@127.0.0.1:5433/rag')
-        if not re.match(r"^[a-z_][a-z0-9_]{0,40}$", self.store_namespace):
+        if not NAMESPACE.match(self.store_namespace):
             raise BadSetting(f"store_namespace must be a lower-case SQL identifier, got {self.store_namespace!r}")
         if self.serve_max_body_kb < 1 or self.serve_rate_per_minute < 0 or self.serve_timeout_s <= 0:
             raise BadSetting("serve_max_body_kb must be >= 1, serve_rate_per_minute >= 0 and serve_timeout_s > 0")
@@ -155,9 +162,8 @@ class Settings:
     def __repr__(self) -> str:
         """The dataclass repr, with the server URLs' user-info (a password) shown as ``***@``."""
         shown = {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
-        shown["store_url"] = _URL_USERINFO.sub(r"\1***@", self.store_url)
-        for url in ("llm_base_url", "api_url"):
-            shown[url] = _URL_USERINFO.sub(r"\1***@", getattr(self, url))
+        for url in ("llm_base_url", "api_url", "store_url"):
+            shown[url] = shown_url(getattr(self, url))
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
     def with_(self, **changes: Any) -> "Settings":
@@ -183,7 +189,7 @@ class Settings:
         for secret in ("llm_api_key", "serve_api_key", "api_key"):
             if d.get(secret):
                 d[secret] = "***"
-        d["store_url"] = _URL_USERINFO.sub(r"\1***@", d["store_url"])
+        d["store_url"] = shown_url(d["store_url"])
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
