@@ -253,3 +253,22 @@ def test_swap_makes_a_near_miss_question():
     q = _swap_place("Which boats did the EU give Egypt?", "Annex › Egypt | The EU delivered boats.", random.Random(1))
     assert q is not None and "Egypt" not in q and q.startswith("Which boats did the EU give ")
     assert _swap_place("What did the Commission propose?", "x", random.Random(1)) is None
+
+
+def test_entity_swap_makes_an_on_topic_near_miss():
+    import random
+
+    from rag.reader_train import entity_pool, swap_entity
+
+    article = ("The Normans ruled. The Normans fought. In 1066 the Normans, led by William, won at Hastings. "
+               "Later, in 1204, Philip took the duchy from John. On 9 October the city fell.")
+    pool = entity_pool(article, common=1)
+    assert "Normans" in pool["topic"] and "1204" in pool["year"] and "Philip" in pool["name"]
+    passage = "In 1066 the Normans, led by William, won at Hastings."
+    q = swap_entity("Who led the Normans in 1066?", passage, pool, random.Random(3))
+    assert q is not None and q != "Who led the Normans in 1066?"
+    assert "Normans" in q  # the topic is kept: only the fact asked about changes
+    replaced = set(q.rstrip("?").split()) - set("Who led the Normans in 1066".split())
+    assert replaced and all(w.lower() not in passage.lower() for w in replaced)
+    assert swap_entity("What did the Normans win?", passage, pool, random.Random(3)) is None  # only the topic
+    assert swap_entity("Who fell on October 9?", "On October 9 the city fell.", {"number": ["55"]}, random.Random(3)) is None

@@ -12,8 +12,10 @@ inputs. Examples, all with provenance (source, question id, document, offsets):
   best BM25 passage of another paragraph (negatives); for an unanswerable question, the two passages of
   its paragraph closest to it (negatives: near-misses written to look answerable).
 - The curated ``eval/qa.jsonl`` on the default corpus, the same way (its unanswerable items too).
-- Augmentation: curated questions with their country swapped for one the passage does not name
-  (near-miss), and questions of one corpus paired with the closest passages of the other (off-topic).
+- Augmentation: curated questions with their country swapped for one the passage does not name, and
+  SQuAD questions with a year, number or name swapped for another from the same article that the
+  passage does not mention (near-misses, as SQuAD 2.0's annotators made them: :func:`swap_entity`);
+  questions of one corpus paired with the closest passages of the other (off-topic).
 
 A fixed set of articles and a fixed share of the curated questions are held out (:func:`split_of`):
 the thresholds and the model card's figures come from them, never from training data.
@@ -176,6 +178,7 @@ def squad_examples(squad_dir: Path, rng: random.Random) -> tuple[list[Example], 
     held = heldout_titles(pid.split("::")[0] for pid in spans)
     questions = [json.loads(x) for x in (squad_dir / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     out: list[Example] = []
+    pools: dict[str, dict[str, list[str]]] = {}
     for q in questions:
         doc_id, ps, pe = spans[q["gold_pid"]]
         is_held = q["title"] in held
@@ -197,6 +200,9 @@ def squad_examples(squad_dir: Path, rng: random.Random) -> tuple[list[Example], 
             continue
         p = passages[pos[0]]
         out.append(_example(q["qid"], q["question"], p, p.span(s, e), "squad", "pos", is_held))
+        swapped = swap_entity(q["question"], p.context, pools.setdefault(q["title"], entity_pool(doc)), rng)
+        if swapped:
+            out.append(_example(q["qid"] + "-swap", swapped, p, None, "swap", "swap", is_held))
         same = [i for i in own if i != pos[0] and not _contains(passages[i], q["answers"])]
         if same:
             out.append(_example(q["qid"], q["question"], passages[rng.choice(same)], None, "squad", "neg-same", is_held))
@@ -265,6 +271,46 @@ def _swap_place(question: str, context: str, rng: random.Random) -> str | None:
             others = [o for o in _PLACE_WORDS if o != place and o.lower() not in context.lower()]
             if others:
                 return re.sub(rf"\b{re.escape(place)}\b", rng.choice(others), question)
+    return None
+
+
+_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+_NUMBER = re.compile(r"\b(?!1[0-9]{3}\b|20[0-9]{2}\b)[0-9][0-9,.]*\b")
+_NAME = re.compile(r"(?<=[a-z,;:] )[A-Z][a-z]{2,}(?: [A-Z][a-z]{2,})*")
+
+
+_MONTHS = {"January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"}
+
+
+def entity_pool(text: str, common: int = 15) -> dict[str, list[str]]:
+    """The years, other numbers and capitalised names (not sentence-initial) an article uses: what a
+    near-miss swap draws its replacements from, so the swapped question stays on the article's topic.
+    The article's ``common`` most frequent names are left out: they are its topic ("Normans"), and
+    swapping them makes nonsense rather than a near-miss."""
+    names = Counter(m.group(0) for m in _NAME.finditer(text) if m.group(0) not in _MONTHS)
+    top = {n for n, _ in names.most_common(common)}
+    return {"year": sorted(set(_YEAR.findall(text))), "number": sorted(set(_NUMBER.findall(text))),
+            "name": sorted(n for n in names if n not in top), "topic": sorted(top)}
+
+
+def swap_entity(question: str, context: str, pool: dict[str, list[str]], rng: random.Random) -> str | None:
+    """``question`` with one year, number or name it shares with the passage replaced by another of the
+    same kind from the article that the passage does not mention (a near-miss: on topic, the fact asked
+    for is not there), or None when the question has no such entity. Mirrors the entity and number swaps
+    SQuAD 2.0's annotators used for its adversarial questions."""
+    low = context.lower()
+    topic = set(pool.get("topic", []))
+    found = [(kind, m) for kind, rx in (("year", _YEAR), ("number", _NUMBER), ("name", _NAME))
+             for m in rx.finditer(question)
+             if m.group(0).lower() in low and m.group(0) not in topic and m.group(0) not in _MONTHS
+             and question[m.end():m.end() + 1] not in "-'" and question[max(0, m.start() - 1):m.start()] != "-"
+             and not (kind == "number" and question[:m.start()].split()[-1:] in ([w] for w in _MONTHS))]
+    rng.shuffle(found)
+    for kind, m in found:
+        others = [o for o in pool.get(kind, []) if o.lower() not in low and o.lower() not in question.lower()]
+        if others:
+            return question[:m.start()] + rng.choice(others) + question[m.end():]
     return None
 
 
@@ -828,6 +874,8 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         "  unanswerable questions with the passage of their paragraph closest to them (near-misses).",
         "- `eval/qa.jsonl` (this project's curated questions on the default corpus, MIT): the same way.",
         "- Augmentation: curated questions with their country swapped for one their passage does not name;",
+        "  SQuAD questions with a year, number or name swapped for another of the same article that their",
+        "  passage does not mention (`swap_entity`; the article's 15 most frequent names, its topic, are kept);",
         "  questions of each corpus paired with the closest passages of the other (off-topic).",
         f"- **Held out** (never trained on; thresholds and the figures below come from them): the SQuAD",
         f"  articles {held} (the last {OUT_OF_CORPUS_SHARE} left out of the calibration index: their questions are",
