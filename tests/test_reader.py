@@ -95,6 +95,29 @@ def test_reader_reads_the_span_and_batches_like_single_reads():
     assert r.read(FINLAND_Q, []).answerable == 0.0
 
 
+@pytest.mark.slow
+def test_early_exit_reads_the_rest_only_when_the_first_passage_does_not_answer():
+    import dataclasses
+
+    full = Reader.load(CACHE_DIR)
+    ctx = "Letter | Frontex has already expanded its Joint Operation: 50 European border guards are now deployed in Finland."
+    other = "Annex › Egypt | The EU will deliver seven boats to the Egyptian coast guard in 2024."
+    ctxs = [(ctx, 9, 100), (other, other.index("|") + 2, 5000)]
+    everything = full.read(FINLAND_Q, ctxs, early_exit=False)
+    first = everything.passages[0].margin
+    model = Path(CACHE_DIR) / "reader" / full.cfg.sha256["reader.fp32.onnx"][:16] / "reader.onnx"
+    r = Reader(dataclasses.replace(full.cfg, exit_margin=first - 0.5), model, ARTIFACT_DIR / "tokenizer.json")
+    quick = r.read(FINLAND_Q, ctxs, cos=0.4)
+    assert len(quick.passages) == 1 and quick.best == everything.best
+    assert quick.answerable == pytest.approx(r.cfg.answerable(first, 0.4))
+    r = Reader(dataclasses.replace(full.cfg, exit_margin=first + 0.5), model, ARTIFACT_DIR / "tokenizer.json")
+    slow = r.read(FINLAND_Q, ctxs)
+    assert [p.rank for p in slow.passages] == [0, 1] and slow.best == everything.best
+    assert slow.passages[1].margin == pytest.approx(everything.passages[1].margin, abs=1e-3)
+    reversed_ = r.read(FINLAND_Q, ctxs[::-1])  # the first passage does not answer: the second is read
+    assert reversed_.best is not None and reversed_.best.rank == 1 and len(reversed_.passages) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # Through the assistant, on the real corpus
 
@@ -272,3 +295,16 @@ def test_entity_swap_makes_an_on_topic_near_miss():
     assert replaced and all(w.lower() not in passage.lower() for w in replaced)
     assert swap_entity("What did the Normans win?", passage, pool, random.Random(3)) is None  # only the topic
     assert swap_entity("Who fell on October 9?", "On October 9 the city fell.", {"number": ["55"]}, random.Random(3)) is None
+
+
+def test_exit_margin_is_the_lowest_that_keeps_the_best_span():
+    from rag.reader_train import Probe, choose_exit_margin
+
+    def probe(first, best_rank):
+        return Probe("squad-answerable", 1, first, 0.5, 0.5, "x", ("x",), True, first, best_rank)
+
+    probes = [probe(m, 0) for m in (3.0, 4.0, 6.0, 9.0)] + [probe(1.2, 1), probe(2.2, 2), probe(-1.0, 1)]
+    x, report = choose_exit_margin(probes)
+    assert x == 2.5 and report["questions that read one passage"] == pytest.approx(4 / 7, abs=1e-3)
+    assert report["of those, best span elsewhere"] == 0.0
+    assert choose_exit_margin([probe(20.0, 1)]) == (None, {"exit_margin": None})

@@ -132,8 +132,9 @@ class Assistant:
             self.reader.read("warm up", [("warm up", 0, 0)])
         return self
 
-    def read(self, question: str, hits: Sequence[Hit]):
-        """The reader's :class:`rag.reader.Reading` of the top ``read_k`` passages (None when off)."""
+    def read(self, question: str, hits: Sequence[Hit], early_exit: bool = True):
+        """The reader's :class:`rag.reader.Reading` of the top ``read_k`` passages (None when off);
+        ``early_exit=False`` reads them all even when the first clearly answers (calibration)."""
         from .reader import reader_context
 
         reader = self.reader
@@ -144,7 +145,7 @@ class Assistant:
             ctx, prefix = reader_context(h.chunk, self.data.docs[h.chunk.doc_id].text)
             ctxs.append((ctx, prefix, h.chunk.start))
         cos = max((h.dense for h in hits[: self.settings.read_k] if h.dense is not None), default=0.0)
-        return reader.read(question, ctxs, cos)
+        return reader.read(question, ctxs, cos, early_exit)
 
     def _encode_raw(self, text: str) -> np.ndarray:
         v = self.embedder.embed([text])[0]

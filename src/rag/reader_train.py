@@ -618,6 +618,8 @@ class Probe:
     span: str
     answers: tuple[str, ...]
     retrieved: bool | None  # gold passage among those read (answerable only)
+    first_margin: float = 0.0  # the margin of the first passage read alone (for the early exit)
+    best_rank: int = 0  # which read passage had the best span
 
 
 def _probe_assistant(settings, reader, corpus_files: dict[str, str] | None, corpus_dir: Path, index_dir: Path):
@@ -642,13 +644,15 @@ def _probe(a, question: str, group: str, label: int, answers: Sequence[str], gol
 
     text = search_text(clean_question(question, a.settings.max_question_chars).text)
     hits = a.search(question)
-    r = a.read(text, hits)
+    r = a.read(text, hits, early_exit=False)
     best = r.best
     span = collapse_ws(a.data.docs[hits[best.rank].chunk.doc_id].text[best.start:best.end]) if best else ""
     m = max((p.margin for p in r.passages), default=-1e9)
     retrieved = None if gold is None else any(gold(h) for h in hits[: a.settings.read_k])
     cos = max((h.dense for h in hits[: a.settings.read_k] if h.dense is not None), default=0.0)
-    return Probe(group, label, m, cos, best.conf if best else 0.0, span, tuple(answers), retrieved)
+    first = r.passages[0].margin if r.passages else -1e9
+    return Probe(group, label, m, cos, best.conf if best else 0.0, span, tuple(answers), retrieved, first,
+                 best.rank if best else 0)
 
 
 def collect_probes(reader, squad_dir: Path, qa_path: Path, corpus_dir: Path, work: Path, settings,
@@ -764,6 +768,24 @@ CONF_GRID = (0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 SHORT_MIN_F1 = 0.5  # a span becomes a short answer from the confidence on which spans average this F1
 
 
+#: the early exit may change the best span of at most this share of held-out questions that take it
+EXIT_MAX_CHANGED = 0.01
+EXIT_GRID = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def choose_exit_margin(probes: Sequence[Probe]) -> tuple[float | None, dict]:
+    """The lowest first-passage margin from which reading only the first passage changes the best span
+    (it was in another passage) for at most EXIT_MAX_CHANGED of the probes that exit, over all held-out
+    probes; with the share of questions that exit and that change. None if no grid value qualifies."""
+    for x in EXIT_GRID:
+        out = [p for p in probes if p.first_margin >= x]
+        changed = sum(p.best_rank != 0 for p in out)
+        if out and changed <= EXIT_MAX_CHANGED * len(out):
+            return x, {"exit_margin": x, "questions that read one passage": round(len(out) / len(probes), 4),
+                       "of those, best span elsewhere": round(changed / len(out), 4)}
+    return None, {"exit_margin": None}
+
+
 def choose_min_conf(probes: Sequence[Probe]) -> tuple[float, list[tuple[float, int, float]]]:
     """The lowest confidence from which every confidence bucket's spans average F1 >= SHORT_MIN_F1
     (held-out answerable questions), with the bucket table (from, count, mean F1)."""
@@ -810,9 +832,10 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
     w = fit_logistic(x, y) if use_cos else np.insert(fit_logistic(x[:, :1], y), 1, 0.0)
     thresholds = choose_thresholds(probes, w)
     min_conf, table = choose_min_conf([p for p in probes if _prob(p, w) >= thresholds["balanced"]])
+    exit_margin, exit_report = choose_exit_margin(probes)
     cfg = {"max_len": MAX_LEN, "max_answer_tokens": 30, "calib_a": float(w[0]), "calib_c": float(w[1]),
            "calib_b": float(w[2]), "thresholds": thresholds,
-           "short_min_conf": min_conf,
+           "short_min_conf": min_conf, "exit_margin": exit_margin,
            "sha256": {"reader.onnx": sha256_file(dest / "reader.onnx"), "tokenizer.json": sha256_file(dest / "tokenizer.json"),
                       "reader.fp32.onnx": sha256_file(fp32)}}
     (dest / "reader.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
@@ -826,6 +849,7 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
         round(auc([_prob(p, w) for p in probes if p.label], [_prob(p, w) for p in probes if not p.label]), 4)]
     metrics.update(probe_report(probes, w, thresholds, min_conf))
     metrics["short-answer confidence buckets (from, n, mean F1)"] = [[lo, n, round(f, 4)] for lo, n, f in table]
+    metrics["early exit (read the first passage alone)"] = exit_report
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     counts = example_counts(read_examples(run / "examples.jsonl")) if (run / "examples.jsonl").exists() else {}
     from .squad import load_squad
@@ -915,6 +939,9 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         + ", ".join(f"`{k}` {v:.4f}" for k, v in cfg["thresholds"].items()) + ".",
         f"- A span is a short answer from confidence {cfg['short_min_conf']} (the lowest bucket from which held-out spans",
         f"  average F1 ≥ {SHORT_MIN_F1}), if it has at most 12 words and sits in one sentence.",
+        f"- Early exit: the first passage is read alone, and the others only if its margin is under "
+        f"{cfg.get('exit_margin')} (the lowest margin from which the best span was elsewhere for at most "
+        f"{EXIT_MAX_CHANGED:.0%} of held-out questions that exit; the figures above read all passages).",
         "",
         "## Held-out metrics (through retrieval: the assistant's real path)",
         "```json",
