@@ -308,3 +308,34 @@ def test_exit_margin_is_the_lowest_that_keeps_the_best_span():
     assert x == 2.5 and report["questions that read one passage"] == pytest.approx(4 / 7, abs=1e-3)
     assert report["of those, best span elsewhere"] == 0.0
     assert choose_exit_margin([probe(20.0, 1)]) == (None, {"exit_margin": None})
+
+
+def test_agreeing_spans_are_those_with_token_f1_of_a_half_or_more():
+    from rag.reader import _agreeing
+
+    m = _agreeing(2, 4, 8)  # the best span: tokens 2..4 ("EUR 600 million")
+    assert m[2, 4] and m[3, 4] and m[2, 3] and m[1, 5]  # itself, "600 million", "EUR 600", a little wider
+    assert not m[5, 7] and not m[0, 1] and not m[4, 2]  # disjoint; an end before its start is no span
+    for a in range(8):
+        for b in range(a, 8):
+            overlap = max(0, min(4, b) - max(2, a) + 1)
+            assert m[a, b] == (2 * overlap / (3 + b - a + 1) >= 0.5)
+
+
+def test_span_conf_is_chosen_by_the_short_answers_mean_f1():
+    from rag.reader_train import Probe, choose_span_conf, short_answer_f1
+
+    def probe(span, conf, agree, answer="EUR 600 million"):
+        return Probe("squad-answerable", 1, 1.0, 0.5, conf, span, (answer,), True, 1.0, 0, agree)
+
+    # right spans whose probability is split between boundaries: low exact, high overlap confidence,
+    # in the same exact-confidence bucket as wrong spans
+    probes = [probe("EUR 600 million", 0.22, 0.95)] * 6 + [probe("600 million", 0.25, 0.9)] * 4
+    probes += [probe("the March letter", 0.2, 0.3)] * 12
+    rule, min_conf, table, value = choose_span_conf(probes)
+    assert rule == "overlap" and min_conf == 0.4 and value == {"exact": 0.0, "overlap": pytest.approx(9.2 / 22, abs=1e-4)}
+    assert short_answer_f1(probes, "overlap", 0.95) == pytest.approx(6 / 22)
+    assert ReaderConfig.from_json({**GOOD, "span_conf": "overlap"}).span_conf == "overlap"
+    assert ReaderConfig.from_json(GOOD).span_conf == "exact"  # reader.json from before the choice
+    with pytest.raises(ReaderUnavailable, match="span_conf"):
+        ReaderConfig.from_json({**GOOD, "span_conf": "mean"})

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = Path(__file__).parent / "models" / "reader"
 MAX_QUESTION_TOKENS = 64  # longer questions are cut before reading (the passage needs the room)
+SPAN_CONF = ("exact", "overlap")
 REBUILD = "python -m rag.reader_train (see src/rag/models/reader/MODEL_CARD.md)"
 
 
@@ -53,6 +54,10 @@ class ReaderConfig:
     #: read the first passage alone, and the others only when its margin is under this (None: read
     #: all at once). Chosen on held-out probes so that the best span is almost never elsewhere.
     exit_margin: float | None = None
+    #: what a span's confidence is: "exact", the probability of that very span; "overlap", the
+    #: probability of the spans that agree with it (token F1 >= 0.5: "EUR 600 million", "600 million"),
+    #: so that the model's doubt between two boundaries of one answer is not read as doubt in the answer
+    span_conf: str = "exact"
 
     @classmethod
     def from_json(cls, d: Any) -> "ReaderConfig":
@@ -60,7 +65,10 @@ class ReaderConfig:
             cfg = cls(int(d["max_len"]), int(d["max_answer_tokens"]), float(d["calib_a"]), float(d["calib_b"]),
                       {str(k): float(v) for k, v in dict(d["thresholds"]).items()}, float(d["short_min_conf"]),
                       {str(k): str(v) for k, v in dict(d["sha256"]).items()}, float(d.get("calib_c", 0.0)),
-                      None if d.get("exit_margin") is None else float(d["exit_margin"]))
+                      None if d.get("exit_margin") is None else float(d["exit_margin"]),
+                      str(d.get("span_conf", "exact")))
+            if cfg.span_conf not in SPAN_CONF:
+                raise ValueError(f"span_conf must be one of {SPAN_CONF}, got {cfg.span_conf!r}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ReaderUnavailable(f"reader.json is damaged ({exc!r}); rebuild it with {REBUILD}") from exc
         return cfg
@@ -78,7 +86,9 @@ class PassageReading:
     start: int  # document offsets of the best span; -1 when no span could be read
     end: int
     margin: float  # best span score minus the no-answer score
-    conf: float  # probability of the best span among all spans and no-answer
+    conf: float  # confidence in the best span, as reader.json's span_conf says (below: "exact")
+    #: probability of the spans that agree with the best one (token F1 >= 0.5; span_conf "overlap")
+    agree: float = 0.0
 
     @property
     def has_span(self) -> bool:
@@ -236,13 +246,22 @@ class Reader:
         flat = int(np.argmax(scores))
         i, j = divmod(flat, L)
         best = float(scores[i, j])
-        finite = scores[np.isfinite(scores)]
         top = max(best, null)
-        z = np.exp(finite - top).sum() + math.exp(null - top)
-        conf = math.exp(best - top) / z
+        p = np.exp(scores - top)  # 0 outside the band
+        z = p.sum() + math.exp(null - top)
+        exact = float(math.exp(best - top) / z)
+        agree = float(p[_agreeing(i, j, L)].sum() / z)
         a = offs[i][0] - prefix + doc_off
         b = offs[j][1] - prefix + doc_off
-        return PassageReading(rank, a, b, best - null, float(conf))
+        return PassageReading(rank, a, b, best - null, agree if self.cfg.span_conf == "overlap" else exact, agree)
+
+
+def _agreeing(i: int, j: int, n: int) -> np.ndarray:
+    """Mask of the token spans (a, b) over ``n`` tokens whose token F1 with span (i, j) is at least 0.5."""
+    a = np.arange(n)[:, None]
+    b = np.arange(n)[None, :]
+    overlap = np.clip(np.minimum(j, b) - np.maximum(i, a) + 1, 0, None)
+    return (b >= a) & (4 * overlap >= (j - i + 1) + (b - a + 1))
 
 
 _lock = threading.Lock()

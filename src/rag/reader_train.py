@@ -41,7 +41,7 @@ from .text import PLACES
 from .lexical import tokenize
 from .evaluate import CURATED_HELDOUT_SHARE, split_of
 from .load import Document
-from .reader import reader_context
+from .reader import SPAN_CONF, reader_context
 
 log = logging.getLogger(__name__)
 
@@ -620,6 +620,8 @@ class Probe:
     retrieved: bool | None  # gold passage among those read (answerable only)
     first_margin: float = 0.0  # the margin of the first passage read alone (for the early exit)
     best_rank: int = 0  # which read passage had the best span
+    agree: float = 0.0  # the best span's "overlap" confidence (conf is its "exact" one)
+    question: str = ""
 
 
 def _probe_assistant(settings, reader, corpus_files: dict[str, str] | None, corpus_dir: Path, index_dir: Path):
@@ -652,7 +654,7 @@ def _probe(a, question: str, group: str, label: int, answers: Sequence[str], gol
     cos = max((h.dense for h in hits[: a.settings.read_k] if h.dense is not None), default=0.0)
     first = r.passages[0].margin if r.passages else -1e9
     return Probe(group, label, m, cos, best.conf if best else 0.0, span, tuple(answers), retrieved, first,
-                 best.rank if best else 0)
+                 best.rank if best else 0, best.agree if best else 0.0, question)
 
 
 def collect_probes(reader, squad_dir: Path, qa_path: Path, corpus_dir: Path, work: Path, settings,
@@ -730,7 +732,8 @@ def choose_thresholds(probes: Sequence[Probe], w: Sequence[float]) -> dict[str, 
     return out
 
 
-def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[str, float], min_conf: float) -> dict:
+def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[str, float], min_conf: float,
+                 span_conf: str = "exact") -> dict:
     from .evaluate import squad_exact, squad_f1
 
     def prob(x: Probe) -> float:
@@ -750,7 +753,7 @@ def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[s
         if xs:
             rep[f"balanced {g} short EM"] = round(float(np.mean([max(squad_exact(a_, p.span) for a_ in p.answers) for p in xs])), 4)
             rep[f"balanced {g} short F1"] = round(float(np.mean([max(squad_f1(a_, p.span) for a_ in p.answers) for p in xs])), 4)
-            rep[f"balanced {g} with short answer (conf >= {min_conf})"] = round(float(np.mean([p.conf >= min_conf for p in xs])), 4)
+            rep[f"balanced {g} with short answer (conf >= {min_conf})"] = round(float(np.mean([_conf(p, span_conf) >= min_conf for p in xs])), 4)
         if xs and xs[0].retrieved is not None:
             rep[f"{g} gold passage read"] = round(float(np.mean([bool(p.retrieved) for p in xs])), 4)
     rep["n"] = {g: sum(p.group == g for p in probes) for g in groups}
@@ -786,15 +789,20 @@ def choose_exit_margin(probes: Sequence[Probe]) -> tuple[float | None, dict]:
     return None, {"exit_margin": None}
 
 
-def choose_min_conf(probes: Sequence[Probe]) -> tuple[float, list[tuple[float, int, float]]]:
-    """The lowest confidence from which every confidence bucket's spans average F1 >= SHORT_MIN_F1
-    (held-out answerable questions), with the bucket table (from, count, mean F1)."""
+def _conf(p: Probe, rule: str) -> float:
+    return p.agree if rule == "overlap" else p.conf
+
+
+def choose_min_conf(probes: Sequence[Probe], rule: str = "exact") -> tuple[float, list[tuple[float, int, float]]]:
+    """The lowest confidence (``rule``: reader.json's span_conf) from which every confidence bucket's
+    spans average F1 >= SHORT_MIN_F1 (held-out answerable questions), with the bucket table (from,
+    count, mean F1)."""
     from .evaluate import squad_f1
 
     xs = [p for p in probes if p.label and p.span]
     table = []
     for lo, hi in zip(CONF_GRID, CONF_GRID[1:] + (1.01,)):
-        b = [max(squad_f1(a, p.span) for a in p.answers) for p in xs if lo <= p.conf < hi]
+        b = [max(squad_f1(a, p.span) for a in p.answers) for p in xs if lo <= _conf(p, rule) < hi]
         table.append((lo, len(b), float(np.mean(b)) if b else float("nan")))
     chosen = CONF_GRID[-1]
     for lo, n, f1 in reversed(table):
@@ -802,6 +810,25 @@ def choose_min_conf(probes: Sequence[Probe]) -> tuple[float, list[tuple[float, i
             break
         chosen = lo
     return chosen, table
+
+
+def short_answer_f1(probes: Sequence[Probe], rule: str, min_conf: float) -> float:
+    """Mean F1 of the short answer over held-out answerable probes (0 where none is given): what the
+    choice of span_conf maximises."""
+    from .evaluate import squad_f1
+
+    xs = [p for p in probes if p.label]
+    return float(np.mean([max(squad_f1(a, p.span) for a in p.answers) if p.span and _conf(p, rule) >= min_conf
+                          else 0.0 for p in xs])) if xs else 0.0
+
+
+def choose_span_conf(probes: Sequence[Probe]) -> tuple[str, float, list[tuple[float, int, float]], dict[str, float]]:
+    """reader.json's span_conf and short_min_conf: of "exact" and "overlap", each with its own
+    min_conf, the one whose short answers score the higher mean F1 on held-out answerable probes."""
+    options = {rule: choose_min_conf(probes, rule) for rule in SPAN_CONF}
+    value = {rule: round(short_answer_f1(probes, rule, mc), 4) for rule, (mc, _) in options.items()}
+    rule = max(SPAN_CONF, key=lambda r: (value[r], r == "exact"))
+    return rule, options[rule][0], options[rule][1], value
 
 
 def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest: Path,
@@ -831,11 +858,11 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
     y = np.array([p.label for p in probes], dtype=np.float64)
     w = fit_logistic(x, y) if use_cos else np.insert(fit_logistic(x[:, :1], y), 1, 0.0)
     thresholds = choose_thresholds(probes, w)
-    min_conf, table = choose_min_conf([p for p in probes if _prob(p, w) >= thresholds["balanced"]])
+    span_conf, min_conf, table, span_conf_values = choose_span_conf([p for p in probes if _prob(p, w) >= thresholds["balanced"]])
     exit_margin, exit_report = choose_exit_margin(probes)
     cfg = {"max_len": MAX_LEN, "max_answer_tokens": 30, "calib_a": float(w[0]), "calib_c": float(w[1]),
            "calib_b": float(w[2]), "thresholds": thresholds,
-           "short_min_conf": min_conf, "exit_margin": exit_margin,
+           "short_min_conf": min_conf, "span_conf": span_conf, "exit_margin": exit_margin,
            "sha256": {"reader.onnx": sha256_file(dest / "reader.onnx"), "tokenizer.json": sha256_file(dest / "tokenizer.json"),
                       "reader.fp32.onnx": sha256_file(fp32)}}
     (dest / "reader.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
@@ -847,8 +874,9 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
     metrics["auc answerable vs all unanswerable (margin alone / with cos)"] = [
         round(auc(pos, [p.margin for p in probes if not p.label]), 4),
         round(auc([_prob(p, w) for p in probes if p.label], [_prob(p, w) for p in probes if not p.label]), 4)]
-    metrics.update(probe_report(probes, w, thresholds, min_conf))
+    metrics.update(probe_report(probes, w, thresholds, min_conf, span_conf))
     metrics["short-answer confidence buckets (from, n, mean F1)"] = [[lo, n, round(f, 4)] for lo, n, f in table]
+    metrics["short-answer mean F1 per span_conf (0 without a short answer)"] = span_conf_values
     metrics["early exit (read the first passage alone)"] = exit_report
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     counts = example_counts(read_examples(run / "examples.jsonl")) if (run / "examples.jsonl").exists() else {}
@@ -938,7 +966,10 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         + ", ".join(f"{k} {v:.0%}" for k, v in STRICTNESS_FALSE_ABSTENTION.items()) + "): "
         + ", ".join(f"`{k}` {v:.4f}" for k, v in cfg["thresholds"].items()) + ".",
         f"- A span is a short answer from confidence {cfg['short_min_conf']} (the lowest bucket from which held-out spans",
-        f"  average F1 ≥ {SHORT_MIN_F1}), if it has at most 12 words and sits in one sentence.",
+        f"  average F1 ≥ {SHORT_MIN_F1}), if it has at most 12 words and sits in one sentence. Confidence "
+        f"(`span_conf` = `{cfg.get('span_conf', 'exact')}`): `exact` is the",
+        "  probability of the span itself, `overlap` that of the spans agreeing with it (token F1 ≥ 0.5); the",
+        "  one whose short answers score the higher mean F1 on the held-out answerable probes is chosen.",
         f"- Early exit: the first passage is read alone, and the others only if its margin is under "
         f"{cfg.get('exit_margin')} (the lowest margin from which the best span was elsewhere for at most "
         f"{EXIT_MAX_CHANGED:.0%} of held-out questions that exit; the figures above read all passages).",
