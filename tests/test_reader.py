@@ -88,7 +88,7 @@ def test_reader_reads_the_span_and_batches_like_single_reads():
     ctx = "Letter | Frontex has already expanded its Joint Operation: 50 European border guards are now deployed in Finland."
     other = "Annex › Egypt | The EU will deliver seven boats to the Egyptian coast guard in 2024."
     one = r.read(FINLAND_Q, [(ctx, 9, 100)])
-    both = r.read(FINLAND_Q, [(ctx, 9, 100), (other, other.index("|") + 2, 5000)])
+    both = r.read(FINLAND_Q, [(ctx, 9, 100), (other, other.index("|") + 2, 5000)], early_exit=False)
     assert one.best is not None and ctx[one.best.start - 100 + 9:one.best.end - 100 + 9] == "50"
     assert both.best.rank == 0 and both.passages[0].margin == pytest.approx(one.passages[0].margin, abs=1e-3)
     assert both.passages[1].margin < both.passages[0].margin
@@ -339,3 +339,21 @@ def test_span_conf_is_chosen_by_the_short_answers_mean_f1():
     assert ReaderConfig.from_json(GOOD).span_conf == "exact"  # reader.json from before the choice
     with pytest.raises(ReaderUnavailable, match="span_conf"):
         ReaderConfig.from_json({**GOOD, "span_conf": "mean"})
+
+
+def test_min_conf_is_where_the_short_answers_given_average_half_right():
+    from rag.reader_train import Probe, choose_min_conf
+
+    def probe(conf, right, group="squad-answerable"):
+        return Probe(group, 1, 1.0, 0.5, conf, "EUR 600 million" if right else "March", ("EUR 600 million",), True)
+
+    # one bad bucket (0.6) among good ones does not hide every answer below it: those given from 0.4
+    # on are still right 14 times in 18
+    probes = [probe(0.95, True)] * 10 + [probe(0.65, False)] * 4 + [probe(0.45, True)] * 4
+    probes += [probe(0.15, False)] * 20  # below 0.2 the answers given would be mostly wrong
+    assert choose_min_conf(probes)[0] == 0.2
+    # every source must hold: curated spans that are wrong from 0.3 down move the threshold up
+    curated = [probe(0.9, True, "curated-answerable")] * 2 + [probe(0.3, False, "curated-answerable")] * 3
+    assert choose_min_conf(probes + curated)[0] == 0.4
+    table = choose_min_conf(probes)[1]
+    assert [(lo, n) for lo, n, _ in table if n] == [(0.15, 20), (0.4, 4), (0.6, 4), (0.9, 10)]

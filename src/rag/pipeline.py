@@ -317,8 +317,6 @@ class Assistant:
 
 #: A span longer than this is a long answer (a list, a reason): the sentence stays the answer.
 SHORT_MAX_WORDS = 12
-#: The reader's sentence must be among the sentence scorer's best this many to become the short answer.
-PIN_AGREE_TOP = 3
 _LONG_QUESTION = re.compile(r"^\s*(?:why|how (?:do|does|did|is|are|can|could|should|will|would)\b|explain|describe|"
                             r"what (?:are|were) the (?:reasons?|steps|measures|actions|priorities)\b)", re.I)
 
@@ -328,15 +326,15 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     """When the reader is confident of a short span inside one sentence (and the question does not ask
     for a reason or a description), that span is the short answer and its sentence goes first (the
     answer's first, cited sentence). Otherwise the sentences stay as scored and there is no short
-    answer: on eval/qa.jsonl, putting an unconfident span's sentence first lowered answer accuracy
-    from 0.883 to 0.853."""
+    answer. The reader's sentence goes first even when the sentence scorer ranked it lower: on held-out
+    questions that raised answer accuracy (curated third 0.905 -> 0.919) and short answers (SQuAD
+    held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three)."""
     from .text import collapse_ws
 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
         return scored, None
     i = next((j for j, s in enumerate(scored) if s.hit_rank == best.rank and s.start <= best.start < s.end), None)
-    # the sentence must also be among the sentence scorer's best few: the two must agree
-    if i is None or i >= PIN_AGREE_TOP or best.end > scored[i].end:
+    if i is None or best.end > scored[i].end:  # the span must sit inside one sentence
         return scored, None
     doc = hits[best.rank].chunk.doc_id
     text = collapse_ws(data.docs[doc].text[best.start:best.end])
