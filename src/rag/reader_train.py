@@ -734,7 +734,7 @@ def choose_thresholds(probes: Sequence[Probe], w: Sequence[float]) -> dict[str, 
 
 def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[str, float], min_conf: float,
                  span_conf: str = "exact") -> dict:
-    from .evaluate import squad_exact, squad_f1
+    from .evaluate import squad_scores
 
     def prob(x: Probe) -> float:
         return _prob(x, w)
@@ -751,8 +751,8 @@ def probe_report(probes: Sequence[Probe], w: Sequence[float], thresholds: dict[s
     for g in ("squad-answerable", "curated-answerable"):
         xs = [p for p in ans if p.group == g]
         if xs:
-            rep[f"balanced {g} short EM"] = round(float(np.mean([max(squad_exact(a_, p.span) for a_ in p.answers) for p in xs])), 4)
-            rep[f"balanced {g} short F1"] = round(float(np.mean([max(squad_f1(a_, p.span) for a_ in p.answers) for p in xs])), 4)
+            rep[f"balanced {g} short EM"] = round(float(np.mean([squad_scores(p.span, p.answers)[0] for p in xs])), 4)
+            rep[f"balanced {g} short F1"] = round(float(np.mean([squad_scores(p.span, p.answers)[1] for p in xs])), 4)
             rep[f"balanced {g} with short answer (conf >= {min_conf})"] = round(float(np.mean([_conf(p, span_conf) >= min_conf for p in xs])), 4)
         if xs and xs[0].retrieved is not None:
             rep[f"{g} gold passage read"] = round(float(np.mean([bool(p.retrieved) for p in xs])), 4)
@@ -798,10 +798,10 @@ def choose_min_conf(probes: Sequence[Probe], rule: str = "exact") -> tuple[float
     given, the spans at or above it, average F1 >= SHORT_MIN_F1 on the held-out answerable questions of
     every source (SQuAD, curated), there and at every higher grid value; with the bucket table (from,
     count, mean F1) for the model card."""
-    from .evaluate import squad_f1
+    from .evaluate import squad_scores
 
     xs = [p for p in probes if p.label and p.span]
-    f1 = [max(squad_f1(a, p.span) for a in p.answers) for p in xs]
+    f1 = [squad_scores(p.span, p.answers)[1] for p in xs]
     table = []
     for lo, hi in zip(CONF_GRID, CONF_GRID[1:] + (1.01,)):
         b = [f for p, f in zip(xs, f1) if lo <= _conf(p, rule) < hi]
@@ -825,10 +825,10 @@ def choose_min_conf(probes: Sequence[Probe], rule: str = "exact") -> tuple[float
 def short_answer_f1(probes: Sequence[Probe], rule: str, min_conf: float) -> float:
     """Mean F1 of the short answer over held-out answerable probes (0 where none is given): what the
     choice of span_conf maximises."""
-    from .evaluate import squad_f1
+    from .evaluate import squad_scores
 
     xs = [p for p in probes if p.label]
-    return float(np.mean([max(squad_f1(a, p.span) for a in p.answers) if p.span and _conf(p, rule) >= min_conf
+    return float(np.mean([squad_scores(p.span, p.answers)[1] if p.span and _conf(p, rule) >= min_conf
                           else 0.0 for p in xs])) if xs else 0.0
 
 
