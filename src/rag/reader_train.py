@@ -336,6 +336,40 @@ def build_examples(squad_dir: Path, qa_path: Path, corpus_dir: Path, seed: int =
     return squad + curated + off
 
 
+def pretrain_examples(squad_dir: Path, corpus_dir: Path, scifact_dir: Path | None, total: int,
+                      seed: int = SEED) -> list[Example]:
+    """About ``total`` cloze examples (:mod:`rag.reader_cloze`) from unlabelled text: every passage of
+    the SQuAD tuning articles (never a held-out one) and of the default corpus (every candidate answer),
+    then SciFact abstracts (two a passage) until ``total`` is reached. Passages are cut as the index
+    cuts them."""
+    from .load import load_corpus
+    from .reader_cloze import cloze_examples, scifact_texts
+
+    rng = random.Random(seed)
+    docs, spans = _squad_documents(squad_dir)
+    held = heldout_titles(pid.split("::")[0] for pid in spans)
+    pools = [_passages([d for d in docs if d.doc_id[:-4] not in held], lambda d, c: d.doc_id),
+             _passages(list(load_corpus(corpus_dir).documents), lambda d, c: d.doc_id)]
+    if scifact_dir is not None:
+        sci = [Document(i, Path(i), t, f"{t}\n\n{x}", "") for i, t, x in scifact_texts(scifact_dir / "corpus.jsonl")]
+        rng.shuffle(sci)
+        pools.append(_passages(sci, lambda d, c: d.doc_id))
+    out: list[Example] = []
+    for pool in pools:
+        by_doc: dict[str, list[str]] = {}
+        for p in pool:
+            by_doc.setdefault(p.doc, []).append(p.context)
+        for n, p in enumerate(pool):
+            if len(out) >= total:
+                return out
+            others = [c for c in by_doc[p.doc] if c != p.context]
+            for ctx, c in cloze_examples(p.context, others, rng, per_passage=2 if p.doc.startswith("scifact/") else 8,
+                                         begin=p.offset):
+                out.append(Example(f"cloze-{p.doc}-{n}-{c.start}", c.question, ctx, c.start, c.end, "cloze", c.kind,
+                                   p.doc, p.chunk.start, False))
+    return out
+
+
 def write_examples(examples: Sequence[Example], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
@@ -1007,9 +1041,11 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m rag.reader_train train RUN_DIR`` builds the examples, trains (resuming from a
-    checkpoint in RUN_DIR) and exports RUN_DIR/reader.onnx; ``calibrate RUN_DIR`` scores held-out
-    questions and writes the shipped artifact folder (default src/rag/models/reader)."""
+    """``python -m rag.reader_train pretrain RUN_DIR`` trains on cloze questions from unlabelled text
+    (:mod:`rag.reader_cloze`) into RUN_DIR/model; ``train RUN_DIR [--base DIR]`` builds the labelled
+    examples, trains (resuming from a checkpoint in RUN_DIR) and exports RUN_DIR/reader.onnx;
+    ``calibrate RUN_DIR`` scores held-out questions and writes the shipped artifact folder (default
+    src/rag/models/reader)."""
     import argparse
 
     from .embed import resolve_model
@@ -1017,12 +1053,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .settings import Settings
 
     p = argparse.ArgumentParser(prog="python -m rag.reader_train")
-    p.add_argument("step", choices=["train", "calibrate"])
+    p.add_argument("step", choices=["pretrain", "train", "calibrate"])
     p.add_argument("run", type=Path, help="working folder (examples, checkpoints, the trained model)")
     p.add_argument("--squad", type=Path, default=Path("../shared/datasets/squad2-open"))
     p.add_argument("--qa", type=Path, default=Path("eval/qa.jsonl"))
     p.add_argument("--corpus", type=Path, default=Path("corpus"))
     p.add_argument("--dest", type=Path, default=ARTIFACT_DIR)
+    p.add_argument("--scifact", type=Path, default=Path("../shared/datasets/scifact"),
+                   help="pretrain: SciFact (BEIR layout) abstracts for cloze questions")
+    p.add_argument("--cloze", type=int, default=22000, help="pretrain: how many cloze examples")
     p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--max-steps", type=int, default=None)
@@ -1036,17 +1075,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.step == "calibrate":
         say(json.dumps(calibrate(a.run, a.squad, a.qa, a.corpus, a.dest, say), indent=2))
         return 0
-    examples = build_examples(a.squad, a.qa, a.corpus, a.seed)
+    if a.step == "pretrain":
+        examples = pretrain_examples(a.squad, a.corpus, a.scifact, a.cloze, a.seed)
+    else:
+        examples = build_examples(a.squad, a.qa, a.corpus, a.seed)
     write_examples(examples, a.run / "examples.jsonl")
     s = Settings()
     cfg = TrainConfig(epochs=a.epochs, lr=a.lr, max_steps=a.max_steps, seed=a.seed, freeze_layers=a.freeze_layers,
-                      bf16=a.bf16)
+                      bf16=a.bf16, pos_repeat=1 if a.step == "pretrain" else TrainConfig.pos_repeat)
     minilm = resolve_model(s.model, s.cache_dir)
     base = a.base or minilm
     if a.base and (a.base / "reader.onnx").is_file() and not (a.base / "config.json").is_file():
         base = onnx_to_hf(a.base, Path(minilm), a.run / "base")  # continue from a shipped reader
         say(f"continuing from {a.base / 'reader.onnx'}")
     model_dir = train(base, examples, a.run, cfg, progress=say)
+    if a.step == "pretrain":
+        say(f"pre-trained {model_dir}: fine-tune with `train RUN --base {model_dir}`")
+        return 0
     export_onnx(model_dir, a.run / "reader.onnx")
     say(f"exported {a.run / 'reader.onnx'}")
     return 0
