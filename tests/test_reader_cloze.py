@@ -69,3 +69,23 @@ def test_pretraining_text_never_comes_from_a_held_out_article(tmp_path):
     assert len(ex) > 3000 and not any(d[:-4] in held for d in docs)
     assert any(d.startswith("eu-") for d in docs) and sum(e.start < 0 for e in ex) > 300
     assert all(e.context[e.start:e.end].strip() for e in ex if e.start >= 0) and not any(e.heldout for e in ex)
+
+
+def test_the_model_card_names_the_pretraining_data_and_command(tmp_path):
+    import json
+
+    from rag.reader import ARTIFACT_DIR
+    from rag.reader_train import Example, cloze_counts, write_card
+
+    cfg = json.loads((ARTIFACT_DIR / "reader.json").read_text())
+    metrics = json.loads((ARTIFACT_DIR / "metrics.json").read_text())
+    ex = [Example("c1", "Q?", "ctx", 0, 1, "cloze", "cloze", "scifact/1", 0, False),
+          Example("c2", "Q?", "ctx", -1, -1, "cloze", "cloze-cut", "Normans.txt", 0, False),
+          Example("c3", "Q?", "ctx", 0, 1, "cloze", "cloze", "eu-letter.txt", 0, False)]
+    counts = cloze_counts(ex, {"Normans"})
+    assert counts == {"SQuAD tuning cloze-cut": 1, "SciFact cloze": 1, "default corpus cloze": 1}
+    card = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"], pretrain_counts=counts).read_text()
+    assert "ODC-By 1.0" in card and "| SciFact cloze | 1 |" in card
+    assert "rag.reader_train pretrain /tmp/pre" in card and "--base /tmp/pre/model" in card
+    plain = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"]).read_text()
+    assert "ODC-By" not in plain and "pretrain /tmp/pre" not in plain and "Pre-training" not in plain
