@@ -89,3 +89,19 @@ def test_the_model_card_names_the_pretraining_data_and_command(tmp_path):
     assert "rag.reader_train pretrain /tmp/pre" in card and "--base /tmp/pre/model" in card
     plain = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"]).read_text()
     assert "ODC-By" not in plain and "pretrain /tmp/pre" not in plain and "Pre-training" not in plain
+
+
+@pytest.mark.slow
+@needs_squad
+def test_the_pretrain_step_runs_end_to_end(tmp_path, capsys):
+    from pathlib import Path
+
+    from rag.reader_train import main, read_examples
+
+    repo = Path(__file__).parent.parent
+    assert main(["pretrain", str(tmp_path), "--squad", str(SQUAD_DIR), "--corpus", str(repo / "corpus"),
+                 "--cloze", "40", "--max-steps", "1"]) == 0
+    ex = read_examples(tmp_path / "examples.jsonl")
+    assert 40 <= len(ex) < 60 and {e.source for e in ex} == {"cloze"}
+    assert (tmp_path / "model" / "model.safetensors").is_file() and not (tmp_path / "reader.onnx").exists()
+    assert f"--base {tmp_path / 'model'}" in capsys.readouterr().out
