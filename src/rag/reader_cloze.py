@@ -40,6 +40,7 @@ _TYPES: list[tuple[str, re.Pattern, tuple[str, ...]]] = [
     ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)"),
      ("who", "what", "which")),
 ]
+_WH = {kind: words for kind, _, words in _TYPES}
 _STOP = frozenset("a an the of in on at to for by with and or is are was were be been as that this it its from".split())
 
 
@@ -49,7 +50,6 @@ class Cloze:
     start: int  # the answer in the passage text (characters); -1 for a no-answer example
     end: int
     kind: str  # "cloze" | "cloze-cut" (answer sentence removed) | "cloze-other" (another passage)
-    answer_type: str
 
 
 def answer_candidates(sentence: str) -> list[tuple[str, int, int]]:
@@ -72,7 +72,7 @@ def answer_candidates(sentence: str) -> list[tuple[str, int, int]]:
 def cloze_question(sentence: str, start: int, end: int, kind: str, rng: random.Random) -> str | None:
     """A noisy cloze question for the answer ``sentence[start:end]``: up to ~8 words either side of it,
     the answer replaced by a wh-word (or the wh-word in front), a few words dropped or swapped."""
-    wh = rng.choice(dict((k, w) for k, _, w in _TYPES)[kind])
+    wh = rng.choice(_WH[kind])
     left = sentence[:start].split()[-rng.randint(3, 9):] if sentence[:start].strip() else []
     right = sentence[end:].split()[: rng.randint(3, 9)]
     words = [w.strip(",;:()\"'") for w in left + ["\0"] + right]
@@ -109,23 +109,21 @@ def cloze_examples(text: str, others: Sequence[str], rng: random.Random, per_pas
         if q is None:
             continue
         answer = text[a:b]
-        out.append((text, Cloze(q, a, b, "cloze", kind)))
+        out.append((text, Cloze(q, a, b, "cloze")))
         if rng.random() >= negative_share:
             continue
         cut = (text[:s] + text[e:].lstrip()).rstrip()
         pool = [o for o in others if answer.lower() not in o.lower()]
         if answer.lower() not in cut.lower() and len(cut.split()) >= 25 and (rng.random() < 0.6 or not pool):
-            out.append((cut, Cloze(q, -1, -1, "cloze-cut", kind)))
+            out.append((cut, Cloze(q, -1, -1, "cloze-cut")))
         elif pool:
-            out.append((rng.choice(pool), Cloze(q, -1, -1, "cloze-other", kind)))
+            out.append((rng.choice(pool), Cloze(q, -1, -1, "cloze-other")))
     return out
 
 
-def scifact_texts(corpus_jsonl: Path, limit: int | None = None) -> Iterable[tuple[str, str, str]]:
+def scifact_texts(corpus_jsonl: Path) -> Iterable[tuple[str, str, str]]:
     """(doc id, title, abstract) of the SciFact corpus (BEIR layout)."""
     with open(corpus_jsonl, encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if limit is not None and i >= limit:
-                return
+        for line in fh:
             d = json.loads(line)
             yield f"scifact/{d['_id']}", d["title"], d["text"]
