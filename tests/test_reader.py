@@ -122,14 +122,12 @@ def test_early_exit_reads_the_rest_only_when_the_first_passage_does_not_answer()
 # Through the assistant, on the real corpus
 
 
-NOT_YET = pytest.mark.xfail(strict=True, reason="on topic for the letter (migrants, the Mediterranean, 2023): the "
-                             "reader does not detect near-misses yet (model card, Limitations)")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("question", [
     "What is the capital of France?",
-    pytest.param("How many migrants died in the Mediterranean in 2023?", marks=NOT_YET),
+    # on topic for the letter (migrants, the Mediterranean, 2023): the reader alone answers it (answerable
+    # 0.37), the typed cues abstain (tests/test_cues.py)
+    "How many migrants died in the Mediterranean in 2023?",
     "What is the population of Poland?",
     "Who painted the Mona Lisa?",
 ])

@@ -100,14 +100,21 @@ class ShortAnswer:
     doc: str
     start: int
     end: int
-    score: float  # the reader's confidence in this span
+    #: source "reader": the reader's confidence in this span; "cue": the reader's probability that the
+    #: passages answer the question (the span was picked by its type, see rag.cues)
+    score: float
+    #: who picked the span: "reader" (the trained reader) or "cue" (the one number or date of the quoted
+    #: sentence, for a number or date question the reader answered without a confident span)
+    source: str = "reader"
 
     def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "doc": self.doc, "start": self.start, "end": self.end, "score": round(self.score, 4)}
+        return {"text": self.text, "doc": self.doc, "start": self.start, "end": self.end, "score": round(self.score, 4),
+                "source": self.source}
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> "ShortAnswer":
-        return cls(str(d["text"]), str(d["doc"]), int(d["start"]), int(d["end"]), float(d.get("score", 0.0)))
+        return cls(str(d["text"]), str(d["doc"]), int(d["start"]), int(d["end"]), float(d.get("score", 0.0)),
+                   str(d.get("source", "reader")))
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,8 @@ class Assistant:
             if reading.best is not None and abstain_below < 0:
                 scored, short = _pin_span(self.data, hits, scored, reading.best, self.reader.cfg.short_min_conf, text)
         composed = compose(q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens)
+        if reading is not None and short is None and not composed.abstained:
+            composed, short = _typed_check(self.data, hits, scored, composed, q.text, text, reading.answerable, strictness)
         t2 = time.perf_counter()
         result = Answer(
             question=q.text,
@@ -341,6 +343,40 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     if not text or len(text.split()) > SHORT_MAX_WORDS:
         return scored, None
     return [scored[i]] + scored[:i] + scored[i + 1:], ShortAnswer(text, doc, best.start, best.end, best.conf)
+
+
+def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed, question: str,
+                 text: str, answerable: float, strictness: str):
+    """A number or date question that the reader answered without a confident short answer (rag.cues):
+    the assistant abstains, saying why, unless the quoted sentences hold a number or date and the reader
+    is fairly sure. An answer that stands gets the one number or date of its first quoted sentence (not
+    one the question already has) as its short answer, when there is exactly one. On held-out data
+    (README "Typed cues") the abstention took SQuAD's unanswerable questions from 0.11 to 0.22 abstained
+    for 0.033 -> 0.041 false abstention; the short answer was right 5 times out of 7."""
+    from .answer import not_in_documents
+    from .cues import ANSWERS, answer_candidates, expected_type, typed_gap
+    from .generate import text_without_markers
+    from .text import collapse_ws
+
+    why = typed_gap(text, text_without_markers(composed.answer), answerable, strictness)
+    if why:
+        return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
+    kind = expected_type(text)
+    if kind is None or not scored:
+        return composed, None
+    first = scored[0]  # compose quotes it first
+    doc = hits[first.hit_rank].chunk.doc_id
+    sentence = data.docs[doc].text[first.start:first.end]
+    asked = text.lower()
+    found = [(a, b) for t, a, b in answer_candidates(sentence)
+             if t in ANSWERS[kind] and collapse_ws(sentence[a:b]).lower() not in asked]
+    if len(found) != 1:
+        return composed, None
+    a, b = found[0]
+    span = collapse_ws(sentence[a:b])
+    if span not in composed.answer.split("[")[0]:  # trimmed out of the quoted sentence
+        return composed, None
+    return composed, ShortAnswer(span, doc, first.start + a, first.start + b, answerable, "cue")
 
 
 def _load_reader_early(settings: Settings) -> threading.Thread | None:

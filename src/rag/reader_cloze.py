@@ -25,22 +25,17 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .chunk import split_sentences
+from .cues import answer_candidates
 
-#: (kind, pattern, wh-words): the answer types a cloze question is made for, most specific first
-_MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
-_SCALE = r"(?:\s(?:million|billion|trillion|thousand|hundred))?"
-_TYPES: list[tuple[str, re.Pattern, tuple[str, ...]]] = [
-    ("date", re.compile(rf"\b(?:\d{{1,2}} {_MONTH}(?:,? \d{{4}})?|{_MONTH} \d{{1,2}}(?:, \d{{4}})?|{_MONTH} \d{{4}})\b"),
-     ("when", "what date", "on what date")),
-    ("money", re.compile(rf"(?:(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*{_SCALE}|\b\d[\d,.]*{_SCALE} (?:euros?|dollars?|pounds?))"),
-     ("how much", "how much money", "what amount")),
-    ("percent", re.compile(r"\b\d[\d,.]*\s?(?:%|per ?cent\b)"), ("what percentage", "what percent", "how much")),
-    ("year", re.compile(r"\b(?:1[5-9]\d{2}|20\d{2})s?\b"), ("when", "what year", "in what year")),
-    ("number", re.compile(rf"\b\d[\d,.]*{_SCALE}\b"), ("how many", "what number", "how many")),
-    ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)"),
-     ("who", "what", "which")),
-]
-_WH = {kind: words for kind, _, words in _TYPES}
+#: the wh-words a cloze question is asked with, per answer type (rag.cues.answer_candidates)
+_WH: dict[str, tuple[str, ...]] = {
+    "date": ("when", "what date", "on what date"),
+    "money": ("how much", "how much money", "what amount"),
+    "percent": ("what percentage", "what percent", "how much"),
+    "year": ("when", "what year", "in what year"),
+    "number": ("how many", "what number", "how many"),
+    "name": ("who", "what", "which"),
+}
 _STOP = frozenset("a an the of in on at to for by with and or is are was were be been as that this it its from".split())
 
 
@@ -50,23 +45,6 @@ class Cloze:
     start: int  # the answer in the passage text (characters); -1 for a no-answer example
     end: int
     kind: str  # "cloze" | "cloze-cut" (answer sentence removed) | "cloze-other" (another passage)
-
-
-def answer_candidates(sentence: str) -> list[tuple[str, int, int]]:
-    """(type, start, end) of the answer candidates in ``sentence``, non-overlapping, the more specific
-    type winning (a date's year is not also a year)."""
-    taken: list[tuple[int, int]] = []
-    out = []
-    for kind, rx, _ in _TYPES:
-        for m in rx.finditer(sentence):
-            s, e = m.start(), m.end()
-            while e > s and sentence[e - 1] in ".,":
-                e -= 1
-            if e - s < 2 or any(s < b and a < e for a, b in taken):
-                continue
-            taken.append((s, e))
-            out.append((kind, s, e))
-    return out
 
 
 def cloze_question(sentence: str, start: int, end: int, kind: str, rng: random.Random) -> str | None:

@@ -1,0 +1,103 @@
+"""Typed cues for the answer stage: what kind of answer a question expects (a number, a date) and whether
+a quoted text holds one. The pipeline uses them to abstain when the reader found no confident short
+answer to a number or date question and the passages do not clearly answer it (see
+:data:`TYPED_MIN_ANSWERABLE`): an answer to "How many ...?" that quotes a sentence without a number is
+not an answer.
+
+Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
+nothing here and is left to the reader.
+"""
+
+from __future__ import annotations
+
+import re
+
+#: The answerable probability (rag.reader) a number or date question needs, per strictness, when the
+#: reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
+#: four held-out SQuAD articles and the held-out third of eval/qa.jsonl, README "Typed cues"); like the
+#: reader's own thresholds it belongs to the shipped model and is re-chosen when the reader is retrained.
+TYPED_MIN_ANSWERABLE = {"lenient": 0.3, "balanced": 0.4, "strict": 0.5}
+
+MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+_NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|"
+                 r"fifty|sixty|hundreds?|thousands?|millions?|billions?|dozens?|half|double|twice|triple|several|"
+                 r"few|many|single|third|quarter|infinite|infinitely|nothing|none)")
+_NUMBER_QUESTION = re.compile(r"\bhow (?:many|much|long|old|far|large|big|high|tall)\b|"
+                              r"\bwhat (?:percentage|percent|proportion|number|amount|sum)\b", re.I)
+# "When ...?", "Since when ...?" (not "What happens when ...?", not "When rock folds ..., what ...?"), or
+# "what/which year"
+_DATE_QUESTION = re.compile(r"^\W*(?:(?:and|but|so|since|until|till|by|from) )?when\b(?!.*\b(?:what|who|whom|which|"
+                            r"where|why|how)\b)|\b(?:what|which) (?:year|date|month|day|century|decade)\b", re.I)
+_DIGITS = r"\d(?:[\d,.]*\d)?"  # "73 185", "6.4", "2023" (not the full stop after it)
+_NUMBER = re.compile(rf"{_DIGITS}|\b{_NUMBER_WORDS}\b", re.I)
+_DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\b|"
+                   r"\b(?:century|centuries|decade|spring|summer|autumn|winter|today|yesterday|recently|ago|era|age|"
+                   r"period|reign|war|during|after|before|since|until|time|beginning|end|"
+                   r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?|first|second|third|fourth|fifth|sixth|seventh|"
+                   r"eighth|ninth|tenth|eleventh|twelfth|\w+teenth|twentieth|twenty-first)\b", re.I)
+_CANDIDATE = {"number": _NUMBER, "date": _DATE}
+
+#: (type, pattern) of the answer candidates a sentence holds, most specific first (the cloze questions of
+#: rag.reader_cloze and the typed short answer of rag.pipeline)
+_SCALE = r"(?:\s(?:million|billion|trillion|thousand|hundred))?"
+CANDIDATE_TYPES: tuple[tuple[str, re.Pattern], ...] = (
+    ("date", re.compile(rf"\b(?:\d{{1,2}} {MONTH}(?:,? \d{{4}})?|{MONTH} \d{{1,2}}(?:, \d{{4}})?|{MONTH} \d{{4}})\b")),
+    ("money", re.compile(rf"(?:(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*{_SCALE}|\b\d[\d,.]*{_SCALE} (?:euros?|dollars?|pounds?))")),
+    ("percent", re.compile(r"\b\d[\d,.]*\s?(?:%|per ?cent\b)")),
+    ("year", re.compile(r"\b(?:1[5-9]\d{2}|20\d{2})s?\b")),
+    ("number", re.compile(rf"\b\d[\d,.]*{_SCALE}\b")),
+    ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)")),
+)
+#: the candidate types that answer a number or a date question
+ANSWERS = {"number": frozenset({"money", "percent", "number"}), "date": frozenset({"date", "year"})}
+
+
+def expected_type(question: str) -> str | None:
+    """"number" ("How many ...?", "What percentage ...?"), "date" ("When ...?", "In what year ...?") or None.
+    A question that asks both ("How many ... in what year?") counts as a number question."""
+    if _NUMBER_QUESTION.search(question):
+        return "number"
+    if _DATE_QUESTION.search(question):
+        return "date"
+    return None
+
+
+def holds_type(kind: str, text: str, question: str = "") -> bool:
+    """Does ``text`` hold a candidate answer of ``kind`` ("number" or "date") that is not already in the
+    question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
+    Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
+    Edict of Nantes" is a date answer too."""
+    rx = _CANDIDATE[kind]
+    asked = {m.group().lower() for m in rx.finditer(question)}
+    return any(m.group().lower() not in asked for m in rx.finditer(text))
+
+
+def typed_gap(question: str, answer_text: str, answerable: float, strictness: str) -> str:
+    """Why an answer without a confident short answer does not answer a number or date question ("" when
+    it may stand): the quoted ``answer_text`` (citation markers removed) holds no number or date, or the
+    reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
+    kind = expected_type(question)
+    if kind is None:
+        return ""
+    if not holds_type(kind, answer_text, question):
+        return f"no passage gives the {kind} asked for"
+    if answerable < TYPED_MIN_ANSWERABLE[strictness]:
+        return f"no {kind} in the passages clearly answers it"
+    return ""
+
+
+def answer_candidates(sentence: str) -> list[tuple[str, int, int]]:
+    """(type, start, end) of the answer candidates in ``sentence`` (:data:`CANDIDATE_TYPES`),
+    non-overlapping, the more specific type winning (a date's year is not also a year)."""
+    taken: list[tuple[int, int]] = []
+    out = []
+    for kind, rx in CANDIDATE_TYPES:
+        for m in rx.finditer(sentence):
+            s, e = m.start(), m.end()
+            while e > s and sentence[e - 1] in ".,":
+                e -= 1
+            if e - s < 2 or any(s < b and a < e for a, b in taken):
+                continue
+            taken.append((s, e))
+            out.append((kind, s, e))
+    return out

@@ -1,0 +1,88 @@
+"""Typed cues (rag.cues): what kind of answer a question expects, whether a quoted text holds one, and the
+abstention they lead to through the assistant."""
+
+import pytest
+
+from rag.cues import TYPED_MIN_ANSWERABLE, expected_type, holds_type, typed_gap
+from rag.settings import STRICTNESS
+
+
+@pytest.mark.parametrize("question, kind", [
+    ("How many European border guards were deployed to Finland?", "number"),
+    ("By how much does the Commission propose to increase funding?", "number"),
+    ("What percentage of arrivals came by sea?", "number"),
+    ("How long did the negotiations take?", "number"),
+    ("In 2023, how many interceptions were recorded?", "number"),
+    ("When was the memorandum with Tunisia signed?", "date"),
+    ("In what year did the Huguenots flee France?", "date"),
+    ("What day of the week are general elections held?", "date"),
+    ("On which date will the 4th EU-Egypt dialogue take place?", "date"),
+    ("Which country received seven boats?", None),
+    ("Who is the Prime Minister of Finland?", None),
+    ("What happens when the exhaust event is too short?", None),  # "when" inside a clause
+    ("When rock folds deep in the Earth, what does it form?", None),  # a second question follows the "when" clause
+    ("When the law is a direct target of the protest, what is this called?", None),
+    ("Why does the letter mention Finland?", None),
+])
+def test_expected_type(question, kind):
+    assert expected_type(question) == kind
+
+
+@pytest.mark.parametrize("kind, text, question, holds", [
+    ("number", "50 European border guards are now deployed in Finland.", "How many guards?", True),
+    ("number", "Fifty guards were sent.", "How many guards?", True),
+    ("number", "Hundreds of channels could be carried.", "How many channels?", True),
+    ("number", "Finland has been impacted by illegal border crossings.", "How many crossed?", False),
+    # the only number is the question's own year
+    ("number", "Asylum applications rose in 2023.", "How many asylum applications were lodged in 2023?", False),
+    ("number", "73 185 interceptions in 2023.", "How many interceptions in 2023?", True),
+    ("date", "The memorandum was signed on 16 July 2023.", "When was it signed?", True),
+    ("date", "It was signed in July.", "When was it signed?", True),
+    ("date", "Talks are expected to conclude in Q1 2024.", "When will talks conclude?", True),
+    ("date", "Thoreau's essay was not published until after the end of the Mexican War.", "When was it known?", True),
+    ("date", "The Commission welcomes the agreement.", "When was the agreement signed?", False),
+    ("date", "It was signed in 2023.", "When in 2023 was it signed?", False),
+])
+def test_holds_type(kind, text, question, holds):
+    assert holds_type(kind, text, question) is holds
+
+
+def test_typed_gap_reasons_and_thresholds():
+    q = "How many border guards were deployed?"
+    assert typed_gap(q, "50 border guards were deployed.", 0.9, "balanced") == ""
+    assert typed_gap(q, "Border guards were deployed.", 0.99, "lenient") == "no passage gives the number asked for"
+    assert typed_gap(q, "50 border guards were deployed.", 0.35, "balanced") == "no number in the passages clearly answers it"
+    assert typed_gap(q, "50 border guards were deployed.", 0.35, "lenient") == ""
+    # other questions are left to the reader, however unsure it is
+    assert typed_gap("Which country received boats?", "Nothing here.", 0.01, "strict") == ""
+
+
+def test_thresholds_exist_for_every_strictness_and_grow_with_it():
+    assert set(TYPED_MIN_ANSWERABLE) == set(STRICTNESS)
+    values = [TYPED_MIN_ANSWERABLE[s] for s in STRICTNESS]  # lenient, balanced, strict
+    assert values == sorted(values) and all(0.0 < v < 1.0 for v in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the assistant, on the real corpus
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, why", [
+    # the issue's own example: before, a list of countries with support 0.96
+    ("How many migrants died in the Mediterranean in 2023?", "no number in the passages clearly answers it"),
+    ("How many asylum applications were lodged in the EU in 2023?", "no passage gives the number asked for"),
+])
+def test_number_questions_the_passages_do_not_answer_are_abstained(assistant, question, why):
+    ans = assistant.ask(question)
+    assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
+    assert ans.message == f"The documents do not say: {question.rstrip('?')}? ({why})"
+    assert ans.passages  # the closest passages are still shown
+    assert ans.answerable is not None and ans.answerable >= assistant.reader.threshold("balanced")  # the reader alone answered
+
+
+@pytest.mark.slow
+def test_number_and_date_questions_the_passages_answer_still_are(assistant):
+    assert assistant.ask("How many European border guards were deployed to Finland?").short_answer.text == "50"
+    ans = assistant.ask("When did Egyptian officials visit Frontex's headquarters?")
+    assert not ans.abstained and "October" in ans.answer
