@@ -13,6 +13,12 @@ from rag.settings import STRICTNESS
     ("What percentage of arrivals came by sea?", "number"),
     ("How long did the negotiations take?", "number"),
     ("In 2023, how many interceptions were recorded?", "number"),
+    ("How much funding does the MPRR programme have?", "money"),
+    ("How much EU budget money has been earmarked for Finland?", "money"),
+    ("How much did it cost to build Harvard Stadium?", "money"),
+    ("What is the budget of Mauritania's border action?", "money"),
+    ("What was the total Frontex budget for the year 2022?", "money"),
+    ("How much rain does the Amazon receive?", "number"),
     ("When was the memorandum with Tunisia signed?", "date"),
     ("In what year did the Huguenots flee France?", "date"),
     ("What day of the week are general elections held?", "date"),
@@ -36,6 +42,11 @@ def test_expected_type(question, kind):
     # the only number is the question's own year
     ("number", "Asylum applications rose in 2023.", "How many asylum applications were lodged in 2023?", False),
     ("number", "73 185 interceptions in 2023.", "How many interceptions in 2023?", True),
+    ("money", "a new IPA measure (EUR 36 million) was adopted", "How much funding?", True),
+    ("money", "BSkyB paid £304m for the rights.", "How much did BSkyB pay?", True),
+    ("money", "The total cost was $57,000.", "What was the total cost?", True),
+    ("money", "The programme received 105 million from the fund.", "How much funding?", True),
+    ("money", "50 European border guards are deployed in Finland.", "How much budget money for Finland?", False),
     ("date", "The memorandum was signed on 16 July 2023.", "When was it signed?", True),
     ("date", "It was signed in July.", "When was it signed?", True),
     ("date", "Talks are expected to conclude in Q1 2024.", "When will talks conclude?", True),
@@ -53,6 +64,7 @@ def test_typed_gap_reasons_and_thresholds():
     assert typed_gap(q, "Border guards were deployed.", 0.99, "lenient") == "no passage gives the number asked for"
     assert typed_gap(q, "50 border guards were deployed.", 0.35, "balanced") == "no number in the passages clearly answers it"
     assert typed_gap(q, "50 border guards were deployed.", 0.35, "lenient") == ""
+    assert typed_gap("How much funding does it get?", "50 guards went.", 0.9, "balanced") == "no passage gives the amount asked for"
     # other questions are left to the reader, however unsure it is
     assert typed_gap("Which country received boats?", "Nothing here.", 0.01, "strict") == ""
 

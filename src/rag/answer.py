@@ -103,8 +103,8 @@ class ShortAnswer:
     #: source "reader": the reader's confidence in this span; "cue": the reader's probability that the
     #: passages answer the question (the span was picked by its type, see rag.cues)
     score: float
-    #: who picked the span: "reader" (the trained reader) or "cue" (the one number or date of the quoted
-    #: sentence, for a number or date question the reader answered without a confident span)
+    #: who picked the span: "reader" (the trained reader) or "cue" (the one amount, number or date of the
+    #: quoted sentence, for a question asking for one that the reader answered without a confident span)
     source: str = "reader"
 
     def to_json(self) -> dict[str, Any]:

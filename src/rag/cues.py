@@ -1,8 +1,9 @@
-"""Typed cues for the answer stage: what kind of answer a question expects (a number, a date) and whether
-a quoted text holds one. The pipeline uses them to abstain when the reader found no confident short
-answer to a number or date question and the passages do not clearly answer it (see
-:data:`TYPED_MIN_ANSWERABLE`): an answer to "How many ...?" that quotes a sentence without a number is
-not an answer.
+"""Typed cues for the answer stage: what kind of answer a question expects (an amount of money, a
+number, a date) and whether a quoted text holds one. The pipeline uses them when the reader found no
+confident short answer to such a question: it abstains unless the quoted sentences hold an answer of
+that kind and the reader is fairly sure (:data:`TYPED_MIN_ANSWERABLE`), since an answer to "How
+many ...?" that quotes a sentence without a number is not an answer; and when the first quoted
+sentence holds exactly one candidate of that kind, that candidate is the short answer.
 
 Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
 nothing here and is left to the reader.
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import re
 
-#: The answerable probability (rag.reader) a number or date question needs, per strictness, when the
-#: reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
+#: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
+#: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
 #: four held-out SQuAD articles and the held-out third of eval/qa.jsonl, README "Typed cues"); like the
 #: reader's own thresholds it belongs to the shipped model and is re-chosen when the reader is retrained.
 TYPED_MIN_ANSWERABLE = {"lenient": 0.3, "balanced": 0.4, "strict": 0.5}
@@ -22,6 +23,12 @@ MONTH = r"(?:January|February|March|April|May|June|July|August|September|October
 _NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|"
                  r"fifty|sixty|hundreds?|thousands?|millions?|billions?|dozens?|half|double|twice|triple|several|"
                  r"few|many|single|third|quarter|infinite|infinitely|nothing|none)")
+# "How much funding ...?", "How much did it cost ...?", "What is the budget of ...?"
+_MONEY_QUESTION = re.compile(r"\bhow much (?:\w+ ){0,2}?(?:money|funding|budget)\b|"
+                             r"\bhow much (?:\w+ ){0,6}?(?:cost|costs|pay|paid|spend|spent|worth|invest|invested|"
+                             r"allocate|allocated|earmark|earmarked)\b|"
+                             r"\bwhat (?:is|was|are|were|will be) the (?:total |annual |overall )?(?:\w+ )?"
+                             r"(?:budget|cost|price|funding)\b", re.I)
 _NUMBER_QUESTION = re.compile(r"\bhow (?:many|much|long|old|far|large|big|high|tall)\b|"
                               r"\bwhat (?:percentage|percent|proportion|number|amount|sum)\b", re.I)
 # "When ...?", "Since when ...?" (not "What happens when ...?", not "When rock folds ..., what ...?"), or
@@ -35,8 +42,6 @@ _DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep
                    r"period|reign|war|during|after|before|since|until|time|beginning|end|"
                    r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?|first|second|third|fourth|fifth|sixth|seventh|"
                    r"eighth|ninth|tenth|eleventh|twelfth|\w+teenth|twentieth|twenty-first)\b", re.I)
-_CANDIDATE = {"number": _NUMBER, "date": _DATE}
-
 #: (type, pattern) of the answer candidates a sentence holds, most specific first (the cloze questions of
 #: rag.reader_cloze and the typed short answer of rag.pipeline)
 _SCALE = r"(?:\s(?:million|billion|trillion|thousand|hundred))?"
@@ -48,13 +53,23 @@ CANDIDATE_TYPES: tuple[tuple[str, re.Pattern], ...] = (
     ("number", re.compile(rf"\b\d[\d,.]*{_SCALE}\b")),
     ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)")),
 )
-#: the candidate types that answer a number or a date question
-ANSWERS = {"number": frozenset({"money", "percent", "number"}), "date": frozenset({"date", "year"})}
+#: the candidate types that answer a money, number or date question (the typed short answer)
+ANSWERS = {"money": frozenset({"money"}), "number": frozenset({"money", "percent", "number"}),
+           "date": frozenset({"date", "year"})}
+# an amount: "EUR 6.4 million", "£304m", "$57,000", "105 million euros", or a number with a scale
+_MONEY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b|"
+                    r"\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
+_CANDIDATE = {"money": _MONEY, "number": _NUMBER, "date": _DATE}
+#: how a kind is named in an abstention message
+_NAMED = {"money": "amount", "number": "number", "date": "date"}
 
 
 def expected_type(question: str) -> str | None:
-    """"number" ("How many ...?", "What percentage ...?"), "date" ("When ...?", "In what year ...?") or None.
-    A question that asks both ("How many ... in what year?") counts as a number question."""
+    """"money" ("How much funding ...?", "What is the budget of ...?"), "number" ("How many ...?", "What
+    percentage ...?"), "date" ("When ...?", "In what year ...?") or None. A question that asks two
+    ("How many ... in what year?") counts as the first of these."""
+    if _MONEY_QUESTION.search(question):
+        return "money"
     if _NUMBER_QUESTION.search(question):
         return "number"
     if _DATE_QUESTION.search(question):
@@ -63,8 +78,8 @@ def expected_type(question: str) -> str | None:
 
 
 def holds_type(kind: str, text: str, question: str = "") -> bool:
-    """Does ``text`` hold a candidate answer of ``kind`` ("number" or "date") that is not already in the
-    question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
+    """Does ``text`` hold a candidate answer of ``kind`` ("money", "number" or "date") that is not already
+    in the question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
     Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
     Edict of Nantes" is a date answer too."""
     rx = _CANDIDATE[kind]
@@ -73,16 +88,16 @@ def holds_type(kind: str, text: str, question: str = "") -> bool:
 
 
 def typed_gap(question: str, answer_text: str, answerable: float, strictness: str) -> str:
-    """Why an answer without a confident short answer does not answer a number or date question ("" when
-    it may stand): the quoted ``answer_text`` (citation markers removed) holds no number or date, or the
-    reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
+    """Why an answer without a confident short answer does not answer an amount, number or date question
+    ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
+    kind, or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
     kind = expected_type(question)
     if kind is None:
         return ""
     if not holds_type(kind, answer_text, question):
-        return f"no passage gives the {kind} asked for"
+        return f"no passage gives the {_NAMED[kind]} asked for"
     if answerable < TYPED_MIN_ANSWERABLE[strictness]:
-        return f"no {kind} in the passages clearly answers it"
+        return f"no {_NAMED[kind]} in the passages clearly answers it"
     return ""
 
 
