@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import TYPED_MIN_ANSWERABLE, expected_type, holds_type, typed_gap
+from rag.cues import TYPED_MIN_ANSWERABLE, expected_type, holds_type, typed_answer, typed_gap
 from rag.settings import STRICTNESS
 
 
@@ -98,3 +98,24 @@ def test_number_and_date_questions_the_passages_answer_still_are(assistant):
     assert assistant.ask("How many European border guards were deployed to Finland?").short_answer.text == "50"
     ans = assistant.ask("When did Egyptian officials visit Frontex's headquarters?")
     assert not ans.abstained and "October" in ans.answer
+
+
+@pytest.mark.parametrize("kind, sentence, question, answer", [
+    ("number", "Readmission Agreements (RA): 18 Readmission agreements with Albania, Armenia.",
+     "How many formal readmission agreements does the EU have?", "18"),
+    ("money", "the MPRR for Sub-Saharan Africa of EUR 180 million was signed in July 2023",
+     "How much funding does the MPRR programme have?", "EUR 180 million"),
+    ("date", "In my last letter of October, I explained that all activities were ongoing.",
+     "In which month was the previous letter?", "October"),
+    ("date", "The conclusion of negotiations with Serbia is expected for Q1 2024.", "By when are talks expected to end?",
+     "Q1 2024"),
+    ("date", "It was signed on 16 July 2023 in Tunis.", "When was it signed?", "16 July 2023"),
+    # the question's own year is not an answer; two candidates are one too many
+    ("number", "In 2023, 73 185 interceptions were recorded.", "How many interceptions in 2023?", "73 185"),
+    ("number", "73 185 interceptions (compared to 31 859 in 2022).", "How many interceptions in 2023?", None),
+    ("number", "Border guards were deployed in 2023.", "How many guards were deployed in 2023?", None),
+    ("money", "50 European border guards are deployed.", "How much budget money for Finland?", None),
+])
+def test_typed_answer_is_the_one_candidate_of_its_kind(kind, sentence, question, answer):
+    found = typed_answer(kind, sentence, question)
+    assert (None if found is None else sentence[found[0]:found[1]]) == answer

@@ -12,6 +12,9 @@ nothing here and is left to the reader.
 from __future__ import annotations
 
 import re
+from typing import Sequence
+
+from .text import collapse_ws
 
 #: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
 #: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
@@ -53,9 +56,13 @@ CANDIDATE_TYPES: tuple[tuple[str, re.Pattern], ...] = (
     ("number", re.compile(rf"\b\d[\d,.]*{_SCALE}\b")),
     ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)")),
 )
-#: the candidate types that answer a money, number or date question (the typed short answer)
+#: the typed short answer's candidates: these, with bare months and quarters ("in July", "Q1 2024")
+#: before the years and numbers grouped by spaces ("73 185") before the other numbers
+SHORT_TYPES = (CANDIDATE_TYPES[:3] + (("month", re.compile(rf"\bQ[1-4] \d{{4}}\b|\b{MONTH}\b")),) + CANDIDATE_TYPES[3:4]
+               + (("number", re.compile(r"\b\d{1,3}(?: \d{3})+\b")),) + CANDIDATE_TYPES[4:])
+#: the candidate types that answer a money, number or date question
 ANSWERS = {"money": frozenset({"money"}), "number": frozenset({"money", "percent", "number"}),
-           "date": frozenset({"date", "year"})}
+           "date": frozenset({"date", "month", "year"})}
 # an amount: "EUR 6.4 million", "£304m", "$57,000", "105 million euros", or a number with a scale
 _MONEY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b|"
                     r"\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
@@ -101,12 +108,21 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
     return ""
 
 
-def answer_candidates(sentence: str) -> list[tuple[str, int, int]]:
-    """(type, start, end) of the answer candidates in ``sentence`` (:data:`CANDIDATE_TYPES`),
-    non-overlapping, the more specific type winning (a date's year is not also a year)."""
+def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:
+    """(start, end) in ``sentence`` of its one candidate answer of ``kind`` ("money", "number", "date")
+    that the question does not already hold; None when there is none or more than one."""
+    asked = collapse_ws(question).lower()
+    found = [(a, b) for t, a, b in answer_candidates(sentence, SHORT_TYPES)
+             if t in ANSWERS[kind] and collapse_ws(sentence[a:b]).lower() not in asked]
+    return found[0] if len(found) == 1 else None
+
+
+def answer_candidates(sentence: str, types: Sequence[tuple[str, re.Pattern]] = CANDIDATE_TYPES) -> list[tuple[str, int, int]]:
+    """(type, start, end) of the answer candidates in ``sentence`` (of ``types``), non-overlapping, the
+    more specific type winning (a date's year is not also a year)."""
     taken: list[tuple[int, int]] = []
     out = []
-    for kind, rx in CANDIDATE_TYPES:
+    for kind, rx in types:
         for m in rx.finditer(sentence):
             s, e = m.start(), m.end()
             while e > s and sentence[e - 1] in ".,":

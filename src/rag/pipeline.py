@@ -355,7 +355,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     (README "Typed cues") the abstention took SQuAD's unanswerable questions from 0.11 to 0.22 abstained
     for 0.033 -> 0.041 false abstention; the short answer was right 5 times out of 7."""
     from .answer import not_in_documents
-    from .cues import ANSWERS, answer_candidates, expected_type, typed_gap
+    from .cues import expected_type, typed_answer, typed_gap
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -368,12 +368,10 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     first = scored[0]  # compose quotes it first
     doc = hits[first.hit_rank].chunk.doc_id
     sentence = data.docs[doc].text[first.start:first.end]
-    asked = text.lower()
-    found = [(a, b) for t, a, b in answer_candidates(sentence)
-             if t in ANSWERS[kind] and collapse_ws(sentence[a:b]).lower() not in asked]
-    if len(found) != 1:
+    found = typed_answer(kind, sentence, text)
+    if found is None:
         return composed, None
-    a, b = found[0]
+    a, b = found
     span = collapse_ws(sentence[a:b])
     if span not in composed.answer.split("[")[0]:  # trimmed out of the quoted sentence
         return composed, None
