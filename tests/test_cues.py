@@ -23,7 +23,11 @@ from rag.settings import STRICTNESS
     ("In what year did the Huguenots flee France?", "date"),
     ("What day of the week are general elections held?", "date"),
     ("On which date will the 4th EU-Egypt dialogue take place?", "date"),
-    ("Which country received seven boats?", None),
+    ("Which country received seven boats?", "country"),
+    ("With which Balkan partner was the deal struck?", "country"),
+    ("Which Member State will host the workshop?", "country"),
+    ("Which countries signed the statement?", None),  # a list
+    ("Which two Member States are the pilots extended to?", None),
     ("Who is the Prime Minister of Finland?", None),
     ("What happens when the exhaust event is too short?", None),  # "when" inside a clause
     ("When rock folds deep in the Earth, what does it form?", None),  # a second question follows the "when" clause
@@ -94,6 +98,17 @@ def test_number_questions_the_passages_do_not_answer_are_abstained(assistant, qu
 
 
 @pytest.mark.slow
+def test_a_country_question_gets_the_country_not_the_readers_other_name(assistant, real_text):
+    """The reader answers "EU Agencies" (a name, not a country); the cited sentence names one country the
+    question does not: that is the short answer, marked as the cue's."""
+    ans = assistant.ask("Frontex operational support could be reinforced on Bulgaria's external frontier with which neighbour?")
+    s = ans.short_answer
+    assert not ans.abstained and s is not None and (s.text, s.source) == ("Türkiye", "cue")
+    assert real_text[s.start:s.end] == "Türkiye" and s.text in ans.answer.split("[1]")[0]
+    assert ans.to_json()["short_answer"]["source"] == "cue"
+
+
+@pytest.mark.slow
 def test_number_and_date_questions_the_passages_answer_still_are(assistant):
     assert assistant.ask("How many European border guards were deployed to Finland?").short_answer.text == "50"
     ans = assistant.ask("When did Egyptian officials visit Frontex's headquarters?")
@@ -115,6 +130,11 @@ def test_number_and_date_questions_the_passages_answer_still_are(assistant):
     ("number", "73 185 interceptions (compared to 31 859 in 2022).", "How many interceptions in 2023?", None),
     ("number", "Border guards were deployed in 2023.", "How many guards were deployed in 2023?", None),
     ("money", "50 European border guards are deployed.", "How much budget money for Finland?", None),
+    ("country", "In The Gambia a project implemented by Spain in partnership with Germany is best practice.",
+     "Which Member State runs the project in The Gambia together with Germany?", "Spain"),
+    ("country", "Frontex at the external border between Bulgaria and Türkiye.",
+     "Support on Bulgaria's external frontier with which neighbour?", "Türkiye"),
+    ("country", "Talent Partnerships with Pakistan and Bangladesh were adopted.", "Which country joined?", None),
 ])
 def test_typed_answer_is_the_one_candidate_of_its_kind(kind, sentence, question, answer):
     found = typed_answer(kind, sentence, question)

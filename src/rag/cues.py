@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .text import collapse_ws
+from .text import COUNTRIES, collapse_ws
 
 #: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
 #: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
@@ -32,6 +32,8 @@ _MONEY_QUESTION = re.compile(r"\bhow much (?:\w+ ){0,2}?(?:money|funding|budget)
                              r"allocate|allocated|earmark|earmarked)\b|"
                              r"\bwhat (?:is|was|are|were|will be) the (?:total |annual |overall )?(?:\w+ )?"
                              r"(?:budget|cost|price|funding)\b", re.I)
+# "Which country ...?", "With which Balkan partner ...?", "Which Member State ...?" (one, not "which countries")
+_COUNTRY_QUESTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:country|member state|nation|neighbou?r|partner)\b", re.I)
 _NUMBER_QUESTION = re.compile(r"\bhow (?:many|much|long|old|far|large|big|high|tall)\b|"
                               r"\bwhat (?:percentage|percent|proportion|number|amount|sum)\b", re.I)
 # "When ...?", "Since when ...?" (not "What happens when ...?", not "When rock folds ..., what ...?"), or
@@ -60,9 +62,11 @@ CANDIDATE_TYPES: tuple[tuple[str, re.Pattern], ...] = (
 #: before the years and numbers grouped by spaces ("73 185") before the other numbers
 SHORT_TYPES = (CANDIDATE_TYPES[:3] + (("month", re.compile(rf"\bQ[1-4] \d{{4}}\b|\b{MONTH}\b")),) + CANDIDATE_TYPES[3:4]
                + (("number", re.compile(r"\b\d{1,3}(?: \d{3})+\b")),) + CANDIDATE_TYPES[4:])
-#: the candidate types that answer a money, number or date question
+_COUNTRY = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(COUNTRIES, key=len, reverse=True)) + r")\b", re.I)
+SHORT_TYPES = SHORT_TYPES[:-1] + (("country", _COUNTRY),) + SHORT_TYPES[-1:]  # before the other names
+#: the candidate types that answer a money, number, date or country question
 ANSWERS = {"money": frozenset({"money"}), "number": frozenset({"money", "percent", "number"}),
-           "date": frozenset({"date", "month", "year"})}
+           "date": frozenset({"date", "month", "year"}), "country": frozenset({"country"})}
 # an amount: "EUR 6.4 million", "£304m", "$57,000", "105 million euros", or a number with a scale
 _MONEY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b|"
                     r"\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
@@ -73,14 +77,16 @@ _NAMED = {"money": "amount", "number": "number", "date": "date"}
 
 def expected_type(question: str) -> str | None:
     """"money" ("How much funding ...?", "What is the budget of ...?"), "number" ("How many ...?", "What
-    percentage ...?"), "date" ("When ...?", "In what year ...?") or None. A question that asks two
-    ("How many ... in what year?") counts as the first of these."""
+    percentage ...?"), "date" ("When ...?", "In what year ...?"), "country" ("Which Member State ...?")
+    or None. A question that asks two ("How many ... in what year?") counts as the first of these."""
     if _MONEY_QUESTION.search(question):
         return "money"
     if _NUMBER_QUESTION.search(question):
         return "number"
     if _DATE_QUESTION.search(question):
         return "date"
+    if _COUNTRY_QUESTION.search(question):
+        return "country"
     return None
 
 
@@ -89,7 +95,7 @@ def holds_type(kind: str, text: str, question: str = "") -> bool:
     in the question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
     Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
     Edict of Nantes" is a date answer too."""
-    rx = _CANDIDATE[kind]
+    rx = _CANDIDATE[kind] if kind in _CANDIDATE else _COUNTRY
     asked = {m.group().lower() for m in rx.finditer(question)}
     return any(m.group().lower() not in asked for m in rx.finditer(text))
 
@@ -99,7 +105,7 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
     ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
     kind, or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
     kind = expected_type(question)
-    if kind is None:
+    if kind not in _CANDIDATE:  # None, or a country question: those are not abstained on
         return ""
     if not holds_type(kind, answer_text, question):
         return f"no passage gives the {_NAMED[kind]} asked for"

@@ -115,11 +115,15 @@ Paraguay, Peru, Philippines, Poland, Portugal, Qatar, Romania, Russia, Rwanda, S
 Serbia, Sierra Leone, Singapore, Slovakia, Slovenia, Somalia, South Africa, South Sudan, Spain,
 Sri Lanka, Sudan, Sweden, Switzerland, Syria, Taiwan, Tajikistan, Tanzania, Thailand, Togo, Tunisia,
 Türkiye, Turkey, Turkmenistan, Uganda, Ukraine, United Arab Emirates, United Kingdom, United States,
-Uruguay, Uzbekistan, Venezuela, Vietnam, Yemen, Zambia, Zimbabwe,
+Uruguay, Uzbekistan, Venezuela, Vietnam, Yemen, Zambia, Zimbabwe
+"""
+_REGIONS = """
 Western Balkans, Balkans, North Africa, Sahel, Horn of Africa, East Africa, West Africa, Middle East,
 Central Asia, South Asia, Latin America, Caribbean, Maghreb, Levant
 """
-PLACES = frozenset(p.strip().lower() for p in _PLACES.split(",") if p.strip())
+#: country names as documents write them (several per country: "Türkiye", "Turkey"), lower case
+COUNTRIES = frozenset(p.strip().lower() for p in _PLACES.split(",") if p.strip())
+PLACES = COUNTRIES | frozenset(p.strip().lower() for p in _REGIONS.split(",") if p.strip())
 
 
 def is_place(heading: str) -> bool:
