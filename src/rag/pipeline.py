@@ -363,6 +363,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     kind = expected_type(text)
     if kind is None or not scored:
         return composed, short
+    if short is not None and kind == "money" and not holds_type(kind, short.text, text):
+        short = None  # "How much budget money ...?" answered "50" (guards): no amount, no short answer
     if short is not None:
         # A country question answered "EU Agencies": the reader's span names no country of rag.text's list,
         # and its sentence names exactly one other. Otherwise the reader's span stands: the list is not every
