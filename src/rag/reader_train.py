@@ -37,6 +37,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .chunk import Chunk, chunk_document
+from .cues import TYPED_MIN_ANSWERABLE
 from .text import PLACES
 from .lexical import tokenize
 from .evaluate import CURATED_HELDOUT_SHARE, split_of
@@ -1061,6 +1062,12 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         f"- Early exit: the first passage is read alone, and the others only if its margin is under "
         f"{cfg.get('exit_margin')} (the lowest margin from which the best span was elsewhere for at most "
         f"{EXIT_MAX_CHANGED:.0%} of held-out questions that exit; the figures above read all passages).",
+        "- Not in reader.json: the typed cues of `rag.cues` (README, \"Typed cues\") use this model's answerable",
+        "  probability too. An amount, number or date question without a confident short answer is answered only",
+        "  from answerable "
+        + " / ".join(f"{v}" for v in TYPED_MIN_ANSWERABLE.values()) + " (" + " / ".join(TYPED_MIN_ANSWERABLE)
+        + "; `TYPED_MIN_ANSWERABLE`, chosen on the",
+        "  same held-out data through the assistant); re-choose them when the model is retrained.",
         "",
         "## Held-out metrics (through retrieval: the assistant's real path)",
         "```json",
