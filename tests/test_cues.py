@@ -142,3 +142,12 @@ def test_number_and_date_questions_the_passages_answer_still_are(assistant):
 def test_typed_answer_is_the_one_candidate_of_its_kind(kind, sentence, question, answer):
     found = typed_answer(kind, sentence, question)
     assert (None if found is None else sentence[found[0]:found[1]]) == answer
+
+
+def test_short_answer_source_survives_json_and_defaults_to_the_reader():
+    from rag.answer import ShortAnswer
+
+    cue = ShortAnswer("Türkiye", "letter.txt", 10, 17, 0.42, "cue")
+    assert cue.to_json()["source"] == "cue" and ShortAnswer.from_json(cue.to_json()) == cue
+    old = {"text": "50", "doc": "letter.txt", "start": 1, "end": 3, "score": 0.9}  # written before "source"
+    assert ShortAnswer.from_json(old).source == "reader"
