@@ -691,10 +691,11 @@ def test_format_table_lists_every_row(small_report):
 
 @pytest.mark.slow
 def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
-    # Floors set a little under the values measured on 2026-12-06 with the third reader (default
-    # 40/120/20-word passages, the reader on): R@1 0.888, R@5 0.980, accuracy 0.919, citation support
-    # 0.959, false abstention 0.005, abstention recall 0.351 (off-topic 1.000), short-answer F1 0.793,
-    # short answer holds the fact 0.836 (two thirds of these questions trained the reader).
+    # Floors set a little under the values measured on 2026-12-06 with the third reader and the typed
+    # cues (default 40/120/20-word passages, the reader on): R@1 0.888, R@5 0.980, accuracy 0.919,
+    # citation support 0.964, false abstention 0.010, abstention recall 0.622 (off-topic 1.000),
+    # short-answer F1 0.827, short answer holds the fact 0.891 (two thirds of these questions trained
+    # the reader).
     report = run_eval(real_settings, QA_PATH, rows=("hybrid",), include_langchain=False, assistant=assistant)
     assert list(report.rows) == ["hybrid"]  # no LangChain row when include_langchain=False
     row = report.rows["hybrid"]
@@ -705,5 +706,5 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     assert row["answer_accuracy"] >= 0.90, measured
     assert row["citation_support"] >= 0.93, measured
     assert row["false_abstention"] <= 0.03, measured
-    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.30, row
-    assert row["short_f1"] >= 0.75 and row["short_fact"] >= 0.80 and row["short_offsets_ok"] == 1.0, row
+    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.55, row
+    assert row["short_f1"] >= 0.79 and row["short_fact"] >= 0.86 and row["short_offsets_ok"] == 1.0, row
