@@ -1,9 +1,13 @@
 """Typed cues for the answer stage: what kind of answer a question expects (an amount of money, a
-number, a date) and whether a quoted text holds one. The pipeline uses them when the reader found no
-confident short answer to such a question: it abstains unless the quoted sentences hold an answer of
-that kind and the reader is fairly sure (:data:`TYPED_MIN_ANSWERABLE`), since an answer to "How
-many ...?" that quotes a sentence without a number is not an answer; and when the first quoted
-sentence holds exactly one candidate of that kind, that candidate is the short answer.
+number, a date, a country) and whether a quoted text holds one. The pipeline uses them after the
+reader (README, "Typed cues"):
+
+- when the reader found no confident short answer to an amount, number or date question, it abstains
+  unless the quoted sentences hold an answer of that kind and the reader is fairly sure
+  (:data:`TYPED_MIN_ANSWERABLE`): an answer to "How many ...?" that quotes a sentence without a number
+  is not an answer;
+- when the first quoted sentence holds exactly one candidate of the kind asked for, that candidate is
+  the short answer (:func:`typed_answer`).
 
 Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
 nothing here and is left to the reader.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .text import COUNTRIES, collapse_ws
+from .text import COUNTRY_NAMES, collapse_ws
 
 #: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
 #: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
@@ -58,19 +62,20 @@ CANDIDATE_TYPES: tuple[tuple[str, re.Pattern], ...] = (
     ("number", re.compile(rf"\b\d[\d,.]*{_SCALE}\b")),
     ("name", re.compile(r"(?<=[a-z,;:(] )(?:[A-Z][\w'-]+(?: (?:of|de|the|and|von|van|la) [A-Z][\w'-]+| [A-Z][\w'-]+)*)")),
 )
+_COUNTRY = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(COUNTRY_NAMES, key=len, reverse=True)) + r")\b")
 #: the typed short answer's candidates: these, with bare months and quarters ("in July", "Q1 2024")
-#: before the years and numbers grouped by spaces ("73 185") before the other numbers
+#: before the years, numbers grouped by spaces ("73 185") before the other numbers, and countries
+#: (rag.text's list) before the other names
 SHORT_TYPES = (CANDIDATE_TYPES[:3] + (("month", re.compile(rf"\bQ[1-4] \d{{4}}\b|\b{MONTH}\b")),) + CANDIDATE_TYPES[3:4]
-               + (("number", re.compile(r"\b\d{1,3}(?: \d{3})+\b")),) + CANDIDATE_TYPES[4:])
-_COUNTRY = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in sorted(COUNTRIES, key=len, reverse=True)) + r")\b", re.I)
-SHORT_TYPES = SHORT_TYPES[:-1] + (("country", _COUNTRY),) + SHORT_TYPES[-1:]  # before the other names
+               + (("number", re.compile(r"\b\d{1,3}(?: \d{3})+\b")),) + CANDIDATE_TYPES[4:5] + (("country", _COUNTRY),)
+               + CANDIDATE_TYPES[5:])
 #: the candidate types that answer a money, number, date or country question
 ANSWERS = {"money": frozenset({"money"}), "number": frozenset({"money", "percent", "number"}),
            "date": frozenset({"date", "month", "year"}), "country": frozenset({"country"})}
 # an amount: "EUR 6.4 million", "£304m", "$57,000", "105 million euros", or a number with a scale
 _MONEY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b|"
                     r"\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
-_CANDIDATE = {"money": _MONEY, "number": _NUMBER, "date": _DATE}
+_CANDIDATE = {"money": _MONEY, "number": _NUMBER, "date": _DATE, "country": _COUNTRY}
 #: how a kind is named in an abstention message
 _NAMED = {"money": "amount", "number": "number", "date": "date"}
 
@@ -91,11 +96,11 @@ def expected_type(question: str) -> str | None:
 
 
 def holds_type(kind: str, text: str, question: str = "") -> bool:
-    """Does ``text`` hold a candidate answer of ``kind`` ("money", "number" or "date") that is not already
+    """Does ``text`` hold a candidate answer of ``kind`` (see :func:`expected_type`) that is not already
     in the question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
     Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
     Edict of Nantes" is a date answer too."""
-    rx = _CANDIDATE[kind] if kind in _CANDIDATE else _COUNTRY
+    rx = _CANDIDATE[kind]
     asked = {m.group().lower() for m in rx.finditer(question)}
     return any(m.group().lower() not in asked for m in rx.finditer(text))
 
@@ -105,7 +110,7 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
     ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
     kind, or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
     kind = expected_type(question)
-    if kind not in _CANDIDATE:  # None, or a country question: those are not abstained on
+    if kind not in _NAMED:  # None, or a country question: those are not abstained on (not measured to pay)
         return ""
     if not holds_type(kind, answer_text, question):
         return f"no passage gives the {_NAMED[kind]} asked for"
@@ -115,7 +120,7 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:
-    """(start, end) in ``sentence`` of its one candidate answer of ``kind`` ("money", "number", "date")
+    """(start, end) in ``sentence`` of its one candidate answer of ``kind`` (see :func:`expected_type`)
     that the question does not already hold; None when there is none or more than one."""
     asked = collapse_ws(question).lower()
     found = [(a, b) for t, a, b in answer_candidates(sentence, SHORT_TYPES)

@@ -15,7 +15,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from .answer import Answer, Scored, ShortAnswer, compose, passage, score_sentences
+from .answer import Answer, Composed, Scored, ShortAnswer, compose, passage, score_sentences
 from .errors import BadQuestion
 from .index import IndexData, load_index
 from .lexical import tokenize
@@ -346,8 +346,9 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     return [scored[i]] + scored[:i] + scored[i + 1:], ShortAnswer(text, doc, best.start, best.end, best.conf)
 
 
-def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed, short: ShortAnswer | None,
-                 question: str, text: str, answerable: float, strictness: str):
+def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed: Composed,
+                 short: ShortAnswer | None, question: str, text: str, answerable: float,
+                 strictness: str) -> tuple[Composed, ShortAnswer | None]:
     """Typed cues (rag.cues) after the reader, for questions that ask for an amount, a number, a date or a
     country. Without a confident short answer, the assistant abstains on an amount, number or date
     question, saying why, unless the quoted sentences hold an answer of that kind and the reader is

@@ -121,8 +121,9 @@ _REGIONS = """
 Western Balkans, Balkans, North Africa, Sahel, Horn of Africa, East Africa, West Africa, Middle East,
 Central Asia, South Asia, Latin America, Caribbean, Maghreb, Levant
 """
-#: country names as documents write them (several per country: "Türkiye", "Turkey"), lower case
-COUNTRIES = frozenset(p.strip().lower() for p in _PLACES.split(",") if p.strip())
+#: country names as documents write them (several per country: "Türkiye", "Turkey")
+COUNTRY_NAMES = tuple(p.strip() for p in _PLACES.split(",") if p.strip())
+COUNTRIES = frozenset(c.lower() for c in COUNTRY_NAMES)
 PLACES = COUNTRIES | frozenset(p.strip().lower() for p in _REGIONS.split(",") if p.strip())
 
 
