@@ -459,8 +459,7 @@ def test_app_eval_view_runs_the_suite_and_drills_down_into_each_question(monkeyp
         at.selectbox(key="eval_question").set_value(qid).run()
         assert not at.exception
         q = by_id[qid]
-        detail = at.markdown[-1].value if not q.citations else next(
-            m.value for m in at.markdown if m.value.startswith("**Question:**"))
+        detail = next(m.value for m in at.markdown if m.value.startswith("**Question:**"))
         assert detail == ui.question_markdown(q)
         if q.passed:
             assert [s.value for s in at.success] == ["Pass"]
