@@ -128,6 +128,10 @@ def test_number_and_date_questions_the_passages_answer_still_are(assistant):
     ("date", "The conclusion of negotiations with Serbia is expected for Q1 2024.", "By when are talks expected to end?",
      "Q1 2024"),
     ("date", "It was signed on 16 July 2023 in Tunis.", "When was it signed?", "16 July 2023"),
+    ("date", "It was signed on 16 July 2023 in Tunis.", "On what date was it signed?", "16 July 2023"),
+    # "on what date": a year alone is no answer ("in 2024 date tbc")
+    ("date", "4th migration dialogue in 2024 date tbc.", "On what date will the 4th dialogue take place?", None),
+    ("date", "4th migration dialogue in 2024 date tbc.", "When will the 4th dialogue take place?", "2024"),
     # the question's own year is not an answer; two candidates are one too many
     ("number", "In 2023, 73 185 interceptions were recorded.", "How many interceptions in 2023?", "73 185"),
     ("number", "73 185 interceptions (compared to 31 859 in 2022).", "How many interceptions in 2023?", None),

@@ -44,6 +44,8 @@ _NUMBER_QUESTION = re.compile(r"\bhow (?:many|much|long|old|far|large|big|high|t
 # "what/which year"
 _DATE_QUESTION = re.compile(r"^\W*(?:(?:and|but|so|since|until|till|by|from) )?when\b(?!.*\b(?:what|who|whom|which|"
                             r"where|why|how)\b)|\b(?:what|which) (?:year|date|month|day|century|decade)\b", re.I)
+# "On what date ...?": a year or a month alone does not answer it
+_DAY_QUESTION = re.compile(r"\b(?:what|which) (?:date|day)\b", re.I)
 _DIGITS = r"\d(?:[\d,.]*\d)?"  # "73 185", "6.4", "2023" (not the full stop after it)
 _NUMBER = re.compile(rf"{_DIGITS}|\b{_NUMBER_WORDS}\b", re.I)
 _DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\b|"
@@ -123,8 +125,9 @@ def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | N
     """(start, end) in ``sentence`` of its one candidate answer of ``kind`` (see :func:`expected_type`)
     that the question does not already hold; None when there is none or more than one."""
     asked = collapse_ws(question).lower()
+    wanted = {"date"} if kind == "date" and _DAY_QUESTION.search(question) else ANSWERS[kind]
     found = [(a, b) for t, a, b in answer_candidates(sentence, SHORT_TYPES)
-             if t in ANSWERS[kind] and collapse_ws(sentence[a:b]).lower() not in asked]
+             if t in wanted and collapse_ws(sentence[a:b]).lower() not in asked]
     return found[0] if len(found) == 1 else None
 
 
