@@ -29,6 +29,7 @@ from rag.generate import (
     REFUSAL,
     SUPPORT_MIN,
     SYSTEM_PROMPT,
+    WITHHELD,
     LLMUnavailable,
     build_messages,
     is_refusal,
@@ -279,6 +280,37 @@ def test_refusal_abstains_and_still_returns_the_passages(assistant, finland, rep
     assert ans.answer == "" and ans.citations == () and ans.support == 0.0
     assert ans.message == f"The documents do not say: {FINLAND_Q.rstrip('?')}? ({REFUSAL})"
     assert ans.passages == ext.passages and len(ans.passages) == K
+
+
+@pytest.mark.parametrize("question,reply", [
+    ("What is the capital of France?", "Paris is the capital of France [1]."),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa [1]."),
+])
+def test_an_off_topic_answer_the_model_makes_up_is_withheld(assistant, question, reply):
+    ans = assistant.ask(question, k=K, answer="llm", chat=fake(reply))
+    assert ans.mode == "llm" and ans.abstained and ans.answer == "" and ans.citations == ()
+    assert WITHHELD in ans.notices and ans.message.startswith(f"The documents do not say: {question.rstrip('?')}?")
+    assert ans.answerable is not None and ans.answerable < assistant.reader.threshold("balanced")
+    assert ans.passages  # the closest passages are still shown
+
+
+def test_a_number_the_passages_do_not_clearly_give_is_withheld_as_in_extractive_mode(assistant):
+    # On topic (migrants, the Mediterranean, 2023), so the reader alone would let it through; the typed cue
+    # does not: no confident short answer to a number question, and answerable under 0.4 (balanced).
+    q = "How many migrants died in the Mediterranean in 2023?"
+    ext = assistant.ask(q, k=K)
+    assert ext.abstained and "number" in ext.message
+    ans = assistant.ask(q, k=K, answer="llm", chat=fake("About 2,500 migrants died in the Mediterranean in 2023 [1]."))
+    assert ans.abstained and ans.answer == "" and WITHHELD in ans.notices
+    assert ans.message.startswith("The documents do not say: How many migrants died") and "number" in ans.message
+    assert ans.answerable is not None and ans.short_answer is None
+
+
+def test_a_number_answer_with_a_short_answer_is_not_held_back_by_the_typed_cue(assistant, finland, claim):
+    _, ext = finland
+    assert ext.short_answer is not None and ext.short_answer.text == "50"
+    ans, _ = ask_llm(assistant, claim + " [1]")
+    assert not ans.abstained and WITHHELD not in ans.notices and ans.short_answer == ext.short_answer
 
 
 def test_refusal_with_an_invalid_marker_reports_it():

@@ -273,6 +273,7 @@ class Assistant:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer.
         Every message made of the server's text goes through rag.generate.redact (no key, no password)."""
         from .answer import not_in_documents
+        from .cues import typed_gap
         from .generate import (REFUSAL, WITHHELD, build_messages, empty_reply_notice, failure_notice, redact, stream_text,
                                text_without_markers, verification_notices, verify)
 
@@ -312,6 +313,16 @@ class Assistant:
         if short is not None and not any(c.doc == short.doc and c.start <= short.start and short.end <= c.end
                                          for c in v.citations):
             short = None  # the phrase must come from a passage the answer cites
+        # The typed cues as for extractive answers: an amount, number or date question with no short answer
+        # is withheld unless the model's answer holds one and the cited passages likely answer it.
+        why = "" if reading is None or short is not None else typed_gap(
+            search_text(extractive.question), text_without_markers(v.answer), answerable,
+            strictness or self.settings.strictness)
+        if why:
+            notices.append(WITHHELD)
+            return replace(extractive, answer="", abstained=True, message=not_in_documents(extractive.question, why),
+                           citations=(), support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
+                           invalid_citations=v.invalid_citations, short_answer=None, answerable=answerable)
         return replace(extractive, answer=v.answer, abstained=False, message=v.answer, citations=v.citations,
                        support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
                        unsupported_sentences=v.unsupported_sentences, invalid_citations=v.invalid_citations,
