@@ -304,21 +304,20 @@ class Assistant:
                                         for c in v.citations)]
         reading = self.read(search_text(extractive.question), cited) if cited else None
         answerable = extractive.answerable if reading is None else reading.answerable
-        if reading is not None and reading.answerable < self.reader.threshold(strictness or self.settings.strictness):
-            notices.append(WITHHELD)
-            return replace(extractive, answer="", abstained=True, message=not_in_documents(extractive.question),
-                           citations=(), support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
-                           invalid_citations=v.invalid_citations, short_answer=None, answerable=answerable)
         short = extractive.short_answer
         if short is not None and not any(c.doc == short.doc and c.start <= short.start and short.end <= c.end
                                          for c in v.citations):
             short = None  # the phrase must come from a passage the answer cites
-        # The typed cues as for extractive answers: an amount, number or date question with no short answer
-        # is withheld unless the model's answer holds one and the cited passages likely answer it.
-        why = "" if reading is None or short is not None else typed_gap(
-            search_text(extractive.question), text_without_markers(v.answer), answerable,
-            strictness or self.settings.strictness)
-        if why:
+        strictness = strictness or self.settings.strictness
+        why: str | None = None  # withheld when set ("" = no reason to give)
+        if reading is not None and reading.answerable < self.reader.threshold(strictness):
+            why = ""
+        elif reading is not None and short is None:
+            # The typed cues as for extractive answers: an amount, number or date question with no short
+            # answer is withheld unless the model's answer holds one and the cited passages likely answer it.
+            gap = typed_gap(search_text(extractive.question), text_without_markers(v.answer), answerable, strictness)
+            why = gap or None
+        if why is not None:
             notices.append(WITHHELD)
             return replace(extractive, answer="", abstained=True, message=not_in_documents(extractive.question, why),
                            citations=(), support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
