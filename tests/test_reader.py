@@ -276,6 +276,20 @@ def test_swap_makes_a_near_miss_question():
     assert _swap_place("What did the Commission propose?", "x", random.Random(1)) is None
 
 
+def test_place_swaps_depend_on_the_seed_alone_not_on_string_hashing(spawn):
+    """The same command and seed make the same training examples in every process (a set's order
+    changes with PYTHONHASHSEED; the swap's list of places must not)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import random; from rag.reader_train import _PLACE_WORDS, _swap_place; print(_PLACE_WORDS[:40]); "
+            "print([_swap_place('How many guards went to Finland?', 'x', random.Random(i)) for i in range(20)])")
+    outs = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": h}, capture_output=True,
+                           text=True, check=True).stdout for h in ("1", "2", "3")}
+    assert len(outs) == 1 and "Finland" not in outs.pop().splitlines()[1]
+
+
 def test_entity_swap_makes_an_on_topic_near_miss():
     import random
 

@@ -261,7 +261,9 @@ def curated_examples(qa_path: Path, corpus_dir: Path, rng: random.Random) -> tup
     return out, passages, items
 
 
-_PLACE_WORDS = sorted({p.title() for p in PLACES if " " not in p and len(p) > 3}, key=len, reverse=True)
+#: longest first (so "Nigeria" is found before "Niger"), then alphabetical: a set's order changes with
+#: the process's string hashing, and the swaps must not (the seed alone decides them)
+_PLACE_WORDS = sorted({p.title() for p in PLACES if " " not in p and len(p) > 3}, key=lambda p: (-len(p), p))
 
 
 def _swap_place(question: str, context: str, rng: random.Random) -> str | None:
