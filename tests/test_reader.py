@@ -266,6 +266,51 @@ def test_training_a_tiny_reader_end_to_end(tmp_path):
     assert (bf16 / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_a_soup_is_the_mean_of_its_runs_weights_and_exports(tmp_path):
+    """``soup``: two runs' models averaged tensor by tensor into one ONNX reader; runs of different
+    shapes are refused."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from rag.reader_train import main, soup
+
+    def tiny(run: Path, seed: int, hidden: int = 32) -> Path:
+        torch.manual_seed(seed)
+        cfg = BertConfig(vocab_size=50, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=hidden * 2, max_position_embeddings=64)
+        BertForQuestionAnswering(cfg).save_pretrained(run / "model")
+        (run / "train.json").write_text(json.dumps({"seed": seed}))
+        return run
+
+    a, b = tiny(tmp_path / "a", 1), tiny(tmp_path / "b", 2)
+    assert main(["soup", str(tmp_path / "s"), "--of", str(a), str(b)]) == 0
+    wa, wb, ws = (load_file(str(r / "model" / "model.safetensors")) for r in (a, b, tmp_path / "s"))
+    for k, v in ws.items():
+        want = (wa[k] + wb[k]) / 2 if v.is_floating_point() else wa[k]
+        torch.testing.assert_close(v, want)
+    assert not torch.equal(wa["qa_outputs.weight"], wb["qa_outputs.weight"])  # the two runs do differ
+    assert (tmp_path / "s" / "reader.onnx").stat().st_size > 0
+    assert json.loads((tmp_path / "s" / "soup.json").read_text())["of"] == [str(a), str(b)]
+    with pytest.raises(ValueError, match="not the same architecture"):
+        soup([a / "model", tiny(tmp_path / "c", 3, hidden=16) / "model"], tmp_path / "bad")
+    with pytest.raises(SystemExit):
+        main(["soup", str(tmp_path / "one"), "--of", str(a)])  # one run is no soup
+
+
+def test_the_card_of_a_soup_names_its_runs_and_the_command(tmp_path):
+    from rag.reader_train import write_card
+
+    cfg = json.loads((ARTIFACT_DIR / "reader.json").read_text())
+    metrics = json.loads((ARTIFACT_DIR / "metrics.json").read_text())
+    card = write_card(tmp_path, metrics, cfg, {"train squad pos": "2431 / 2428"}, ["Huguenot"], soup_seeds=[13, 14]).read_text()
+    assert "| examples | count (seeds 13 and 14) |" in card and "| train squad pos | 2431 / 2428 |" in card
+    assert "soup /tmp/reader --of /tmp/reader13 /tmp/reader14" in card and "--seed 14" in card
+    plain = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"]).read_text()
+    assert "rag.reader_train soup" not in plain and "mean of two" not in plain and "| examples | count |" in plain
+
+
 def test_swap_makes_a_near_miss_question():
     import random
 
