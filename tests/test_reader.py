@@ -304,8 +304,11 @@ def test_the_card_of_a_soup_names_its_runs_and_the_command(tmp_path):
 
     cfg = json.loads((ARTIFACT_DIR / "reader.json").read_text())
     metrics = json.loads((ARTIFACT_DIR / "metrics.json").read_text())
-    card = write_card(tmp_path, metrics, cfg, {"train squad pos": "2431 / 2428"}, ["Huguenot"], soup_seeds=[13, 14]).read_text()
+    runs = [{"seed": 13, "note": "taken back from a shipped reader.onnx"}, {"seed": 14}]
+    card = write_card(tmp_path, metrics, cfg, {"train squad pos": "2431 / 2428"}, ["Huguenot"], soup_runs=runs).read_text()
     assert "| examples | count (seeds 13 and 14) |" in card and "| train squad pos | 2431 / 2428 |" in card
+    assert "mean of two uninterrupted runs, seeds 13 and 14." in card
+    assert "The seed-13 run: taken back from a shipped reader.onnx." in card and "seed-14 run:" not in card
     assert "soup /tmp/reader --of /tmp/reader13 /tmp/reader14" in card and "--seed 14" in card
     plain = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"]).read_text()
     assert "rag.reader_train soup" not in plain and "mean of two" not in plain and "| examples | count |" in plain

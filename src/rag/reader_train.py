@@ -961,18 +961,18 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
     metrics["early exit (read the first passage alone)"] = exit_report
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     counts: dict = example_counts(read_examples(run / "examples.jsonl")) if (run / "examples.jsonl").exists() else {}
-    soup_seeds = None
+    soup_runs = None
     if (run / "soup.json").exists():  # a soup: each run's examples and seed
         runs = [Path(r) for r in json.loads((run / "soup.json").read_text(encoding="utf-8"))["of"]]
         per = [example_counts(read_examples(r / "examples.jsonl")) for r in runs]
         counts = {k: " / ".join(str(c.get(k, 0)) for c in per) for k in dict.fromkeys(k for c in per for k in c)}
-        soup_seeds = [json.loads((r / "train.json").read_text(encoding="utf-8")).get("seed")
-                      if (r / "train.json").exists() else None for r in runs]
+        soup_runs = [json.loads((r / "train.json").read_text(encoding="utf-8")) if (r / "train.json").exists() else {}
+                     for r in runs]
     from .squad import load_squad
 
     titles = {p.title for p in load_squad(squad_dir)[0]}
     pre = cloze_counts(read_examples(pretrained / "examples.jsonl"), titles) if pretrained else None
-    write_card(dest, metrics, cfg, counts, heldout_titles(titles), pretrain_counts=pre, soup_seeds=soup_seeds)
+    write_card(dest, metrics, cfg, counts, heldout_titles(titles), pretrain_counts=pre, soup_runs=soup_runs)
     return metrics
 
 
@@ -1017,10 +1017,13 @@ _COUNT = {2: "Two", 3: "Three", 4: "Four"}
 
 def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], held_titles: Iterable[str],
                train_cfg: TrainConfig = TrainConfig(), pretrain_counts: dict[str, int] | None = None,
-               soup_seeds: Sequence[int | None] | None = None) -> Path:
-    """MODEL_CARD.md from what the code did: data, command, seed, metrics and sha256s. ``soup_seeds``:
-    the model is the mean of runs with these seeds (``counts`` then gives each run's, "n / n")."""
+               soup_runs: Sequence[dict] | None = None) -> Path:
+    """MODEL_CARD.md from what the code did: data, command, seed, metrics and sha256s. ``soup_runs``: the
+    model is the mean of these runs (their ``train.json``: ``seed``, and a ``note`` on how a run was made
+    when it was not by the recipe); ``counts`` then gives each run's, "n / n"."""
+    soup_seeds = [r.get("seed") for r in soup_runs] if soup_runs else None
     seeds = " and ".join(str(x) for x in soup_seeds) if soup_seeds else ""
+    notes = [f"The seed-{r.get('seed')} run: {r['note']}." for r in soup_runs or () if r.get("note")]
     held = ", ".join(sorted(held_titles))
     lines = [
         "# rag reader: extractive QA with a no-answer score (verifier and short answers)",
@@ -1085,10 +1088,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         "per epoch; linear warm-up (6 %) and decay; AdamW, weight decay 0.01, gradient norm clipped at 1.",
         "",
         *([f"**As run (2026-12-06):** the shipped weights are the mean of {_COUNT.get(len(soup_seeds), len(soup_seeds)).lower()} uninterrupted runs, seeds {seeds}.",
-           "The seed-13 run is the reader shipped alone before (commit 71d7035), taken back from its float16",
-           "`reader.onnx` with `onnx_to_hf` (its run folder was not kept), so that half is rounded to float16; it was",
-           "trained before the curated country swaps stopped depending on PYTHONHASHSEED, so a rerun's swaps differ",
-           "from its own in about 70 of ~12,000 examples. bfloat16"]
+           *notes, "bfloat16"]
           if soup_seeds else
           ["**As run (2026-12-06):** the shipped weights are this one run, uninterrupted (seed 13). bfloat16"]),
         "autocast makes the weights depend slightly on the CPU's matrix kernels, so another machine reproduces the",
