@@ -960,14 +960,16 @@ def calibrate(run: Path, squad_dir: Path, qa_path: Path, corpus_dir: Path, dest:
     metrics["short-answer mean F1 per span_conf (0 without a short answer)"] = span_conf_values
     metrics["early exit (read the first passage alone)"] = exit_report
     (dest / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    counts: dict = example_counts(read_examples(run / "examples.jsonl")) if (run / "examples.jsonl").exists() else {}
+    counts: dict = {}
     soup_runs = None
-    if (run / "soup.json").exists():  # a soup: each run's examples and seed
+    if (run / "soup.json").exists():  # a soup: each run's examples and train.json
         runs = [Path(r) for r in json.loads((run / "soup.json").read_text(encoding="utf-8"))["of"]]
         per = [example_counts(read_examples(r / "examples.jsonl")) for r in runs]
         counts = {k: " / ".join(str(c.get(k, 0)) for c in per) for k in dict.fromkeys(k for c in per for k in c)}
         soup_runs = [json.loads((r / "train.json").read_text(encoding="utf-8")) if (r / "train.json").exists() else {}
                      for r in runs]
+    elif (run / "examples.jsonl").exists():
+        counts = example_counts(read_examples(run / "examples.jsonl"))
     from .squad import load_squad
 
     titles = {p.title for p in load_squad(squad_dir)[0]}
