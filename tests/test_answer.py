@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FINLAND_Q
 from rag import answer as answer_mod
-from rag.answer import Composed, Scored, compose
+from rag.answer import Composed, Scored, compose, span_words
 from rag.chunk import Chunk
 from rag.clean import analyse
 from rag.text import collapse_ws
@@ -105,6 +105,40 @@ def test_compose_trims_a_long_sentence_to_the_word_limit():
     assert answer.startswith("… ") and answer.endswith("boats were delivered. [1]")
 
 
+def test_compose_marks_a_sentence_cut_inside_its_only_clause():
+    long = "Boats " + " ".join(f"w{i}" for i in range(40)) + " were delivered."
+    answer = compose("Q?", _hits(), [_scored(0, 0, long, 1.0)], abstain_below=0.5, max_words=20, qtokens=["boat"]).answer
+    assert answer == "Boats " + " ".join(f"w{i}" for i in range(19)) + " … [1]"  # never a silent cut
+
+
+def test_compose_keeps_the_short_answer_when_it_trims():
+    # the short answer ("940", the last word) sits at the end of one long clause: the old trim quoted the
+    # first 20 words and dropped it (curated q205)
+    long = "Operational constraints " + " ".join(f"w{i}" for i in range(30)) + " the voluntary return of 940"
+    keep = (len(long.split()) - 1, len(long.split()))
+    answer = compose("Q?", _hits(), [_scored(0, 0, long, 1.0)], abstain_below=0.5, max_words=20, qtokens=["oper"],
+                     keep=keep).answer
+    assert answer.startswith("… ") and answer.endswith("the voluntary return of 940 [1]")
+    assert content_words(answer) == 20
+    # with whole clauses that fit, the window of clauses that holds it (not the best-matching one)
+    clauses = "Alpha boats came, " + ", ".join(f"filler {i} here" for i in range(10)) + ", and 940 left."
+    words = clauses.split()
+    keep = (words.index("940"), words.index("940") + 1)
+    answer = compose("Q?", _hits(), [_scored(0, 0, clauses, 1.0)], abstain_below=0.5, max_words=12, qtokens=["alpha", "boat"],
+                     keep=keep).answer
+    assert "940 left." in answer and answer.startswith("… ")
+
+
+def test_span_words_counts_the_words_a_span_touches():
+    original = "xx  In 2023,\n the  Commission (EUR 30 million) yy"
+    s, e = 4, original.index(" yy")
+    sentence = collapse_ws(original[s:e]).split()
+    a, b = span_words(original, s, e, original.index("EUR"), original.index(")"))
+    assert sentence[a:b] == ["(EUR", "30", "million)"]  # starts inside "(EUR": that word is kept
+    a, b = span_words(original, s, e, original.index("Commission"), original.index("Commission") + 10)
+    assert sentence[a:b] == ["Commission"]
+
+
 def test_compose_skips_a_second_sentence_that_would_overflow_the_budget():
     scored = [_scored(0, 0, "Alpha one is here.", 1.0), _scored(1, 20, "word " * 60 + "end.", 0.99)]
     answer = compose("Q?", _hits(), scored, abstain_below=0.5, max_words=60).answer
@@ -177,6 +211,33 @@ def test_answer_text_is_quoted_from_the_cited_sentences(assistant, real_text, qu
     assert content_words(ans.answer) <= assistant.settings.max_answer_words
     assert ans.message == ans.answer
     assert ans.support >= assistant.settings.abstain_below
+
+
+SHORT_IN_LONG_SENTENCES = [
+    # curated q205 and q065: the short answer ends a sentence longer than the quote's budget
+    "IOM Niger got first approval to organise voluntary returns in October 2023 for how many migrants from countries"
+    " such as Mali, Chad and Cameroon?",
+    "What effect could well-managed legal migration have on irregular movements, according to the consensus at the "
+    "December meeting?",
+]
+
+
+@pytest.mark.parametrize("question", QUESTIONS + SHORT_IN_LONG_SENTENCES)
+def test_the_short_answer_is_inside_its_quoted_sentence(assistant, real_text, question):
+    ans = assistant.ask(question)
+    if ans.short_answer is None:
+        return
+    sa = ans.short_answer
+    assert collapse_ws(real_text[sa.start:sa.end]) == sa.text
+    first, n = segments(ans.answer)[0]
+    assert sa.text in first, (sa.text, first)
+    c = next(c for c in ans.citations if c.n == n)
+    assert any(s <= sa.start and sa.end <= e for s, e in c.highlights)
+
+
+def test_short_answers_at_the_end_of_long_sentences_are_quoted(assistant):
+    shorts = [assistant.ask(q).short_answer for q in SHORT_IN_LONG_SENTENCES]
+    assert sum(s is not None for s in shorts) >= 1, "the reader gives neither a short answer: pick other questions"
 
 
 def test_on_topic_unanswerable_question_is_handled_consistently(assistant):

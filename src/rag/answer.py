@@ -229,27 +229,37 @@ def score_sentences(
     return out
 
 
-def _trim(text: str, qtokens: set[str], max_words: int) -> str:
-    """Keep a long sentence's most relevant window of clauses, at most ``max_words`` words."""
+def span_words(original: str, start: int, end: int, span_start: int, span_end: int) -> tuple[int, int]:
+    """The words ``[a, b)`` of ``collapse_ws(original[start:end]).split()`` that a span of ``original``
+    (inside ``[start, end)``) touches: what :func:`compose` must keep when it trims the sentence."""
+    a = len(original[start:span_start].split())
+    if span_start > start and not original[span_start - 1].isspace() and not original[span_start].isspace():
+        a -= 1  # the span starts inside a word: keep that word
+    return a, max(a + 1, len(original[start:span_end].split()))
+
+
+def _trim(text: str, qtokens: set[str], max_words: int, keep: tuple[int, int] | None = None) -> str:
+    """Keep a long sentence's most relevant window of clauses, at most ``max_words`` words, with ``…``
+    where words were left out. With ``keep`` (word indices, e.g. the short answer's), only windows
+    holding those words; when no window of whole clauses fits, the best window of words."""
     words = text.split()
-    if len(words) <= max_words:
+    n = len(words)
+    if n <= max_words:
         return text
-    clauses = [c for c in re.split(r"(?<=[,;:])\s+|\s+(?=-\s)", text) if c]
-    best, best_val = (0, 1), -1.0
-    for i in range(len(clauses)):
-        n = 0
-        for j in range(i, len(clauses)):
-            n += len(clauses[j].split())
-            if n > max_words:
-                break
-            val = len(qtokens & set(tokenize(" ".join(clauses[i : j + 1])))) + 0.001 * n
-            if val > best_val:
-                best, best_val = (i, j + 1), val
-    i, j = best
-    out = " ".join(clauses[i:j])
-    if len(out.split()) > max_words:
-        out = " ".join(out.split()[:max_words])
-    return ("… " if i > 0 else "") + out + (" …" if j < len(clauses) else "")
+    lo, hi = keep if keep is not None else (n, 0)  # (n, 0): every window holds it
+    # a clause ends after a word ending in , ; or : and before a lone dash (as in "- item")
+    ends = [k + 1 for k in range(n - 1) if words[k][-1] in ",;:" or words[k + 1] == "-"] + [n]
+    starts = [0] + ends[:-1]
+    toks = [set(tokenize(w)) for w in words]
+
+    def value(i: int, j: int) -> float:
+        return len(qtokens & set().union(*toks[i:j])) + 0.001 * (j - i)
+
+    windows = [(i, j) for i in starts if i <= lo for j in ends if i < j <= i + max_words and hi <= j]
+    if not windows:  # no whole clauses fit: any window of max_words words
+        windows = [(i, i + max_words) for i in range(n - max_words + 1) if i <= lo and hi <= i + max_words]
+    i, j = max(windows, key=lambda w: (value(*w), -w[0])) if windows else (0, max_words)
+    return ("… " if i > 0 else "") + " ".join(words[i:j]) + (" …" if j < n else "")
 
 
 def not_in_documents(question: str, why: str = "") -> str:
@@ -277,9 +287,11 @@ def compose(
     abstain_below: float,
     max_words: int = 60,
     qtokens: Sequence[str] = (),
+    keep: tuple[int, int] | None = None,
 ) -> Composed:
     """The answer from scored sentences (best first; the first is always part of the answer), or an
-    abstention when there is none or the best scores under ``abstain_below``."""
+    abstention when there is none or the best scores under ``abstain_below``. ``keep``: words of the
+    first sentence (:func:`span_words`, the short answer's) that trimming a long sentence must keep."""
     support = scored[0].score if scored else 0.0
     if not scored or support < abstain_below:
         return Composed("", True, not_in_documents(question), (), support)
@@ -298,7 +310,8 @@ def compose(
     qset = set(qtokens)
     for s in chosen:
         n = order.setdefault(s.hit_rank, len(order) + 1)
-        text = _LEAD_MARKER.sub("", _trim(s.text, qset, max_words if len(chosen) == 1 else max_words // len(chosen)))
+        budget = max_words if len(chosen) == 1 else max_words // len(chosen)
+        text = _LEAD_MARKER.sub("", _trim(s.text, qset, budget, keep if s is chosen[0] else None))
         parts.append(f"{text} [{n}]")
     cits = []
     for rank, n in order.items():

@@ -15,7 +15,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from .answer import Answer, Composed, Scored, ShortAnswer, compose, passage, score_sentences
+from .answer import Answer, Composed, Scored, ShortAnswer, compose, passage, score_sentences, span_words
 from .errors import BadQuestion
 from .index import IndexData, load_index
 from .lexical import tokenize
@@ -244,7 +244,11 @@ class Assistant:
             abstain_below = float("-inf") if reading.answerable >= self.reader.threshold(strictness) else float("inf")
             if reading.best is not None and abstain_below < 0:
                 scored, short = _pin_span(self.data, hits, scored, reading.best, self.reader.cfg.short_min_conf, text)
-        composed = compose(q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens)
+        keep = None
+        if short is not None:  # trimming a long sentence keeps the short answer in the quote
+            first = scored[0]
+            keep = span_words(self.data.docs[short.doc].text, first.start, first.end, short.start, short.end)
+        composed = compose(q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens, keep)
         if reading is not None and not composed.abstained:
             composed, short = _typed_check(self.data, hits, scored, composed, short, q.text, text, reading.answerable,
                                            strictness)
