@@ -310,6 +310,10 @@ def test_the_card_of_a_soup_names_its_runs_and_the_command(tmp_path):
     assert "mean of two uninterrupted runs, seeds 13 and 14." in card
     assert "The seed-13 run: taken back from a shipped reader.onnx." in card and "seed-14 run:" not in card
     assert "soup /tmp/reader --of /tmp/reader13 /tmp/reader14" in card and "--seed 14" in card
+    three = write_card(tmp_path, metrics, cfg, {"train squad pos": "1 / 1 / 1"}, ["Huguenot"],
+                       soup_runs=runs + [{"seed": 15}]).read_text()
+    assert "mean of three uninterrupted runs, seeds 13, 14 and 15." in three and "(seeds 13, 14 and 15)" in three
+    assert "--of /tmp/reader13 /tmp/reader14 /tmp/reader15" in three and "--seed 15 --bf16" in three
     plain = write_card(tmp_path, metrics, cfg, {"train squad pos": 1}, ["Huguenot"]).read_text()
     assert "rag.reader_train soup" not in plain and "mean of two" not in plain and "| examples | count |" in plain
 

@@ -984,13 +984,17 @@ RECIPE = (
     "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader --epochs 5 --lr 6e-5 --seed 13 --bf16",
     ".venv/bin/python -m rag.reader_train calibrate /tmp/reader   # held-out probes -> reader.json, metrics.json, this card",
 )
-#: Two runs that differ only in their seed, averaged into one model (``soup``).
-RECIPE_SOUP = (
-    "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader13 --epochs 5 --lr 6e-5 --seed 13 --bf16",
-    "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader14 --epochs 5 --lr 6e-5 --seed 14 --bf16",
-    ".venv/bin/python -m rag.reader_train soup /tmp/reader --of /tmp/reader13 /tmp/reader14   # the mean of their weights",
-    ".venv/bin/python -m rag.reader_train calibrate /tmp/reader   # held-out probes -> reader.json, metrics.json, this card",
-)
+def recipe_soup(seeds: Sequence[int]) -> tuple[str, ...]:
+    """The commands of runs that differ only in their seed, averaged into one model (``soup``)."""
+    runs = [f"/tmp/reader{x}" for x in seeds]
+    return (
+        *[f"OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train {r} --epochs 5 --lr 6e-5 --seed {x} --bf16"
+          for r, x in zip(runs, seeds)],
+        f".venv/bin/python -m rag.reader_train soup /tmp/reader --of {' '.join(runs)}   # the mean of their weights",
+        ".venv/bin/python -m rag.reader_train calibrate /tmp/reader   # held-out probes -> reader.json, metrics.json, this card",
+    )
+
+
 #: The same with cloze pre-training first (``calibrate --pretrained``).
 RECIPE_PRETRAINED = (
     "OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train pretrain /tmp/pre --epochs 1 --lr 6e-5 --seed 13 --bf16",
@@ -1024,7 +1028,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
     model is the mean of these runs (their ``train.json``: ``seed``, and a ``note`` on how a run was made
     when it was not by the recipe); ``counts`` then gives each run's, "n / n"."""
     soup_seeds = [r.get("seed") for r in soup_runs] if soup_runs else None
-    seeds = " and ".join(str(x) for x in soup_seeds) if soup_seeds else ""
+    seeds = (", ".join(str(x) for x in soup_seeds[:-1]) + f" and {soup_seeds[-1]}") if soup_seeds else ""
     notes = [f"The seed-{r.get('seed')} run: {r['note']}." for r in soup_runs or () if r.get("note")]
     held = ", ".join(sorted(held_titles))
     lines = [
@@ -1083,7 +1087,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
                               " model's cost when answering)," if soup_seeds else "),"),
         "then calibration (~5 minutes on an idle machine):",
         "```bash",
-        *(RECIPE_PRETRAINED if pretrain_counts else RECIPE_SOUP if soup_seeds else RECIPE),
+        *(RECIPE_PRETRAINED if pretrain_counts else recipe_soup(soup_seeds) if soup_seeds else RECIPE),
         "```",
         "Training resumes from `checkpoint.safetensors` in the run folder (written every "
         f"{train_cfg.checkpoint_every} steps). All layers train but the word embeddings; positives are read twice",
