@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -238,6 +239,11 @@ def span_words(original: str, start: int, end: int, span_start: int, span_end: i
     return a, max(a + 1, len(original[start:span_end].split()))
 
 
+@lru_cache(maxsize=8192)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    return tuple(tokenize(word))
+
+
 def _trim(text: str, qtokens: set[str], max_words: int, keep: tuple[int, int] | None = None) -> str:
     """Keep a long sentence's most relevant window of clauses, at most ``max_words`` words, with ``…``
     where words were left out. With ``keep`` (word indices, e.g. the short answer's), only windows
@@ -250,10 +256,10 @@ def _trim(text: str, qtokens: set[str], max_words: int, keep: tuple[int, int] | 
     # a clause ends after a word ending in , ; or : and before a lone dash (as in "- item")
     ends = [k + 1 for k in range(n - 1) if words[k][-1] in ",;:" or words[k + 1] == "-"] + [n]
     starts = [0] + ends[:-1]
-    toks = [set(tokenize(w)) for w in words]
+    hit = {k: found for k, w in enumerate(words) if (found := qtokens.intersection(_word_tokens(w)))}
 
     def value(i: int, j: int) -> float:
-        return len(qtokens & set().union(*toks[i:j])) + 0.001 * (j - i)
+        return len(set().union(*(t for k, t in hit.items() if i <= k < j))) + 0.001 * (j - i)
 
     windows = [(i, j) for i in starts if i <= lo for j in ends if i < j <= i + max_words and hi <= j]
     if not windows:  # no whole clauses fit: any window of max_words words
