@@ -695,7 +695,8 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     # cues (default 40/120/20-word passages, the reader on): R@1 0.888, R@5 0.980, accuracy 0.919,
     # citation support 0.964, false abstention 0.010, abstention recall 0.622 (off-topic 1.000),
     # short-answer F1 0.827, short answer holds the fact 0.891 (two thirds of these questions trained
-    # the reader).
+    # the reader). With the two-seed soup and quotes that keep their short answer: accuracy 0.929,
+    # citation support 0.954, abstention recall 0.595, short F1 0.822, short fact 0.882.
     report = run_eval(real_settings, QA_PATH, rows=("hybrid",), include_langchain=False, assistant=assistant)
     assert list(report.rows) == ["hybrid"]  # no LangChain row when include_langchain=False
     row = report.rows["hybrid"]
@@ -703,7 +704,7 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     measured = {k: round(row[k], 3) for k in ("recall@1", "recall@5", "answer_accuracy", "citation_support", "false_abstention")}
     assert row["recall@1"] >= 0.85, measured
     assert row["recall@5"] >= 0.97, measured
-    assert row["answer_accuracy"] >= 0.90, measured
+    assert row["answer_accuracy"] >= 0.92, measured
     assert row["citation_support"] >= 0.93, measured
     assert row["false_abstention"] <= 0.03, measured
     assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.55, row
