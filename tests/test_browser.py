@@ -290,7 +290,9 @@ def test_browser_answers_and_the_cited_sentence_is_highlighted_in_the_passage(pa
     short = reply.get_by_test_id("stMarkdownContainer").first
     expect(short).to_have_text("Answer: EUR 6.4 million")
     expect(short.locator("strong")).to_have_text("Answer: EUR 6.4 million")
-    expect(reply.get_by_test_id("stMarkdownContainer").nth(1)).to_contain_text("[1]")
+    quoted = reply.get_by_test_id("stMarkdownContainer").nth(1)
+    expect(quoted).to_contain_text("[1]")
+    expect(quoted).to_contain_text("(EUR 6.4 million)")  # the short answer is inside its quoted sentence
     cited = reply.get_by_test_id("stExpander").first
     cited.locator("summary").click()
     expect(cited.locator(HIGHLIGHT).locator("strong").first).to_have_text("EUR 6.4 million")
