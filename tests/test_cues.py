@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import TYPED_MIN_ANSWERABLE, expected_type, holds_type, typed_answer, typed_gap
+from rag.cues import TYPED_MIN_ANSWERABLE, countries_named, expected_type, holds_type, place_gap, typed_answer, typed_gap
 from rag.settings import STRICTNESS
 
 
@@ -73,6 +73,30 @@ def test_typed_gap_reasons_and_thresholds():
     assert typed_gap("Which country received boats?", "Nothing here.", 0.01, "strict") == ""
 
 
+def test_countries_are_named_by_name_adjective_or_other_name():
+    assert countries_named("the Libyan coast guard, Moroccan and Egyptian officials") == {"Libya", "Morocco", "Egypt"}
+    assert countries_named("need for TR to ensure") == {"Türkiye", "Turkey"}  # a country's names go together
+    assert countries_named("French Huguenots and Dutch ships") == {"France", "Netherlands"}
+    assert countries_named("Nigeria") == {"Nigeria"} and countries_named("Niger") == {"Niger"}  # whole words only
+    assert countries_named("the Western Balkans and the EU Asylum Agency") == set()
+
+
+@pytest.mark.parametrize("question, evidence, why", [
+    ("How many Frontex officers are currently deployed in Moldova?",
+     "Letter\nAnnex › Western Balkans\nFrontex deployments in the Western Balkans region: currently 488.",
+     "no passage about Moldova gives the number asked for"),
+    ("How much funding went to Egypt and Tunisia?", "Additional funding for Egypt of EUR 115 million",
+     "no passage about Tunisia gives the amount asked for"),
+    ("When did Türkiye resume returns?", "Annex › Türkiye\nresume retums from the Greek islands", ""),  # the section names it
+    ("How many interceptions did the Tunisian coast guard make?", "Tunisia: 73 185 interceptions", ""),
+    ("How many guards went to Finland?", "Finnish border: 50 European border guards", ""),
+    ("Which countries did Frontex sign with Moldova?", "North Macedonia, Montenegro", ""),  # not a number question
+    ("How many guards were deployed?", "50 European border guards", ""),  # names no country
+])
+def test_place_gap(question, evidence, why):
+    assert place_gap(question, evidence) == why
+
+
 def test_thresholds_exist_for_every_strictness_and_grow_with_it():
     assert set(TYPED_MIN_ANSWERABLE) == set(STRICTNESS)
     values = [TYPED_MIN_ANSWERABLE[s] for s in STRICTNESS]  # lenient, balanced, strict
@@ -98,6 +122,18 @@ def test_number_questions_the_passages_do_not_answer_are_abstained(assistant, qu
     assert ans.message == f"The documents do not say: {question.rstrip('?')}? ({why})"
     assert ans.passages  # the closest passages are still shown
     assert ans.answerable is not None and ans.answerable >= assistant.reader.threshold("balanced")  # the reader alone answered
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("question, place", [
+    ("How many Frontex officers are currently deployed in Moldova?", "Moldova"),  # curated q137: "488" (Western Balkans)
+    ("How many Frontex staff are deployed in Lithuania?", "Lithuania"),
+])
+def test_a_number_about_a_country_the_cited_passages_never_name_is_abstained(assistant, question, place):
+    ans = assistant.ask(question)
+    assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
+    assert ans.message == f"The documents do not say: {question.rstrip('?')}? (no passage about {place} gives the number asked for)"
+    assert ans.passages
 
 
 @pytest.mark.slow

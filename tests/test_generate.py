@@ -306,6 +306,14 @@ def test_a_number_the_passages_do_not_clearly_give_is_withheld_as_in_extractive_
     assert ans.answerable is not None and ans.short_answer is None
 
 
+def test_a_number_about_a_country_its_cited_passages_never_name_is_withheld(assistant):
+    # The model cites the Western Balkans passage for Moldova: its number is about somewhere else.
+    q = "How many Frontex officers are currently deployed in Moldova?"
+    ans = assistant.ask(q, k=K, answer="llm", chat=fake("Frontex has 488 officers deployed in Moldova [1]."))
+    assert ans.abstained and ans.answer == "" and ans.citations == () and WITHHELD in ans.notices
+    assert ans.message.endswith("(no passage about Moldova gives the number asked for)")
+
+
 def test_a_number_answer_with_a_short_answer_is_not_held_back_by_the_typed_cue(assistant, finland, claim):
     _, ext = finland
     assert ext.short_answer is not None and ext.short_answer.text == "50"

@@ -7,7 +7,10 @@ reader (README, "Typed cues"):
   (:data:`TYPED_MIN_ANSWERABLE`): an answer to "How many ...?" that quotes a sentence without a number
   is not an answer;
 - when the first quoted sentence holds exactly one candidate of the kind asked for, that candidate is
-  the short answer (:func:`typed_answer`).
+  the short answer (:func:`typed_answer`);
+- an amount, number or date question about a country that the cited passages (text, section path,
+  title) never name is abstained on (:func:`place_gap`): "How many officers are deployed in Moldova?"
+  is not answered by the Western Balkans' figure.
 
 Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
 nothing here and is left to the reader.
@@ -119,6 +122,70 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
     if answerable < TYPED_MIN_ANSWERABLE[strictness]:
         return f"no {_NAMED[kind]} in the passages clearly answers it"
     return ""
+
+
+#: a country's other names and irregular adjectives (regular ones are derived: Libya -> Libyan,
+#: Morocco -> Moroccan, Egypt -> Egyptian); names of one country are one group
+_OTHER_NAMES = (
+    ("Türkiye", "Turkey", "Turkish", "TR"), ("Bosnia and Herzegovina", "BiH", "Bosnian"),
+    ("Côte d'Ivoire", "Cote d'Ivoire", "Ivory Coast", "Ivorian"), ("Cape Verde", "Cabo Verde", "Cape Verdean"),
+    ("Gambia", "The Gambia", "Gambian"), ("United Kingdom", "UK", "Britain", "British"),
+    ("United States", "US", "USA", "American"), ("Netherlands", "Holland", "Dutch"), ("France", "French"),
+    ("Germany", "German"), ("Greece", "Greek"), ("Spain", "Spanish"), ("Italy", "Italian"),
+    ("Switzerland", "Swiss"), ("Sweden", "Swedish"), ("Denmark", "Danish"), ("Finland", "Finnish"),
+    ("Poland", "Polish"), ("Ireland", "Irish"), ("Portugal", "Portuguese"), ("Belgium", "Belgian"),
+    ("Norway", "Norwegian"), ("Lebanon", "Lebanese"), ("Senegal", "Senegalese"), ("Sudan", "Sudanese"),
+    ("China", "Chinese"), ("Japan", "Japanese"), ("Iraq", "Iraqi"), ("Pakistan", "Pakistani"),
+    ("Bangladesh", "Bangladeshi"), ("Afghanistan", "Afghan"), ("Montenegro", "Montenegrin"),
+    ("Kosovo", "Kosovar"), ("North Macedonia", "Macedonian"), ("Niger", "Nigerien"), ("Czechia", "Czech"),
+    ("Slovakia", "Slovak"), ("Croatia", "Croatian", "Croat"), ("Philippines", "Filipino"),
+)
+
+
+def _country_forms() -> dict[str, frozenset[str]]:
+    """Each name or adjective -> the countries it names."""
+    names = {c: {c} for c in COUNTRY_NAMES}
+    for c in COUNTRY_NAMES:
+        if c.endswith("a"):
+            names[c].add(c + "n")  # Libyan, Tunisian, Albanian
+        elif c.endswith("o"):
+            names[c].add(c[:-1] + "an")  # Moroccan
+        elif c[-1] not in "aeiouy":
+            names[c].add(c + "ian")  # Egyptian, Jordanian
+    for group in _OTHER_NAMES:
+        for c in group:
+            if c in names:
+                names[c].update(group)
+    out: dict[str, set[str]] = {}
+    for c, forms in names.items():
+        for f in forms:
+            out.setdefault(f, set()).add(c)
+    return {f: frozenset(cs) for f, cs in out.items()}
+
+
+_FORMS = _country_forms()
+_FORM = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(f) for f in sorted(_FORMS, key=len, reverse=True)) + r")(?!\w)")
+
+
+def countries_named(text: str) -> set[str]:
+    """The countries (rag.text's list) ``text`` names, by a name or an adjective ("Libyan" names Libya;
+    "Turkey", "Türkiye" and "TR" name both of its names)."""
+    return {c for f in _FORM.findall(text) for c in _FORMS[f]}
+
+
+def place_gap(question: str, evidence: str) -> str:
+    """Why an amount, number or date question about a country is not answered by passages (``evidence``:
+    their text, section paths and titles) that never name that country ("" when they do, or when the
+    question names none): "How many officers are deployed in Moldova?" quoting the Western Balkans."""
+    kind = expected_type(question)
+    if kind not in _NAMED:
+        return ""
+    asked = countries_named(question)
+    if not asked:
+        return ""
+    said = countries_named(evidence)
+    missing = sorted(asked - said)  # a country's names share their forms: "Turkey" and "Türkiye" go together
+    return f"no passage about {' or '.join(missing)} gives the {_NAMED[kind]} asked for" if missing else ""
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ from typing import Callable, Collection, Sequence
 
 import numpy as np
 
-from .answer import Answer, Composed, Scored, ShortAnswer, compose, passage, score_sentences, span_words
+from .answer import Answer, Citation, Composed, Scored, ShortAnswer, compose, passage, score_sentences, span_words
 from .errors import BadQuestion
 from .index import IndexData, load_index
 from .lexical import tokenize
@@ -277,7 +277,7 @@ class Assistant:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer.
         Every message made of the server's text goes through rag.generate.redact (no key, no password)."""
         from .answer import not_in_documents
-        from .cues import typed_gap
+        from .cues import place_gap, typed_gap
         from .generate import (REFUSAL, WITHHELD, build_messages, empty_reply_notice, failure_notice, redact, stream_text,
                                text_without_markers, verification_notices, verify)
 
@@ -316,6 +316,8 @@ class Assistant:
         why: str | None = None  # withheld when set ("" = no reason to give)
         if reading is not None and reading.answerable < self.reader.threshold(strictness):
             why = ""
+        elif reading is not None and (gap := place_gap(search_text(extractive.question), cited_text(v.citations))):
+            why = gap  # as for extractive answers: the cited passages never name the country asked about
         elif reading is not None and short is None:
             # The typed cues as for extractive answers: an amount, number or date question with no short
             # answer is withheld unless the model's answer holds one and the cited passages likely answer it.
@@ -330,6 +332,11 @@ class Assistant:
                        support=support, timings_ms=timings, notices=tuple(notices), mode="llm",
                        unsupported_sentences=v.unsupported_sentences, invalid_citations=v.invalid_citations,
                        short_answer=short, answerable=answerable)
+
+
+def cited_text(citations: Sequence[Citation]) -> str:
+    """What a reader of the citations sees: each cited passage's title, section path and text."""
+    return "\n".join(f"{c.title}\n{c.section}\n{c.text}" for c in citations)
 
 
 #: A span longer than this is a long answer (a list, a reason): the sentence stays the answer.
@@ -371,13 +378,16 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     short answer, when there is exactly one (else none). Measured on held-out data in the README ("Typed
     cues")."""
     from .answer import not_in_documents
-    from .cues import expected_type, holds_type, typed_answer, typed_gap
+    from .cues import expected_type, holds_type, place_gap, typed_answer, typed_gap
     from .generate import text_without_markers
     from .text import collapse_ws
 
     kind = expected_type(text)
     if kind is None or not scored:
         return composed, short
+    why = place_gap(text, cited_text(composed.citations))
+    if why:  # "How many officers in Moldova?" answered from passages that never name Moldova
+        return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
     if short is not None and kind == "money" and not holds_type(kind, short.text, text):
         short = None  # "How much budget money ...?" answered "50" (guards): no amount, no short answer
     if short is not None:
