@@ -79,6 +79,7 @@ def test_countries_are_named_by_name_adjective_or_other_name():
     assert countries_named("French Huguenots and Dutch ships") == {"France", "Netherlands"}
     assert countries_named("Nigeria") == {"Nigeria"} and countries_named("Niger") == {"Niger"}  # whole words only
     assert countries_named("the Western Balkans and the EU Asylum Agency") == set()
+    assert countries_named("Latin American and North American colonies") == set()  # continents, not a country
 
 
 @pytest.mark.parametrize("question, evidence, why", [

@@ -125,12 +125,13 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
 
 
 #: a country's other names and irregular adjectives (regular ones are derived: Libya -> Libyan,
-#: Morocco -> Moroccan, Egypt -> Egyptian); names of one country are one group
+#: Morocco -> Moroccan, Egypt -> Egyptian); names of one country are one group. Not "American": it
+#: names continents too ("Latin American countries")
 _OTHER_NAMES = (
     ("Türkiye", "Turkey", "Turkish", "TR"), ("Bosnia and Herzegovina", "BiH", "Bosnian"),
     ("Côte d'Ivoire", "Cote d'Ivoire", "Ivory Coast", "Ivorian"), ("Cape Verde", "Cabo Verde", "Cape Verdean"),
     ("Gambia", "The Gambia", "Gambian"), ("United Kingdom", "UK", "Britain", "British"),
-    ("United States", "US", "USA", "American"), ("Netherlands", "Holland", "Dutch"), ("France", "French"),
+    ("United States", "US", "USA"), ("Netherlands", "Holland", "Dutch"), ("France", "French"),
     ("Germany", "German"), ("Greece", "Greek"), ("Spain", "Spanish"), ("Italy", "Italian"),
     ("Switzerland", "Swiss"), ("Sweden", "Swedish"), ("Denmark", "Danish"), ("Finland", "Finnish"),
     ("Poland", "Polish"), ("Ireland", "Irish"), ("Portugal", "Portuguese"), ("Belgium", "Belgian"),
