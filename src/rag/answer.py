@@ -265,7 +265,8 @@ def _trim(text: str, qtokens: set[str], max_words: int, keep: tuple[int, int] | 
     if not windows:  # no whole clauses fit: any window of max_words words
         windows = [(i, i + max_words) for i in range(n - max_words + 1) if i <= lo and hi <= i + max_words]
     if not windows:  # ``keep`` is longer than the budget: its first words
-        windows = [(max(0, min(lo, n - max_words)), max(0, min(lo, n - max_words)) + max_words)]
+        first = max(0, min(lo, n - max_words))
+        windows = [(first, first + max_words)]
     i, j = max(windows, key=lambda w: (value(*w), -w[0]))
     return ("… " if i > 0 else "") + " ".join(words[i:j]) + (" …" if j < n else "")
 
