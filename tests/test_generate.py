@@ -314,6 +314,16 @@ def test_a_number_about_a_country_its_cited_passages_never_name_is_withheld(assi
     assert ans.message.endswith("(no passage about Moldova gives the number asked for)")
 
 
+def test_an_answer_about_a_year_its_cited_passages_never_mention_is_withheld(assistant):
+    # curated q227: the reader alone would let the model's answer stand (answerable over the threshold)
+    q = ("What did the Commission's 2020 New Pact on Migration and Asylum propose for solidarity contributions per "
+         "relocated person?")
+    ans = assistant.ask(q, k=K, answer="llm", chat=fake("The Pact on Migration and Asylum is the keystone [1]."))
+    assert ans.abstained and ans.answer == "" and ans.citations == () and WITHHELD in ans.notices
+    assert ans.answerable is not None and ans.answerable >= assistant.reader.threshold("balanced")
+    assert ans.message.endswith("(the passages found never mention 2020)")
+
+
 def test_a_number_answer_with_a_short_answer_is_not_held_back_by_the_typed_cue(assistant, finland, claim):
     _, ext = finland
     assert ext.short_answer is not None and ext.short_answer.text == "50"

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import FINLAND_Q
 from rag.errors import BadQuestion, BadSetting
-from rag.pipeline import clean_question
+from rag.pipeline import clean_question, query_tokens
 from rag.settings import ChunkSettings, Settings
 
 
@@ -62,6 +62,31 @@ def test_100k_character_question_is_truncated_with_a_notice(assistant):
     assert ans.notices == (f"the question was 100,000 characters; only the first {limit:,} were used",)
     assert ans.passages  # still answered from the documents
     assert ans.to_json()["notices"] == list(ans.notices)
+
+
+@pytest.mark.parametrize("question, added", [
+    ("Which Finnish head of government did von der Leyen assure?", ["finland"]),  # the stemmer keeps "finnish"
+    ("Did Dutch ships carry French Huguenots?", ["franc", "netherland"]),  # "France" stems to "franc"
+    ("How many guards were sent to Finland?", []),  # named already: nothing added
+    ("What did the Latin American colonies export?", []),  # "American" names no country here
+    ("Who is the Prime Minister?", []),
+])
+def test_query_tokens_add_the_country_an_adjective_names(question, added):
+    from rag.lexical import tokenize
+
+    own = tokenize(question)
+    assert query_tokens(question) == own + added
+
+
+@pytest.mark.slow
+def test_a_question_naming_a_country_by_its_adjective_finds_the_country_passage(assistant):
+    # curated q002: BM25 ranked the Finland passage 4th ("Finnish" shares no term with "Finland"), past the
+    # reader's three passages, and the assistant abstained
+    q = "Which Finnish head of government did von der Leyen assure of EU backing?"
+    hits = assistant.search(q, k=3, mode="lexical")
+    assert any("Prime Minister Orpo" in h.chunk.text for h in hits)
+    ans = assistant.ask(q)
+    assert not ans.abstained and ans.short_answer is not None and ans.short_answer.text == "Orpo"
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, "3"])

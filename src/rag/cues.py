@@ -10,7 +10,9 @@ reader (README, "Typed cues"):
   the short answer (:func:`typed_answer`);
 - an amount, number or date question about a country that the cited passages (text, section path,
   title) never name is abstained on (:func:`place_gap`): "How many officers are deployed in Moldova?"
-  is not answered by the Western Balkans' figure.
+  is not answered by the Western Balkans' figure;
+- any question about a year that the cited passages never mention is abstained on (:func:`year_gap`):
+  "What did the 2020 Pact propose ...?" is not answered by a passage about the 2023 Pact.
 
 Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
 nothing here and is left to the reader.
@@ -35,7 +37,7 @@ _NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|tw
                  r"few|many|single|third|quarter|infinite|infinitely|nothing|none)")
 # "How much funding ...?", "How much did it cost ...?", "What is the budget of ...?"
 _MONEY_QUESTION = re.compile(r"\bhow much (?:\w+ ){0,2}?(?:money|funding|budget)\b|"
-                             r"\bhow much (?:\w+ ){0,6}?(?:cost|costs|pay|paid|spend|spent|worth|invest|invested|"
+                             r"\bhow much (?:\w+ ){0,10}?(?:cost|costs|pay|paid|spend|spent|worth|invest|invested|"
                              r"allocate|allocated|earmark|earmarked)\b|"
                              r"\bwhat (?:is|was|are|were|will be) the (?:total |annual |overall )?(?:\w+ )?"
                              r"(?:budget|cost|price|funding)\b", re.I)
@@ -49,6 +51,7 @@ _DATE_QUESTION = re.compile(r"^\W*(?:(?:and|but|so|since|until|till|by|from) )?w
                             r"where|why|how)\b)|\b(?:what|which) (?:year|date|month|day|century|decade)\b", re.I)
 # "On what date ...?": a year or a month alone does not answer it
 _DAY_QUESTION = re.compile(r"\b(?:what|which) (?:date|day)\b", re.I)
+
 _DIGITS = r"\d(?:[\d,.]*\d)?"  # "73 185", "6.4", "2023" (not the full stop after it)
 _NUMBER = re.compile(rf"{_DIGITS}|\b{_NUMBER_WORDS}\b", re.I)
 _DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\b|"
@@ -77,10 +80,13 @@ SHORT_TYPES = (CANDIDATE_TYPES[:3] + (("month", re.compile(rf"\bQ[1-4] \d{{4}}\b
 #: the candidate types that answer a money, number, date or country question
 ANSWERS = {"money": frozenset({"money"}), "number": frozenset({"money", "percent", "number"}),
            "date": frozenset({"date", "month", "year"}), "country": frozenset({"country"})}
-# an amount: "EUR 6.4 million", "£304m", "$57,000", "105 million euros", or a number with a scale
-_MONEY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b|"
-                    r"\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
+# an amount of money with its currency: "EUR 6.4 million", "£304m", "$57,000", "105 million euros"
+_CURRENCY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$|€|£)\s?\d[\d,.]*\s?(?:m|bn)\b")
+# what answers an amount question: those, or a number with a scale ("105 million" from the fund)
+_MONEY = re.compile(rf"{_CURRENCY.pattern}|\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
 _CANDIDATE = {"money": _MONEY, "number": _NUMBER, "date": _DATE, "country": _COUNTRY}
+# what answers "On what date ...?": a date ("16 July 2023") or a weekday ("on Thursdays")
+_DAY_OR_DATE = re.compile(rf"{CANDIDATE_TYPES[0][1].pattern}|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?\b")
 #: how a kind is named in an abstention message
 _NAMED = {"money": "amount", "number": "number", "date": "date"}
 
@@ -100,14 +106,43 @@ def expected_type(question: str) -> str | None:
     return None
 
 
+# "How many interceptions ...?" asks for a count, which an amount of money or a date is not ("How many
+# euros ...?" asks for an amount)
+_COUNT_QUESTION = re.compile(r"\bhow many\b(?! (?:\w+ )?(?:euros?|dollars?|pounds?|EUR|USD)\b)", re.I)
+
+
+def _counts(text: str, question: str, keep_years: bool) -> list[str]:
+    """The numbers in ``text`` that could count something ("How many ...?"): not the question's own, not
+    part of an amount of money (with its currency) or a date, nor (unless ``keep_years``) a year."""
+    spans = [m.span() for rx in (_CURRENCY, CANDIDATE_TYPES[0][1]) + (() if keep_years else (CANDIDATE_TYPES[3][1],))
+             for m in rx.finditer(text)]
+    asked = {m.group().lower() for m in _NUMBER.finditer(question)}
+    return [m.group() for m in _NUMBER.finditer(text)
+            if m.group().lower() not in asked and not any(a <= m.start() < b for a, b in spans)]
+
+
 def holds_type(kind: str, text: str, question: str = "") -> bool:
     """Does ``text`` hold a candidate answer of ``kind`` (see :func:`expected_type`) that is not already
     in the question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
     Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
-    Edict of Nantes" is a date answer too."""
-    rx = _CANDIDATE[kind]
+    Edict of Nantes" is a date answer too, but "On what date ...?" wants a day ("16 July", "Thursdays").
+    The number of an amount of money, of a date or a year is no answer to "How many ...?"."""
+    if kind == "number" and _COUNT_QUESTION.search(question):
+        return bool(_counts(text, question, keep_years=False))
+    rx = (_DAY_OR_DATE if kind == "date" and _DAY_QUESTION.search(question) else _CANDIDATE[kind])
     asked = {m.group().lower() for m in rx.finditer(question)}
     return any(m.group().lower() not in asked for m in rx.finditer(text))
+
+
+def wrong_kind(question: str, span: str) -> bool:
+    """Is the reader's ``span`` the wrong kind of answer for ``question``: no amount for "How much funding
+    ...?", no number but those of amounts and dates for "How many ...?" ("EUR 110 million" or "A
+    roundtable" for "How many work visas ...?"; a number word such as "several" or a year-like number
+    such as "2000" kilometres may count)."""
+    kind = expected_type(question)
+    if kind == "money":
+        return not holds_type(kind, span, question)
+    return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
 
 
 def typed_gap(question: str, answer_text: str, answerable: float, strictness: str) -> str:
@@ -189,11 +224,34 @@ def place_gap(question: str, evidence: str) -> str:
     return f"no passage about {' or '.join(missing)} gives the {_NAMED[kind]} asked for" if missing else ""
 
 
+# a year: 1000-2099, not part of a longer number ("1,500", "10000"), not a decade ("the 1990s")
+_YEAR = re.compile(r"(?<![\d.,])(?:1\d{3}|20\d{2})(?![\d]|[.,]\d|'?s\b)")
+
+
+def year_gap(question: str, evidence: str) -> str:
+    """Why passages (``evidence``: their text, section paths and titles) that never mention a year the
+    question names do not answer it ("" when they mention every one, or the question names none): "What
+    did the 2020 Pact propose ...?" quoting a passage about today's Pact. Any kind of question: SQuAD 2.0's
+    unanswerable questions often swap a year (measured in the README, "Typed cues")."""
+    said = set(_YEAR.findall(evidence))
+    missing = [y for y in dict.fromkeys(_YEAR.findall(question)) if y not in said]
+    return f"the passages found never mention {' or '.join(missing)}" if missing else ""
+
+
+def evidence_gap(question: str, evidence: str) -> str:
+    """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
+    whatever the reader found: a year the question names that they never mention (:func:`year_gap`), or
+    a country an amount, number or date question asks about that they never name (:func:`place_gap`);
+    "" when neither."""
+    return year_gap(question, evidence) or place_gap(question, evidence)
+
+
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:
     """(start, end) in ``sentence`` of its one candidate answer of ``kind`` (see :func:`expected_type`)
     that the question does not already hold; None when there is none or more than one."""
     asked = collapse_ws(question).lower()
-    wanted = {"date"} if kind == "date" and _DAY_QUESTION.search(question) else ANSWERS[kind]
+    wanted = ({"date"} if kind == "date" and _DAY_QUESTION.search(question) else
+              {"number", "percent"} if kind == "number" and _COUNT_QUESTION.search(question) else ANSWERS[kind])
     found = [(a, b) for t, a, b in answer_candidates(sentence, SHORT_TYPES)
              if t in wanted and collapse_ws(sentence[a:b]).lower() not in asked]
     return found[0] if len(found) == 1 else None

@@ -68,6 +68,15 @@ def search_text(question: str) -> str:
     return s or question
 
 
+def query_tokens(text: str) -> list[str]:
+    """The lexical search terms of a question: its own, and the name of each country it names only by an
+    adjective ("Finnish head of government" also searches "Finland"; the stemmer cannot join the two)."""
+    from .cues import countries_named
+
+    tokens = tokenize(text)
+    return tokens + [t for c in sorted(countries_named(text)) for t in tokenize(c) if t not in tokens]
+
+
 class Assistant:
     def __init__(self, settings: Settings, data: IndexData, embedder=None, chat=None, engine=None) -> None:
         self.settings = settings
@@ -172,7 +181,7 @@ class Assistant:
         q = clean_question(question, self.settings.max_question_chars)
         text = search_text(q.text)
         qvec = self._encode(text) if mode != "lexical" else None
-        return search(self.data, qvec, tokenize(text), k, mode, self.settings.fusion, docs=docs, engine=self.engine)
+        return search(self.data, qvec, query_tokens(text), k, mode, self.settings.fusion, docs=docs, engine=self.engine)
 
     def standalone(
         self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None, chat=None
@@ -228,7 +237,7 @@ class Assistant:
             if rewritten != q.text:
                 original, q = q.text, replace(q, text=clean_question(rewritten, self.settings.max_question_chars).text)
         text = search_text(q.text)
-        qtokens = tokenize(text)
+        qtokens = query_tokens(text)
         qvec = self._encode(text)  # also used to score sentences in lexical mode
         hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion, docs=docs,
                       engine=self.engine)
@@ -277,7 +286,7 @@ class Assistant:
         """The LLM's answer, verified; the extractive one with a notice if the model cannot answer.
         Every message made of the server's text goes through rag.generate.redact (no key, no password)."""
         from .answer import not_in_documents
-        from .cues import place_gap, typed_gap
+        from .cues import evidence_gap, typed_gap
         from .generate import (REFUSAL, WITHHELD, build_messages, empty_reply_notice, failure_notice, redact, stream_text,
                                text_without_markers, verification_notices, verify)
 
@@ -316,8 +325,8 @@ class Assistant:
         why: str | None = None  # withheld when set ("" = no reason to give)
         if reading is not None and reading.answerable < self.reader.threshold(strictness):
             why = ""
-        elif reading is not None and (gap := place_gap(search_text(extractive.question), cited_text(v.citations))):
-            why = gap  # as for extractive answers: the cited passages never name the country asked about
+        elif reading is not None and (gap := evidence_gap(search_text(extractive.question), cited_text(v.citations))):
+            why = gap  # as for extractive answers: the cited passages never name the year or country asked about
         elif reading is not None and short is None:
             # The typed cues as for extractive answers: an amount, number or date question with no short
             # answer is withheld unless the model's answer holds one and the cited passages likely answer it.
@@ -370,29 +379,34 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
 def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed: Composed,
                  short: ShortAnswer | None, question: str, text: str, answerable: float,
                  strictness: str) -> tuple[Composed, ShortAnswer | None]:
-    """Typed cues (rag.cues) after the reader, for questions that ask for an amount, a number, a date or a
-    country. Without a confident short answer, the assistant abstains on an amount, number or date
+    """Typed cues (rag.cues) after the reader. Any question naming a year its cited passages never
+    mention is abstained on, and so is an amount, number or date question about a country they never
+    name. Without a confident short answer, the assistant abstains on an amount, number or date
     question, saying why, unless the quoted sentences hold an answer of that kind and the reader is
     fairly sure. An answer that stands, and a country question whose reader span names no country, gets
     the one candidate of that kind in its first quoted sentence (not one the question already has) as its
     short answer, when there is exactly one (else none). Measured on held-out data in the README ("Typed
     cues")."""
     from .answer import not_in_documents
-    from .cues import expected_type, holds_type, place_gap, typed_answer, typed_gap
+    from .cues import evidence_gap, expected_type, holds_type, typed_answer, typed_gap, wrong_kind
     from .generate import text_without_markers
     from .text import collapse_ws
 
-    kind = expected_type(text)
-    if kind is None or not scored:
+    if not scored:
         return composed, short
-    if short is not None and kind == "money" and not holds_type(kind, short.text, text):
-        short = None  # "How much budget money ...?" answered "50" (guards): no amount, no short answer
-    # "How many officers in Moldova?" answered from passages that never name Moldova, whatever the reader
-    # found; then a number question without a short answer whose quotes hold no number
-    why = place_gap(text, cited_text(composed.citations)) or (
-        "" if short is not None else typed_gap(text, text_without_markers(composed.answer), answerable, strictness))
+    kind = expected_type(text)
+    if short is not None and wrong_kind(text, short.text):
+        short = None  # "How much budget money ...?" answered "50" (guards), "How many ...?" answered an amount
+    # "What did the 2020 Pact propose?" or "How many officers in Moldova?" answered from passages that never
+    # mention 2020 or Moldova, whatever the reader found; then a number question without a short answer
+    # whose quotes hold no number
+    why = evidence_gap(text, cited_text(composed.citations)) or (
+        "" if short is not None or kind is None else
+        typed_gap(text, text_without_markers(composed.answer), answerable, strictness))
     if why:
         return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
+    if kind is None:
+        return composed, short
     # A country question answered "EU Agencies": the reader's span names no country of rag.text's list, and
     # its sentence names exactly one other. Otherwise the reader's span stands: the list is not every country
     # ever ("Dutch Republic"), and for numbers and dates overriding the reader lost SQuAD held-out EM/F1
