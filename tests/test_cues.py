@@ -155,6 +155,17 @@ def test_evidence_gap_gives_the_year_first_then_the_country():
     assert evidence_gap(q, "488 officers in Moldova in 2021") == ""
 
 
+def test_evidence_gap_wants_the_year_in_the_quoted_sentences_when_given():
+    # curated q229: the passage mentions 2022 ("in 2022 and 2023", Egypt); the quoted sentence is about 2023-24
+    q = "What was the total Frontex budget for the year 2022?"
+    passage = "Total of EUR 110 million allocated in 2022 and 2023. In 2023, EUR 35 million and around EUR 30 million in Q1 2024."
+    assert evidence_gap(q, passage) == ""
+    assert evidence_gap(q, passage, "In 2023, EUR 35 million and around EUR 30 million in Q1 2024.") == (
+        "the sentences found never mention 2022")
+    # the cited passage's section path or title counts: "Action Plan December 2022"
+    assert evidence_gap(q, passage, "EUR 30 million\nAnnex › Central Mediterranean Action Plan December 2022") == ""
+
+
 def test_thresholds_exist_for_every_strictness_and_grow_with_it():
     assert set(TYPED_MIN_ANSWERABLE) == set(STRICTNESS)
     values = [TYPED_MIN_ANSWERABLE[s] for s in STRICTNESS]  # lenient, balanced, strict
@@ -208,11 +219,13 @@ def test_a_number_about_a_country_the_cited_passages_never_name_is_abstained(ass
      "relocated person?", "2020"),
     ("What did the European Court of Auditors conclude about EU return policy in its 2021 report?", "2021"),
     ("Which countries signed the 2016 EU-Turkey statement on migration?", "2016"),
+    # curated q229: its passage mentions 2022 (Egypt's border budget), its quoted sentence is about 2023 and 2024
+    ("What was the total Frontex budget for the year 2022?", "2022"),
 ])
 def test_a_question_about_a_year_the_cited_passages_never_mention_is_abstained(assistant, question, year):
     ans = assistant.ask(question)
     assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
-    assert ans.message == f"The documents do not say: {question.rstrip('?')}? (the passages found never mention {year})"
+    assert ans.message == f"The documents do not say: {question.rstrip('?')}? (the sentences found never mention {year})"
     assert ans.passages
 
 

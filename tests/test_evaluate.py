@@ -698,7 +698,7 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     # the reader). With the two-seed soup and quotes that keep their short answer: accuracy 0.929,
     # citation support 0.954, abstention recall 0.595, short F1 0.822, short fact 0.882. With the year,
     # count and day cues and the country search terms: R@1 0.898, accuracy 0.934, false abstention 0.005,
-    # abstention recall 0.811 (out of corpus 0.875, near-miss 0.714), short F1 0.827, short fact 0.891.
+    # abstention recall 0.838 (out of corpus 1.000, near-miss 0.714), short F1 0.827, short fact 0.891.
     report = run_eval(real_settings, QA_PATH, rows=("hybrid",), include_langchain=False, assistant=assistant)
     assert list(report.rows) == ["hybrid"]  # no LangChain row when include_langchain=False
     row = report.rows["hybrid"]
@@ -709,6 +709,6 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     assert row["answer_accuracy"] >= 0.92, measured
     assert row["citation_support"] >= 0.93, measured
     assert row["false_abstention"] <= 0.03, measured
-    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.75, row
-    assert row["abstention_out-of-corpus"] >= 0.75 and row["abstention_near-miss"] >= 0.6, row
+    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.8, row
+    assert row["abstention_out-of-corpus"] >= 0.85 and row["abstention_near-miss"] >= 0.6, row
     assert row["short_f1"] >= 0.79 and row["short_fact"] >= 0.86 and row["short_offsets_ok"] == 1.0, row

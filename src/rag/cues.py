@@ -228,22 +228,26 @@ def place_gap(question: str, evidence: str) -> str:
 _YEAR = re.compile(r"(?<![\d.,])(?:1\d{3}|20\d{2})(?![\d]|[.,]\d|'?s\b)")
 
 
-def year_gap(question: str, evidence: str) -> str:
-    """Why passages (``evidence``: their text, section paths and titles) that never mention a year the
-    question names do not answer it ("" when they mention every one, or the question names none): "What
-    did the 2020 Pact propose ...?" quoting a passage about today's Pact. Any kind of question: SQuAD 2.0's
-    unanswerable questions often swap a year (measured in the README, "Typed cues")."""
+def year_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` (cited passages: their text, section paths and titles; or the quoted sentences
+    with those section paths and titles) that never mentions a year the question names does not answer it
+    ("" when it mentions every one, or the question names none): "What did the 2020 Pact propose ...?"
+    quoting a passage about today's Pact. Any kind of question: SQuAD 2.0's unanswerable questions often
+    swap a year (measured in the README, "Typed cues"). ``where`` names the evidence in the reason."""
     said = set(_YEAR.findall(evidence))
     missing = [y for y in dict.fromkeys(_YEAR.findall(question)) if y not in said]
-    return f"the passages found never mention {' or '.join(missing)}" if missing else ""
+    return f"{where} never mention {' or '.join(missing)}" if missing else ""
 
 
-def evidence_gap(question: str, evidence: str) -> str:
+def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
     """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
-    whatever the reader found: a year the question names that they never mention (:func:`year_gap`), or
-    a country an amount, number or date question asks about that they never name (:func:`place_gap`);
-    "" when neither."""
-    return year_gap(question, evidence) or place_gap(question, evidence)
+    whatever the reader found: a year the question names that they never mention, or that the quoted
+    sentences never mention when ``quoted`` is given (those sentences with the cited passages' section
+    paths and titles: "How many in 1598?" quoting a sentence about 1562, from a passage that mentions 1598
+    elsewhere; :func:`year_gap`); or a country an amount, number or date question asks about that they
+    never name (:func:`place_gap`). "" when neither."""
+    years = year_gap(question, evidence) if quoted is None else year_gap(question, quoted, "the sentences found")
+    return years or place_gap(question, evidence)
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:

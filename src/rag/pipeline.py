@@ -397,10 +397,11 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     kind = expected_type(text)
     if short is not None and wrong_kind(text, short.text):
         short = None  # "How much budget money ...?" answered "50" (guards), "How many ...?" answered an amount
-    # "What did the 2020 Pact propose?" or "How many officers in Moldova?" answered from passages that never
-    # mention 2020 or Moldova, whatever the reader found; then a number question without a short answer
-    # whose quotes hold no number
-    why = evidence_gap(text, cited_text(composed.citations)) or (
+    # "What did the 2020 Pact propose?" or "How many officers in Moldova?" answered from sentences that never
+    # mention 2020 or passages that never name Moldova, whatever the reader found; then a number question
+    # without a short answer whose quotes hold no number
+    quoted = "\n".join([text_without_markers(composed.answer)] + [f"{c.title}\n{c.section}" for c in composed.citations])
+    why = evidence_gap(text, cited_text(composed.citations), quoted) or (
         "" if short is not None or kind is None else
         typed_gap(text, text_without_markers(composed.answer), answerable, strictness))
     if why:
