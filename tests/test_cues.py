@@ -191,8 +191,20 @@ def test_thresholds_exist_for_every_strictness_and_grow_with_it():
     ("How much will the European Centre against Migrant Smuggling at Europol cost per year?",
      "no passage gives the amount asked for"),
     ("On what date will the 4th EU-Egypt migration dialogue take place?", "no passage gives the date asked for"),
+    # a country the cited passages never name: curated q137 was answered "488" (Western Balkans)
+    ("How many Frontex officers are currently deployed in Moldova?", "no passage about Moldova gives the number asked for"),
+    ("How many Frontex staff are deployed in Lithuania?", "no passage about Lithuania gives the number asked for"),
+    # a year the quoted sentences never mention: curated q227, q231, q234 (out of corpus; before, quotes about
+    # today's Pact, returns and the Statement) and q229 (its passage mentions 2022 for Egypt's border budget,
+    # its quoted sentence is about 2023 and 2024)
+    ("What did the Commission's 2020 New Pact on Migration and Asylum propose for solidarity contributions per "
+     "relocated person?", "the sentences found never mention 2020"),
+    ("What did the European Court of Auditors conclude about EU return policy in its 2021 report?",
+     "the sentences found never mention 2021"),
+    ("Which countries signed the 2016 EU-Turkey statement on migration?", "the sentences found never mention 2016"),
+    ("What was the total Frontex budget for the year 2022?", "the sentences found never mention 2022"),
 ])
-def test_number_questions_the_passages_do_not_answer_are_abstained(assistant, question, why):
+def test_questions_the_passages_do_not_answer_are_abstained_with_the_reason(assistant, question, why):
     ans = assistant.ask(question)
     assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
     assert ans.message == f"The documents do not say: {question.rstrip('?')}? ({why})"
@@ -201,38 +213,9 @@ def test_number_questions_the_passages_do_not_answer_are_abstained(assistant, qu
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("question, place", [
-    ("How many Frontex officers are currently deployed in Moldova?", "Moldova"),  # curated q137: "488" (Western Balkans)
-    ("How many Frontex staff are deployed in Lithuania?", "Lithuania"),
-])
-def test_a_number_about_a_country_the_cited_passages_never_name_is_abstained(assistant, question, place):
-    ans = assistant.ask(question)
-    assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
-    assert ans.message == f"The documents do not say: {question.rstrip('?')}? (no passage about {place} gives the number asked for)"
-    assert ans.passages
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("question, year", [
-    # curated q227, q231, q234 (out of corpus): before, quotes about today's Pact, returns and the Statement
-    ("What did the Commission's 2020 New Pact on Migration and Asylum propose for solidarity contributions per "
-     "relocated person?", "2020"),
-    ("What did the European Court of Auditors conclude about EU return policy in its 2021 report?", "2021"),
-    ("Which countries signed the 2016 EU-Turkey statement on migration?", "2016"),
-    # curated q229: its passage mentions 2022 (Egypt's border budget), its quoted sentence is about 2023 and 2024
-    ("What was the total Frontex budget for the year 2022?", "2022"),
-])
-def test_a_question_about_a_year_the_cited_passages_never_mention_is_abstained(assistant, question, year):
-    ans = assistant.ask(question)
-    assert ans.abstained and ans.short_answer is None and not ans.citations, ans.answer
-    assert ans.message == f"The documents do not say: {question.rstrip('?')}? (the sentences found never mention {year})"
-    assert ans.passages
-
-
-@pytest.mark.slow
-def test_a_year_the_passages_mention_is_answered(assistant):
-    ans = assistant.ask("How many interceptions did the Tunisian Coast Guard record in 2022?")
-    assert not ans.abstained and "2022" in ans.answer
+def test_a_year_the_quoted_sentence_mentions_is_answered(assistant):
+    ans = assistant.ask("How much was the 2022 Mauritanian action on territorial control and border-area stability worth?")
+    assert not ans.abstained and "2022" in ans.answer and ans.short_answer.text == "EUR 10.5"
 
 
 @pytest.mark.slow
