@@ -3,8 +3,8 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import (TYPED_MIN_ANSWERABLE, countries_named, evidence_gap, expected_type, holds_type, place_gap, typed_answer,
-                      typed_gap, wrong_kind, year_gap)
+from rag.cues import (TYPED_MIN_ANSWERABLE, countries_named, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
+                      typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -148,11 +148,41 @@ def test_year_gap(question, evidence, why):
     assert year_gap(question, evidence) == why
 
 
+@pytest.mark.parametrize("question, evidence, gap", [
+    # SQuAD-style near-misses: a negation inserted into an answerable question
+    ("What do coastal beroids have that other ctenophores have?", "Coastal beroids have tentacles.", False),
+    ("What do coastal beroids not have that other ctenophores have?", "Three coastal genera have tentacles.", True),
+    ("Which genus never has cydippid-like larvae?", "All modern ctenophores have cydippid-like larvae.", True),
+    ("What couldn't the Parliament legislate on?", "The Parliament legislates on health.", True),
+    ("Who no longer sits in the Council?", "Sweden sits in the Council.", True),
+    # the sentences say something is not so: a negation, a lack, a refusal, an exception
+    ("What do coastal beroids not have?", "Beroids, unlike other ctenophores, have no tentacles.", False),
+    ("What is one property that 1 does not have?", "The primes have several properties that the number 1 lacks.", False),
+    ("What persons were not allowed to settle?", "The crown's refusal to allow non-Catholics to settle.", False),
+    ("Which genus does not have cydippid-like larvae?", "All modern ctenophores except the beroids have them.", False),
+    ("Why haven't talks with Bosnia started?", "Talks have started with Serbia.", False),  # a why question: reasons
+    ("Which problems can be solved, whether or not they are hard?", "Computability theory studies them.", False),
+    ("How many guards were deployed?", "50 guards were deployed.", False),  # no negation asked
+])
+def test_negation_gap(question, evidence, gap):
+    why = negation_gap(question, evidence)
+    assert bool(why) is gap
+    assert not why or why == "the question asks what is not so; the passages found say nothing of the kind"
+
+
 def test_evidence_gap_gives_the_year_first_then_the_country():
     q = "How many officers were deployed in Moldova in 2021?"
     assert evidence_gap(q, "488 officers in the Western Balkans in 2023") == "the passages found never mention 2021"
     assert evidence_gap(q, "488 officers in the Western Balkans in 2021") == "no passage about Moldova gives the number asked for"
     assert evidence_gap(q, "488 officers in Moldova in 2021") == ""
+
+
+def test_evidence_gap_checks_a_negation_in_the_quoted_sentences_when_given():
+    q = "What do coastal beroids not have that other ctenophores have?"
+    passage = "Beroids have no tentacles. Coastal genera have a large mouth."
+    assert evidence_gap(q, passage) == ""  # the passage says what they do not have
+    assert evidence_gap(q, passage, "Coastal genera have a large mouth.") == (
+        "the question asks what is not so; the sentences found say nothing of the kind")
 
 
 def test_evidence_gap_wants_the_year_in_the_quoted_sentences_when_given():
@@ -203,6 +233,11 @@ def test_thresholds_exist_for_every_strictness_and_grow_with_it():
      "the sentences found never mention 2021"),
     ("Which countries signed the 2016 EU-Turkey statement on migration?", "the sentences found never mention 2016"),
     ("What was the total Frontex budget for the year 2022?", "the sentences found never mention 2022"),
+    # a negation inserted into answerable questions (curated q001 and q002 answer "50" and "Orpo")
+    ("How many European border guards were not deployed to Finland?",
+     "the question asks what is not so; the sentences found say nothing of the kind"),
+    ("Which Finnish head of government did von der Leyen not assure of EU backing?",
+     "the question asks what is not so; the sentences found say nothing of the kind"),
 ])
 def test_questions_the_passages_do_not_answer_are_abstained_with_the_reason(assistant, question, why):
     ans = assistant.ask(question)

@@ -314,6 +314,13 @@ def test_a_number_about_a_country_its_cited_passages_never_name_is_withheld(assi
     assert ans.message.endswith("(no passage about Moldova gives the number asked for)")
 
 
+def test_an_answer_to_a_negated_question_its_cited_passages_never_negate_is_withheld(assistant):
+    q = "Which Finnish head of government did von der Leyen not assure of EU backing?"
+    ans = assistant.ask(q, k=K, answer="llm", chat=fake("She did not assure Prime Minister Orpo [1]."))
+    assert ans.abstained and ans.answer == "" and ans.citations == () and WITHHELD in ans.notices
+    assert ans.message.endswith("(the question asks what is not so; the passages found say nothing of the kind)")
+
+
 def test_an_answer_about_a_year_its_cited_passages_never_mention_is_withheld(assistant):
     # curated q227: the reader alone would let the model's answer stand (answerable over the threshold)
     q = ("What did the Commission's 2020 New Pact on Migration and Asylum propose for solidarity contributions per "

@@ -11,8 +11,10 @@ reader (README, "Typed cues"):
 - an amount, number or date question about a country that the cited passages (text, section path,
   title) never name is abstained on (:func:`place_gap`): "How many officers are deployed in Moldova?"
   is not answered by the Western Balkans' figure;
-- any question about a year that the cited passages never mention is abstained on (:func:`year_gap`):
-  "What did the 2020 Pact propose ...?" is not answered by a passage about the 2023 Pact.
+- any question about a year that the quoted sentences never mention is abstained on (:func:`year_gap`):
+  "What did the 2020 Pact propose ...?" is not answered by a passage about the 2023 Pact;
+- a question about what is not so, answered by sentences that say nothing in the negative, is
+  abstained on (:func:`negation_gap`): "What do beroids not have?" is not answered by what they have.
 
 Plain regular expressions, English only. A question of another kind (who, what, which, why) expects
 nothing here and is left to the reader.
@@ -239,15 +241,40 @@ def year_gap(question: str, evidence: str, where: str = "the passages found") ->
     return f"{where} never mention {' or '.join(missing)}" if missing else ""
 
 
+# a question about what is not so ("What do beroids not have ...?"); "whether or not" asks nothing negative
+_NEGATED = re.compile(r"\b(?:not|never|no longer|cannot|neither|nor)\b|n't\b", re.I)
+_NOT_NEGATED = re.compile(r"\b(?:whether or not|may or may not|or not)\b", re.I)
+# what says something is not so: a negation, a lack, a refusal, an exception, a failure, a ban
+_NEGATIVE = re.compile(r"\b(?:not|never|no|none|nor|neither|nothing|nobody|without|cannot|unable|unlike|unknown|"
+                       r"unwilling|unsuccessful\w*|lack\w*|refus\w*|except|impossible|instead|rather|fail\w*|"
+                       r"den(?:y|ied|ies)|absen\w*|oppos\w*|against|reject\w*|avoid\w*|prevent\w*|ban\w*|forb\w*|"
+                       r"prohibit\w*|only|exclud\w*|outside|less|few|little)\b|n't\b|\bnon-", re.I)
+_WHY = re.compile(r"^\W*why\b", re.I)
+
+
+def negation_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` that says nothing in the negative does not answer a question about what is not so
+    ("What do coastal beroids not have ...?" quoting a sentence about what they have; "" otherwise).
+    SQuAD 2.0's unanswerable questions often insert a negation (README, "Typed cues"). Not "why"
+    questions, whose answers are reasons stated positively. ``where`` names the evidence in the reason."""
+    q = _NOT_NEGATED.sub(" ", question)
+    if _WHY.match(q) or not _NEGATED.search(q) or _NEGATIVE.search(evidence):
+        return ""
+    return f"the question asks what is not so; {where} say nothing of the kind"
+
+
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
     """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
     whatever the reader found: a year the question names that they never mention, or that the quoted
     sentences never mention when ``quoted`` is given (those sentences with the cited passages' section
     paths and titles: "How many in 1598?" quoting a sentence about 1562, from a passage that mentions 1598
     elsewhere; :func:`year_gap`); or a country an amount, number or date question asks about that they
-    never name (:func:`place_gap`). "" when neither."""
-    years = year_gap(question, evidence) if quoted is None else year_gap(question, quoted, "the sentences found")
-    return years or place_gap(question, evidence)
+    never name (:func:`place_gap`); or a question about what is not so that they (or the quoted
+    sentences) answer with nothing in the negative (:func:`negation_gap`). "" when none of these."""
+    if quoted is None:
+        return year_gap(question, evidence) or place_gap(question, evidence) or negation_gap(question, evidence)
+    return (year_gap(question, quoted, "the sentences found") or place_gap(question, evidence)
+            or negation_gap(question, quoted, "the sentences found"))
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:
