@@ -53,7 +53,6 @@ _DATE_QUESTION = re.compile(r"^\W*(?:(?:and|but|so|since|until|till|by|from) )?w
                             r"where|why|how)\b)|\b(?:what|which) (?:year|date|month|day|century|decade)\b", re.I)
 # "On what date ...?": a year or a month alone does not answer it
 _DAY_QUESTION = re.compile(r"\b(?:what|which) (?:date|day)\b", re.I)
-
 _DIGITS = r"\d(?:[\d,.]*\d)?"  # "73 185", "6.4", "2023" (not the full stop after it)
 _NUMBER = re.compile(rf"{_DIGITS}|\b{_NUMBER_WORDS}\b", re.I)
 _DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\b|"

@@ -326,7 +326,7 @@ class Assistant:
         if reading is not None and reading.answerable < self.reader.threshold(strictness):
             why = ""
         elif reading is not None and (gap := evidence_gap(search_text(extractive.question), cited_text(v.citations))):
-            why = gap  # as for extractive answers: the cited passages never name the year or country asked about
+            why = gap  # as for extractive answers: a year, a country or a negation the cited passages lack
         elif reading is not None and short is None:
             # The typed cues as for extractive answers: an amount, number or date question with no short
             # answer is withheld unless the model's answer holds one and the cited passages likely answer it.
@@ -379,8 +379,9 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
 def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed: Composed,
                  short: ShortAnswer | None, question: str, text: str, answerable: float,
                  strictness: str) -> tuple[Composed, ShortAnswer | None]:
-    """Typed cues (rag.cues) after the reader. Any question naming a year its cited passages never
-    mention is abstained on, and so is an amount, number or date question about a country they never
+    """Typed cues (rag.cues) after the reader. Any question naming a year its quoted sentences never
+    mention is abstained on, and so is a question about what is not so that they answer with nothing in
+    the negative, and an amount, number or date question about a country the cited passages never
     name. Without a confident short answer, the assistant abstains on an amount, number or date
     question, saying why, unless the quoted sentences hold an answer of that kind and the reader is
     fairly sure. An answer that stands, and a country question whose reader span names no country, gets
@@ -397,13 +398,14 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     kind = expected_type(text)
     if short is not None and wrong_kind(text, short.text):
         short = None  # "How much budget money ...?" answered "50" (guards), "How many ...?" answered an amount
-    # "What did the 2020 Pact propose?" or "How many officers in Moldova?" answered from sentences that never
-    # mention 2020 or passages that never name Moldova, whatever the reader found; then a number question
-    # without a short answer whose quotes hold no number
-    quoted = "\n".join([text_without_markers(composed.answer)] + [f"{c.title}\n{c.section}" for c in composed.citations])
+    # "What did the 2020 Pact propose?", "What do beroids not have?" or "How many officers in Moldova?"
+    # answered from sentences that never mention 2020 or say nothing in the negative, or from passages that
+    # never name Moldova, whatever the reader found; then a number question without a short answer whose
+    # quotes hold no number
+    said = text_without_markers(composed.answer)
+    quoted = "\n".join([said] + [f"{c.title}\n{c.section}" for c in composed.citations])
     why = evidence_gap(text, cited_text(composed.citations), quoted) or (
-        "" if short is not None or kind is None else
-        typed_gap(text, text_without_markers(composed.answer), answerable, strictness))
+        "" if short is not None or kind is None else typed_gap(text, said, answerable, strictness))
     if why:
         return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
     if kind is None:
