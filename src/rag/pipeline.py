@@ -315,7 +315,8 @@ class Assistant:
         # The same verifier as extractive answers: do the passages the model cited answer the question?
         cited = [h for h in hits if any(c.doc == h.chunk.doc_id and c.start == h.chunk.start and c.end == h.chunk.end
                                         for c in v.citations)]
-        reading = self.read(search_text(extractive.question), cited) if cited else None
+        asked = search_text(extractive.question)
+        reading = self.read(asked, cited) if cited else None
         answerable = extractive.answerable if reading is None else reading.answerable
         short = extractive.short_answer
         if short is not None and not any(c.doc == short.doc and c.start <= short.start and short.end <= c.end
@@ -325,12 +326,12 @@ class Assistant:
         why: str | None = None  # withheld when set ("" = no reason to give)
         if reading is not None and reading.answerable < self.reader.threshold(strictness):
             why = ""
-        elif reading is not None and (gap := evidence_gap(search_text(extractive.question), cited_text(v.citations))):
+        elif reading is not None and (gap := evidence_gap(asked, cited_text(v.citations))):
             why = gap  # as for extractive answers: a year, a country or a negation the cited passages lack
         elif reading is not None and short is None:
             # The typed cues as for extractive answers: an amount, number or date question with no short
             # answer is withheld unless the model's answer holds one and the cited passages likely answer it.
-            gap = typed_gap(search_text(extractive.question), text_without_markers(v.answer), answerable, strictness)
+            gap = typed_gap(asked, text_without_markers(v.answer), answerable, strictness)
             why = gap or None
         if why is not None:
             notices.append(WITHHELD)
@@ -403,7 +404,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     # never name Moldova, whatever the reader found; then a number question without a short answer whose
     # quotes hold no number
     said = text_without_markers(composed.answer)
-    quoted = "\n".join([said] + [f"{c.title}\n{c.section}" for c in composed.citations])
+    quoted = "\n".join([said] + [f"{c.title}\n{c.section}" for c in composed.citations])  # with the passages' heads
     why = evidence_gap(text, cited_text(composed.citations), quoted) or (
         "" if short is not None or kind is None else typed_gap(text, said, answerable, strictness))
     if why:
