@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import (TYPED_MIN_ANSWERABLE, countries_named, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
+from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
                       typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
@@ -326,3 +326,32 @@ def test_short_answer_source_survives_json_and_defaults_to_the_reader():
     assert cue.to_json()["source"] == "cue" and ShortAnswer.from_json(cue.to_json()) == cue
     old = {"text": "50", "doc": "letter.txt", "start": 1, "end": 3, "score": 0.9}  # written before "source"
     assert ShortAnswer.from_json(old).source == "reader"
+
+
+@pytest.mark.parametrize("sentence, span, whole", [
+    ("The revocation of the Edict of Nantes in 1685 ended it.", "Nantes", "Edict of Nantes"),
+    ("Environmental activist Julia Butterfly Hill lived in a tree.", "Butterfly Hill", "Julia Butterfly Hill"),
+    ("It is maintained as the Manakin Episcopal Church, a shrine.", "Manakin Episcopal", "Manakin Episcopal Church"),
+    ("These became a foundational text for the US Library of Congress.", "Congress", "US Library of Congress"),
+    # titles, places after a name, amounts, months and other kinds of span stay as the reader found them
+    ("As I have reassured Prime Minister Orpo, Finland can rely on us.", "Orpo", "Orpo"),
+    ("The ES Minister of Interior Grande-Madaska could join.", "Grande-Madaska", "Grande-Madaska"),
+    ("He fled with Duke Richard II of Normandy.", "Normandy", "Normandy"),
+    ("Additional funding for Egypt of EUR 115 million under the programme.", "EUR 115 million", "EUR 115 million"),
+    ("In November Serbia adopted a plan.", "Serbia", "Serbia"),
+    ("It was seized by NASA's CALIPSO satellite.", "CALIPSO", "CALIPSO"),
+    ("The border guards, 50 in all, arrived.", "50", "50"),
+])
+def test_a_short_answer_cutting_a_name_is_completed_to_the_whole_name(sentence, span, whole):
+    a = sentence.index(span)
+    s, e = complete_name(sentence, a, a + len(span), 0, len(sentence))
+    assert sentence[s:e] == whole
+
+
+def test_name_completion_stays_inside_the_sentence_and_its_line():
+    text = "Written by Julia.\nButterfly Hill lived there. Then Anne Frank wrote."
+    a = text.index("Butterfly")
+    assert complete_name(text, a, a + len("Butterfly Hill"), a, text.index(" Then")) == (a, a + len("Butterfly Hill"))
+    b = text.index("Frank")  # the sentence bound stops "Anne" from being taken
+    assert complete_name(text, b, b + 5, b, len(text)) == (b, b + 5)
+    assert complete_name(text, b, b + 5, text.index("Then"), len(text)) == (text.index("Anne"), b + 5)

@@ -302,3 +302,51 @@ def answer_candidates(sentence: str, types: Sequence[tuple[str, re.Pattern]] = C
             taken.append((s, e))
             out.append((kind, s, e))
     return out
+
+
+# A short answer that cuts a proper name ("Butterfly Hill" of "Julia Butterfly Hill", "Nantes" of "Edict
+# of Nantes") is completed to the whole name. Titles, months, number words and possessives are not part
+# of a name here ("Prime Minister Orpo" stays "Orpo"), and an amount ("EUR 115 million") is no name.
+_TITLES = frozenset("""king queen duke duchess prince princess count countess earl lord lady sir landgrave
+president vice-president prime minister ministers commissioner commissioners archeologist archaeologist general
+admiral pope saint st. dr. mr. mrs. ms. professor bishop emperor empress chancellor governor senator judge
+justice""".split())
+_NOT_NAME = _TITLES | frozenset(m.lower() for m in MONTH[3:-1].split("|")) | frozenset(
+    """the a an in on at by for from it this that these those its his her their our as of and or but when while
+    after before during with to into upon since under over one two three four five six seven eight nine ten
+    eleven twelve hundred thousand million billion""".split())
+_NAME_WORD = re.compile(r"[A-Z][\w'’.\-]*")
+_ROMAN = re.compile(r"[IVX]+")
+_TRAIL = ",.;:)!?\"'”’"
+
+
+def _name_word(w: str) -> bool:
+    return (bool(_NAME_WORD.fullmatch(w)) and w.lower() not in _NOT_NAME and not re.search(r"\d|['’]s?$", w))
+
+
+def complete_name(text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
+    """``text[start:end]`` widened to the whole proper name it cuts, within ``text[lo:hi]`` (its
+    sentence) and its line: adjacent capitalised words on either side, and "X of" before it ("Edict of
+    Nantes"; not "Richard II of Normandy" from "Normandy", nor "Minister of Interior X" from "X"). A span
+    that is not all name words ("EUR 115 million", "Prime Minister Orpo") is returned as it is."""
+    words = text[start:end].split()
+    if not words or "\n" in text[start:end] or not all(_name_word(w) or w == "of" for w in words) \
+            or not (_name_word(words[0]) and _name_word(words[-1])):
+        return start, end
+    while m := re.match(r"[ ]+(\S+)", text[end:hi]):  # capitalised words after it
+        w = m.group(1)
+        bare = w.rstrip(_TRAIL)
+        if not bare or not _name_word(bare):
+            break
+        end += m.start(1) + len(bare)
+        if bare != w:  # "Julia Butterfly Hill," ends the name
+            break
+    while m := re.search(r"(?:(\S+)[ ]+(of)|(\S+))[ ]+$", text[lo:start]):  # capitalised words, or "X of", before it
+        head = m.group(1) or m.group(3)
+        if head != head.rstrip(_TRAIL) or not _name_word(head) or (m.group(2) and _ROMAN.fullmatch(head)):
+            break
+        before = text[lo:lo + m.start()].split()[-1:]
+        if not before or (not m.group(2) and before == ["of"]):
+            break  # not the sentence's first word ("Then Anne Frank"), nor "Interior" of "Minister of Interior X"
+        start = lo + m.start()
+    return start, end

@@ -362,7 +362,9 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     answer's first, cited sentence). Otherwise the sentences stay as scored and there is no short
     answer. The reader's sentence goes first even when the sentence scorer ranked it lower: on held-out
     questions that raised answer accuracy (curated third 0.905 -> 0.919) and short answers (SQuAD
-    held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three)."""
+    held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three). A span that
+    cuts a proper name is completed to the whole name (:func:`rag.cues.complete_name`)."""
+    from .cues import complete_name
     from .text import collapse_ws
 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
@@ -371,10 +373,12 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     if i is None or best.end > scored[i].end:  # the span must sit inside one sentence
         return scored, None
     doc = hits[best.rank].chunk.doc_id
-    text = collapse_ws(data.docs[doc].text[best.start:best.end])
+    original = data.docs[doc].text
+    start, end = complete_name(original, best.start, best.end, scored[i].start, scored[i].end)
+    text = collapse_ws(original[start:end])
     if not text or len(text.split()) > SHORT_MAX_WORDS:
         return scored, None
-    return [scored[i]] + scored[:i] + scored[i + 1:], ShortAnswer(text, doc, best.start, best.end, best.conf)
+    return [scored[i]] + scored[:i] + scored[i + 1:], ShortAnswer(text, doc, start, end, best.conf)
 
 
 def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed: Composed,
