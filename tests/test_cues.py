@@ -62,6 +62,14 @@ def test_expected_type(question, kind):
     ("date", "4th migration dialogue in 2024 date tbc.", "On what date will the dialogue take place?", False),
     ("date", "The dialogue takes place on 12 March 2024.", "On what date will the dialogue take place?", True),
     ("date", "General Question Time takes place on Thursdays.", "On what day does Question Time take place?", True),
+    # "In what year / century / decade ...?" wants that period, not any date
+    ("date", "The Camisards rose in the early 18th century.", "In what year did the Camisards organize?", False),
+    ("date", "The Edict of Nantes was revoked in 1685.", "In what year was the edict revoked?", True),
+    ("date", "It was first described in the 2nd century BCE.", "In what year was it first described?", True),
+    ("date", "The history of the steam engine goes back to 1331.", "In what century did it begin?", False),
+    ("date", "It began in the 1st century AD.", "In what century did it begin?", True),
+    ("date", "Louis XIV started his reign in 1643.", "In what decade did Louis XIV start his reign?", False),
+    ("date", "Aircraft making has been a major industry since the 1920s.", "Since which decade?", True),
     # "How many ...?" asks for a count: the numbers of an amount, a date or a year are not one
     ("number", "Total of EUR 110 million allocated in 2022 and 2023 to the coast guard.", "How many interceptions in 2023?", False),
     ("number", "A roundtable was conducted on 7 June in Cairo.", "How many work visas were issued?", False),
@@ -88,6 +96,16 @@ def test_holds_type(kind, text, question, holds):
     ("How much budget money for Finland?", "50", True),
     ("How much funding did Egypt receive?", "EUR 110 million", False),
     ("When was it signed?", "EUR 110 million", False),  # dates: overriding the reader did not pay
+    # but a year, a century or a decade is asked for by name
+    ("In what year did the Camisards organize?", "18th century", True),
+    ("In what year was Andrew Lortie born?", "André Lortie", True),
+    ("About what year was the atmospheric engine invented?", "3.5 billion years ago", True),
+    ("In what year were the first experiments on combustion?", "2nd century BCE", False),
+    ("By what year would the rainforest be lost?", "2100", False),
+    ("In what century did the history of the steam engine begin?", "1331", True),
+    ("In what century did it begin?", "the 1st century AD", False),
+    ("In what decade did Louis XIV start his reign?", "1643", True),
+    ("In what decade did the industry start?", "the 1640s", False),
 ])
 def test_wrong_kind(question, span, wrong):
     assert wrong_kind(question, span) is wrong

@@ -53,6 +53,14 @@ _DATE_QUESTION = re.compile(r"^\W*(?:(?:and|but|so|since|until|till|by|from) )?w
                             r"where|why|how)\b)|\b(?:what|which) (?:year|date|month|day|century|decade)\b", re.I)
 # "On what date ...?": a year or a month alone does not answer it
 _DAY_QUESTION = re.compile(r"\b(?:what|which) (?:date|day)\b", re.I)
+# "In what year ...?" wants a year ("1685", "2nd century BCE" for antiquity), "Which century ...?" a century,
+# "Which decade ...?" a decade: not "18th century", "1643" or a name
+_PERIOD_QUESTION = re.compile(r"\b(?:what|which) (year|century|decade)\b", re.I)
+_PERIOD = {
+    "year": re.compile(r"(?<![\d.,])\d{3,4}(?!\d|[.,]\d)|\b(?:BC|AD|BCE|CE|B\.C|A\.D)\b"),
+    "century": re.compile(r"\bcentur(?:y|ies)\b|\b\d{1,2}00s\b|\b\d{1,2}(?:st|nd|rd|th)\b", re.I),
+    "decade": re.compile(r"\b\d{0,3}0s\b|\b(?:twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties)\b", re.I),
+}
 _DIGITS = r"\d(?:[\d,.]*\d)?"  # "73 185", "6.4", "2023" (not the full stop after it)
 _NUMBER = re.compile(rf"{_DIGITS}|\b{_NUMBER_WORDS}\b", re.I)
 _DATE = re.compile(rf"{_DIGITS}|\b{MONTH}\b|\b(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)\b|"
@@ -126,11 +134,16 @@ def holds_type(kind: str, text: str, question: str = "") -> bool:
     """Does ``text`` hold a candidate answer of ``kind`` (see :func:`expected_type`) that is not already
     in the question? ("How many were lodged in 2023?" is not answered by a sentence whose only number is 2023.)
     Dates are read generously (a month, a year, "during the war", "after"): an answer like "after the
-    Edict of Nantes" is a date answer too, but "On what date ...?" wants a day ("16 July", "Thursdays").
+    Edict of Nantes" is a date answer too, but "On what date ...?" wants a day ("16 July", "Thursdays"),
+    "In what year ...?" a year, "Which century ...?" a century and "Which decade ...?" a decade.
     The number of an amount of money, of a date or a year is no answer to "How many ...?"."""
     if kind == "number" and _COUNT_QUESTION.search(question):
         return bool(_counts(text, question, keep_years=False))
-    rx = (_DAY_OR_DATE if kind == "date" and _DAY_QUESTION.search(question) else _CANDIDATE[kind])
+    rx = _CANDIDATE[kind]
+    if kind == "date" and (period := _PERIOD_QUESTION.search(question)):
+        rx = _PERIOD[period.group(1).lower()]
+    elif kind == "date" and _DAY_QUESTION.search(question):
+        rx = _DAY_OR_DATE
     asked = {m.group().lower() for m in rx.finditer(question)}
     return any(m.group().lower() not in asked for m in rx.finditer(text))
 
@@ -141,7 +154,7 @@ def wrong_kind(question: str, span: str) -> bool:
     roundtable" for "How many work visas ...?"; a number word such as "several" or a year-like number
     such as "2000" kilometres may count)."""
     kind = expected_type(question)
-    if kind == "money":
+    if kind == "money" or (kind == "date" and _PERIOD_QUESTION.search(question)):
         return not holds_type(kind, span, question)
     return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
 
