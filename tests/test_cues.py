@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
+from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
                       typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
@@ -373,3 +373,33 @@ def test_name_completion_stays_inside_the_sentence_and_its_line():
     b = text.index("Frank")  # the sentence bound stops "Anne" from being taken
     assert complete_name(text, b, b + 5, b, len(text)) == (b, b + 5)
     assert complete_name(text, b, b + 5, text.index("Then"), len(text)) == (text.index("Anne"), b + 5)
+
+
+@pytest.mark.parametrize("heading, question, answer", [
+    ("Central Mediterranean Action Plan December 2022", "When did the Central Mediterranean action plan come out?", "December 2022"),
+    ("Atlantic and Western Mediterranean Action Plan April 2023",
+     "When did the EU issue its action plan for the Atlantic/Western Med route?", "April 2023"),  # 4 of its 5 words
+    ("Minutes of the Board Meeting 3 May 2024", "When did the board meeting whose minutes these are take place?", "3 May 2024"),
+    # too few of the heading's words named: the heading is not what the question is about
+    ("Atlantic and Western Mediterranean Action Plan April 2023", "When did the action plan start?", None),
+    ("Western Balkans Action Plan December 2022", "When was the readmission agreement with Nigeria signed?", None),
+    ("Border management", "When did border management start?", None),  # no date in it
+    ("Talks of 3 May 2024 and 5 June 2024", "When were the talks held?", None),  # two dates: none
+])
+def test_a_heading_answers_a_date_question_about_what_it_names(heading, question, answer):
+    found = heading_answer("date", heading, question)
+    assert (heading[found[0]:found[1]] if found else None) == answer
+
+
+@pytest.mark.slow
+def test_a_date_only_in_a_heading_is_quoted_from_the_heading_with_its_offsets(assistant, real_text):
+    ans = assistant.ask("When did the Central Mediterranean action plan come out?")
+    assert not ans.abstained and ans.short_answer.text == "DECEMBER 2022" and ans.short_answer.source == "heading"
+    (c,) = ans.citations
+    assert c.section == "Annex › Action Plans" and ans.answer == f"{c.text} [1]"
+    assert " ".join(real_text[c.start:c.end].split()) == c.text == "CENTRAL MEDITERRANEAN ACTION PLAN DECEMBER 2022"
+    s = ans.short_answer
+    assert real_text[s.start:s.end] == s.text and c.start <= s.start < s.end <= c.end and c.highlights == ((c.start, c.end),)
+    # a date the quoted sentences hold still answers from them, not from the heading above
+    ans = assistant.ask("When was the Frontex status agreement with Moldova signed?")
+    assert ans.short_answer.text == "17 March 2022" and ans.short_answer.source == "reader"

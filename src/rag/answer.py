@@ -101,11 +101,12 @@ class ShortAnswer:
     doc: str
     start: int
     end: int
-    #: source "reader": the reader's confidence in this span; "cue": the reader's probability that the
-    #: passages answer the question (the span was picked by its type, see rag.cues)
+    #: source "reader": the reader's confidence in this span; "cue" and "heading": the reader's probability
+    #: that the passages answer the question (the span was picked by its type, see rag.cues)
     score: float
-    #: who picked the span: "reader" (the trained reader) or "cue" (the one amount, number or date of the
+    #: who picked the span: "reader" (the trained reader), "cue" (the one amount, number or date of the
     #: quoted sentence, for a question asking for one that the reader answered without a confident span)
+    #: or "heading" (the one such candidate of a heading the question names; the quote is the heading)
     source: str = "reader"
 
     def to_json(self) -> dict[str, Any]:

@@ -363,3 +363,26 @@ def complete_name(text: str, start: int, end: int, lo: int, hi: int) -> tuple[in
             break  # not the sentence's first word ("Then Anne Frank"), nor "Interior" of "Minister of Interior X"
         start = lo + m.start()
     return start, end
+
+
+# The words of a heading the question must name for the heading's date to answer it ("Eastern
+# Mediterranean Action Plan October 2023" answers "When was the Eastern Mediterranean action plan adopted?")
+_HEADING_STOP = frozenset("""the and for with from into about under over what which when where who whom whose how
+was were did does has have had been being this that these those its their there here are not""".split())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w[:-1] if len(w) > 3 and w.endswith("s") else w
+            for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in _HEADING_STOP}
+
+
+def heading_answer(kind: str, heading: str, question: str) -> tuple[int, int] | None:
+    """(start, end) in ``heading`` (a section title) of its one candidate answer of ``kind`` (see
+    :func:`typed_answer`), when the question names what the heading is about: at least two of the
+    heading's other words, and at least two thirds of them. None otherwise."""
+    found = typed_answer(kind, heading, question)
+    if found is None:
+        return None
+    rest = _content_words(heading[:found[0]] + " " + heading[found[1]:])
+    named = rest & _content_words(question)
+    return found if len(named) >= 2 and 3 * len(named) >= 2 * len(rest) else None

@@ -260,7 +260,7 @@ class Assistant:
         composed = compose(q.text, hits, scored, abstain_below, self.settings.max_answer_words, qtokens, keep)
         if reading is not None and not composed.abstained:
             composed, short = _typed_check(self.data, hits, scored, composed, short, q.text, text, reading.answerable,
-                                           strictness)
+                                           strictness, self.settings.read_k)
         t2 = time.perf_counter()
         result = Answer(
             question=q.text,
@@ -383,7 +383,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
 
 def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored], composed: Composed,
                  short: ShortAnswer | None, question: str, text: str, answerable: float,
-                 strictness: str) -> tuple[Composed, ShortAnswer | None]:
+                 strictness: str, read_k: int = 3) -> tuple[Composed, ShortAnswer | None]:
     """Typed cues (rag.cues) after the reader. Any question naming a year its quoted sentences never
     mention is abstained on, and so is a question about what is not so that they answer with nothing in
     the negative, and an amount, number or date question about a country the cited passages never
@@ -409,8 +409,11 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     # quotes hold no number
     said = text_without_markers(composed.answer)
     quoted = "\n".join([said] + [f"{c.title}\n{c.section}" for c in composed.citations])  # with the passages' heads
-    why = evidence_gap(text, cited_text(composed.citations), quoted) or (
-        "" if short is not None or kind is None else typed_gap(text, said, answerable, strictness))
+    why = evidence_gap(text, cited_text(composed.citations), quoted)
+    if not why and short is None and kind is not None:
+        why = typed_gap(text, said, answerable, strictness)
+        if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:
+            return headed  # "When was the X action plan adopted?": the date is in its heading only
     if why:
         return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
     if kind is None:
@@ -429,6 +432,50 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     if not span or span not in composed.answer.split("[")[0]:  # none, or trimmed out of the quoted sentence
         return composed, short
     return composed, ShortAnswer(span, doc, first.start + found[0], first.start + found[1], answerable, "cue")
+
+
+@lru_cache(maxsize=16)
+def _headings(text: str) -> tuple[tuple[int, int, int, str], ...]:
+    """(start, end, page, display title) of a document's headings, as the chunker saw them."""
+    from .clean import analyse, heading_title
+
+    return tuple((u.start, u.end, u.page, heading_title(text[u.start:u.end])) for u in analyse(text).units
+                 if u.kind == "heading")
+
+
+def _heading_answer(data: IndexData, hits: Sequence[Hit], kind: str, question: str,
+                    answerable: float) -> tuple[Composed, ShortAnswer] | None:
+    """An amount, number or date question that the quoted sentences do not answer, about what a heading
+    above one of the passages read names ("When was the Eastern Mediterranean action plan adopted?" under
+    "EASTERN MEDITERRANEAN ACTION PLAN OCTOBER 2023"): the heading is quoted and cited, with its offsets,
+    and its one candidate of the kind asked for (:func:`rag.cues.heading_answer`) is the short answer.
+    None when no heading of the passages read (deepest first) qualifies."""
+    from .chunk import SECTION_SEP
+    from .cues import heading_answer
+    from .text import collapse_ws
+
+    for hit in hits:
+        c = hit.chunk
+        for depth in range(len(c.section) - 1, -1, -1):
+            found = heading_answer(kind, c.section[depth], question)
+            if found is None:
+                continue
+            text = data.docs[c.doc_id].text
+            unit = next((h for h in reversed(_headings(text)) if h[1] <= c.start and h[3] == c.section[depth]), None)
+            if unit is None:
+                continue
+            start, end, page, _ = unit
+            words = c.section[depth][found[0]:found[1]].split()
+            m = re.search(r"\s+".join(re.escape(w) for w in words), text[start:end], re.I)
+            if m is None:
+                continue
+            quote = collapse_ws(text[start:end])
+            cit = Citation(1, c.doc_id, c.title, page, SECTION_SEP.join(c.section[:depth]), start, end, quote,
+                           round(float(hit.score), 4), ((start, end),))
+            answer = f"{quote} [1]"
+            short = ShortAnswer(collapse_ws(m.group()), c.doc_id, start + m.start(), start + m.end(), answerable, "heading")
+            return Composed(answer, False, answer, (cit,), float(hit.score)), short
+    return None
 
 
 def _load_reader_early(settings: Settings) -> threading.Thread | None:
