@@ -511,3 +511,15 @@ def test_several_sessions_share_one_loaded_index_and_keep_their_own_chats(monkey
     assert [m.name for m in first.chat_message] == ["user", "assistant"]
     assert [m.name for m in second.chat_message] == ["user", "assistant"]
     assert list(third.chat_message) == []  # a new session starts with an empty chat
+
+
+@pytest.mark.slow
+def test_app_shows_a_date_quoted_from_a_heading_bold_inside_its_highlight(monkeypatch, built_index):
+    at = _app(monkeypatch, *built_index)
+    _ask(at, "When did the Central Mediterranean action plan come out?")
+    reply = _last_assistant(at)
+    assert "**Answer: DECEMBER 2022**" in reply.markdown[0].value
+    assert reply.markdown[1].value == r"CENTRAL MEDITERRANEAN ACTION PLAN DECEMBER 2022 \[1\]"  # escaped Markdown
+    quote = reply.expander[0].markdown[0].value
+    assert ":orange-background[" in quote and "**DECEMBER 2022**" in quote
+    assert "Annex › Action Plans" in reply.expander[0].label
