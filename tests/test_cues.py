@@ -391,6 +391,19 @@ def test_a_heading_answers_a_date_question_about_what_it_names(heading, question
     assert (heading[found[0]:found[1]] if found else None) == answer
 
 
+@pytest.mark.parametrize("question, about_it_only", [
+    ("When was the Eastern Mediterranean action plan adopted?", True),  # a word of its own
+    ("When did the Eastern Mediterranean action plan come out?", True),  # two
+    ("When was the Eastern Mediterranean action plan presented to Member States?", False),  # three
+    ("When will the Eastern Mediterranean action plan's follow-up missions be held?", False),  # about more
+    ("When did the EU issue its action plan for the Eastern Med route?", False),  # not all its words
+])
+def test_a_question_about_the_headings_subject_and_nothing_else(question, about_it_only):
+    heading = "Eastern Mediterranean Action Plan October 2023"
+    assert heading_answer("date", heading, question)  # about what the heading names, either way
+    assert (heading_answer("date", heading, question, only=True) is not None) is about_it_only
+
+
 @pytest.mark.slow
 def test_a_date_only_in_a_heading_is_quoted_from_the_heading_with_its_offsets(assistant, real_text):
     ans = assistant.ask("When did the Central Mediterranean action plan come out?")
@@ -400,6 +413,12 @@ def test_a_date_only_in_a_heading_is_quoted_from_the_heading_with_its_offsets(as
     assert " ".join(real_text[c.start:c.end].split()) == c.text == "CENTRAL MEDITERRANEAN ACTION PLAN DECEMBER 2022"
     s = ans.short_answer
     assert real_text[s.start:s.end] == s.text and c.start <= s.start < s.end <= c.end and c.highlights == ((c.start, c.end),)
+    # a question about the heading's subject and nothing else takes the heading's date over the reader's
+    # date of a sentence below it ("7 December 2023", a workshop)
+    ans = assistant.ask("When was the Eastern Mediterranean action plan adopted?")
+    assert (ans.short_answer.text, ans.short_answer.source) == ("OCTOBER 2023", "heading")
     # a date the quoted sentences hold still answers from them, not from the heading above
     ans = assistant.ask("When was the Frontex status agreement with Moldova signed?")
     assert ans.short_answer.text == "17 March 2022" and ans.short_answer.source == "reader"
+    ans = assistant.ask("When will the Western Balkans action plan follow-up missions be held?")
+    assert ans.short_answer.text == "2024" and ans.short_answer.source == "reader"

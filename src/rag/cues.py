@@ -376,13 +376,18 @@ def _content_words(text: str) -> set[str]:
             for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in _HEADING_STOP}
 
 
-def heading_answer(kind: str, heading: str, question: str) -> tuple[int, int] | None:
+def heading_answer(kind: str, heading: str, question: str, only: bool = False) -> tuple[int, int] | None:
     """(start, end) in ``heading`` (a section title) of its one candidate answer of ``kind`` (see
     :func:`typed_answer`), when the question names what the heading is about: at least two of the
-    heading's other words, and at least two thirds of them. None otherwise."""
+    heading's other words, and at least two thirds of them. With ``only``, the question must be about
+    the heading's subject and nothing else: all of those words, and at most two words of its own ("When
+    was the Eastern Mediterranean action plan adopted?", "... come out?"). None otherwise."""
     found = typed_answer(kind, heading, question)
     if found is None:
         return None
     rest = _content_words(heading[:found[0]] + " " + heading[found[1]:])
-    named = rest & _content_words(question)
+    asked = _content_words(question)
+    named = rest & asked
+    if only:
+        return found if len(named) >= 2 and named == rest and len(asked - rest) <= 2 else None
     return found if len(named) >= 2 and 3 * len(named) >= 2 * len(rest) else None

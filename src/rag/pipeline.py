@@ -418,6 +418,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
         return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
     if kind is None:
         return composed, short
+    if kind == "date" and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable, only=True)) is not None:
+        return headed  # about the heading's subject and nothing else: its date, not one of the text below it
     # A country question answered "EU Agencies": the reader's span names no country of rag.text's list, and
     # its sentence names exactly one other. Otherwise the reader's span stands: the list is not every country
     # ever ("Dutch Republic"), and for numbers and dates overriding the reader lost SQuAD held-out EM/F1
@@ -444,12 +446,13 @@ def _headings(text: str) -> tuple[tuple[int, int, int, str], ...]:
 
 
 def _heading_answer(data: IndexData, hits: Sequence[Hit], kind: str, question: str,
-                    answerable: float) -> tuple[Composed, ShortAnswer] | None:
+                    answerable: float, only: bool = False) -> tuple[Composed, ShortAnswer] | None:
     """An amount, number or date question that the quoted sentences do not answer, about what a heading
     above one of the passages read names ("When was the Eastern Mediterranean action plan adopted?" under
     "EASTERN MEDITERRANEAN ACTION PLAN OCTOBER 2023"): the heading is quoted and cited, with its offsets,
     and its one candidate of the kind asked for (:func:`rag.cues.heading_answer`) is the short answer.
-    None when no heading of the passages read (deepest first) qualifies."""
+    ``only``: the question is about the heading's subject and nothing else (see the function). None when
+    no heading of the passages read (deepest first) qualifies."""
     from .chunk import SECTION_SEP
     from .cues import heading_answer
     from .text import collapse_ws
@@ -457,7 +460,7 @@ def _heading_answer(data: IndexData, hits: Sequence[Hit], kind: str, question: s
     for hit in hits:
         c = hit.chunk
         for depth in range(len(c.section) - 1, -1, -1):
-            found = heading_answer(kind, c.section[depth], question)
+            found = heading_answer(kind, c.section[depth], question, only)
             if found is None:
                 continue
             text = data.docs[c.doc_id].text
