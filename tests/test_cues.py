@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
+from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
                       typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
@@ -422,3 +422,16 @@ def test_a_date_only_in_a_heading_is_quoted_from_the_heading_with_its_offsets(as
     assert ans.short_answer.text == "17 March 2022" and ans.short_answer.source == "reader"
     ans = assistant.ask("When will the Western Balkans action plan follow-up missions be held?")
     assert ans.short_answer.text == "2024" and ans.short_answer.source == "reader"
+
+
+@pytest.mark.parametrize("question, evidence, gap", [
+    ("Parliament typically sits from February to late what?", "It sits from early January to late June.", "February"),
+    ("How many were intercepted in October 2023?", "In November 2023, 3 022 operations took place.", "October"),
+    ("What was signed in July 2023?", "The MoU was signed on 16 July.", ""),
+    ("What was agreed in September?", "Signed on 15 Sept 2023.", ""),  # abbreviated
+    ("When was the plan adopted?", "EASTERN MEDITERRANEAN ACTION PLAN OCTOBER 2023", ""),  # no month asked
+    ("What may the Commission propose in 2024?", "The Commission will propose a roadmap.", ""),  # "May" is no month here
+    ("When was the Central Mediterranean plan, of December 2022, reviewed?", "CENTRAL MEDITERRANEAN ACTION PLAN DECEMBER 2022", ""),
+])
+def test_a_month_the_passages_never_mention(question, evidence, gap):
+    assert month_gap(question, evidence) == (f"the passages found never mention {gap}" if gap else "")

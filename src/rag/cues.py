@@ -253,6 +253,19 @@ def year_gap(question: str, evidence: str, where: str = "the passages found") ->
     return f"{where} never mention {' or '.join(missing)}" if missing else ""
 
 
+# a month a question names ("in July 2023"; not "May", which may be the verb)
+_MONTH_NAMED = re.compile(r"\b(January|February|March|April|June|July|August|September|October|November|December)\b")
+
+
+def month_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` (cited passages: text, section paths and titles) that never mentions a month the
+    question names does not answer it ("How many were lodged in October 2023?" quoting passages about
+    November); "" otherwise. A month may be abbreviated ("Sept", "Jul") or in capitals."""
+    missing = [m for m in dict.fromkeys(_MONTH_NAMED.findall(question))
+               if not re.search(rf"\b{m[:3]}", evidence, re.I)]
+    return f"{where} never mention {' or '.join(missing)}" if missing else ""
+
+
 # a question about what is not so ("What do beroids not have ...?"); "whether or not" asks nothing negative
 _NEGATED = re.compile(r"\b(?:not|never|no longer|cannot|neither|nor)\b|n't\b", re.I)
 _NOT_NEGATED = re.compile(r"\b(?:whether or not|may or may not|or not)\b", re.I)
@@ -280,13 +293,15 @@ def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str
     whatever the reader found: a year the question names that they never mention, or that the quoted
     sentences never mention when ``quoted`` is given (those sentences with the cited passages' section
     paths and titles: "How many in 1598?" quoting a sentence about 1562, from a passage that mentions 1598
-    elsewhere; :func:`year_gap`); or a country an amount, number or date question asks about that they
+    elsewhere; :func:`year_gap`); or a month the question names that they never mention
+    (:func:`month_gap`); or a country an amount, number or date question asks about that they
     never name (:func:`place_gap`); or a question about what is not so that they (or the quoted
     sentences) answer with nothing in the negative (:func:`negation_gap`). "" when none of these."""
     if quoted is None:
-        return year_gap(question, evidence) or place_gap(question, evidence) or negation_gap(question, evidence)
-    return (year_gap(question, quoted, "the sentences found") or place_gap(question, evidence)
-            or negation_gap(question, quoted, "the sentences found"))
+        return (year_gap(question, evidence) or month_gap(question, evidence) or place_gap(question, evidence)
+                or negation_gap(question, evidence))
+    return (year_gap(question, quoted, "the sentences found") or month_gap(question, evidence)
+            or place_gap(question, evidence) or negation_gap(question, quoted, "the sentences found"))
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:
