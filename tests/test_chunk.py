@@ -393,3 +393,8 @@ def test_real_place_label_item_is_under_its_place(real_chunks):
     c = _only(real_chunks, "Senegal: Decision before end 2023")
     assert c.section[-1] in ("Senegal", NEXT_STEPS)
     assert "Senegal" in c.section
+
+
+def test_real_letter_keeps_its_signature_in_the_last_letter_passage(real_chunks):
+    (last,) = [c for c in real_chunks if "Yours sincerely," in c.text]
+    assert last.section == ("Letter",) and last.text.endswith("Yours sincerely, Ursula von der Leyen")

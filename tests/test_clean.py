@@ -297,3 +297,13 @@ def test_heading_title(raw, title):
 )
 def test_place_label(item, label):
     assert place_label(item) == label
+
+
+@pytest.mark.parametrize("close", ["Yours sincerely,", "Yours faithfully,", "Kind regards,", "Best regards", "Sincerely,"])
+def test_a_signature_after_a_complimentary_close_is_text_not_a_heading(close):
+    text = f"It is only through unity that we can achieve this.\n\n{close}\n\nUrsula von der Leyen\n\nANNEX\n\nThe annex text follows here."
+    units = [(u.kind, text[u.start:u.end]) for u in analyse(text).units]
+    assert ("text", "Ursula von der Leyen") in units and ("heading", "ANNEX") in units
+    # without the close, a short capitalised line on its own is still a heading
+    plain = "It is only through unity that we can achieve this.\n\nUrsula von der Leyen\n\nThe annex text follows here."
+    assert ("heading", "Ursula von der Leyen") in [(u.kind, plain[u.start:u.end]) for u in analyse(plain).units]

@@ -421,3 +421,11 @@ def test_min_conf_is_where_the_short_answers_given_average_half_right():
     assert choose_min_conf(probes + curated)[0] == 0.4
     table = choose_min_conf(probes)[1]
     assert [(lo, n) for lo, n, _ in table if n] == [(0.15, 20), (0.4, 4), (0.6, 4), (0.9, 10)]
+
+
+@pytest.mark.slow
+def test_who_wrote_the_letter_is_answered_from_its_signature(assistant, real_text):
+    ans = assistant.ask("Who wrote the letter?")
+    s = ans.short_answer
+    assert not ans.abstained and s.text == "Ursula von der Leyen" and real_text[s.start:s.end] == s.text
+    assert real_text[:s.start].rstrip().endswith("Yours sincerely,")

@@ -160,11 +160,18 @@ def _marker(s: str) -> str | None:
     return None
 
 
+# a letter's complimentary close: the line after it is the signature, not a heading
+_CLOSING = re.compile(r"^(?:yours (?:sincerely|faithfully|truly)|sincerely(?: yours)?|(?:with )?(?:kind|best|warm)(?:est)? "
+                      r"(?:regards|wishes)|regards|respectfully(?: yours)?)\W*$", re.I)
+
+
 def _looks_like_heading(ln: _Line, prev: _Line | None, nxt: _Line | None, prev_unit_closed: bool) -> bool:
     s = ln.text
     words = s.split()
     if not (1 <= len(words) <= 12) or s.endswith(_TERMINAL) or _marker(s):
         return False
+    if prev is not None and _CLOSING.match(prev.text.strip()):
+        return False  # "Yours sincerely," then the signature: "Ursula von der Leyen" is who wrote it
     if not (s[0].isupper() or s[0].isdigit()):
         return False
     if not (ln.blank_before or ln.page_break_before or prev is None or prev_unit_closed):
