@@ -429,3 +429,10 @@ def test_who_wrote_the_letter_is_answered_from_its_signature(assistant, real_tex
     s = ans.short_answer
     assert not ans.abstained and s.text == "Ursula von der Leyen" and real_text[s.start:s.end] == s.text
     assert real_text[:s.start].rstrip().endswith("Yours sincerely,")
+
+
+@pytest.mark.slow
+def test_a_question_spelling_out_the_letters_acronym_finds_the_passage_using_it(assistant):
+    assert assistant.long_forms["memorandum of understanding"] == "MoU"
+    ans = assistant.ask("When was the EU's memorandum of understanding with Tunisia signed?")
+    assert ans.short_answer.text == "16 July" and "the MoU was signed on 16 July" in ans.answer

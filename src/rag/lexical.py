@@ -51,6 +51,70 @@ def tokenize(text: str) -> list[str]:
     return _stemmer().stemWords(words)
 
 
+# Acronyms a document spells out ("MoU" and "Memorandum of Understanding"), so a question that spells
+# one out also searches the acronym the passages use. An acronym: 3 to 8 letters, 2 or more capitals,
+# used in running text (a lower-case word nearby; not an all-caps heading word). A long form: 2 to 7
+# capitalised words on one line, with "of", "and", ... between, whose initials spell it (with or
+# without the small words'), in the same document; an acronym with two different long forms is left out.
+_ACRONYM = re.compile(r"\b[A-Z][A-Za-z]{2,8}\b")
+_SMALL = frozenset("of and for the on in to against de".split())
+_LONG_WORD = re.compile(r"[A-Za-z][\w'’\-]*")
+_MONTHS = frozenset("january february march april may june july august september october november december".split())
+
+
+def _acronyms(text: str) -> set[str]:
+    out = set()
+    for m in _ACRONYM.finditer(text):
+        a = m.group()
+        a = a[:-1] if a.endswith("s") else a  # "ASOPs"
+        if 3 <= len(a) <= 8 and sum(c.isupper() for c in a) >= 2 and re.search(
+                r"\b[a-z]{3,}\b", text[max(0, m.start() - 40):m.end() + 40]):
+            out.add(a)
+    return out
+
+
+def _capitalised(word: str) -> bool:
+    return word[0].isupper() and sum(c.isupper() for c in word) == 1 and word.lower() not in _MONTHS
+
+
+def long_forms(texts: Iterable[str]) -> dict[str, str]:
+    """Long form (lower case, single spaces) -> acronym, for the acronyms each text spells out itself."""
+    found: dict[str, set[str]] = {}
+    for text in texts:
+        by_initials: dict[str, set[str]] = {}
+        for a in _acronyms(text):
+            by_initials.setdefault(a.lower(), set()).add(a)
+        if not by_initials:
+            continue
+        for line in text.splitlines():
+            words = _LONG_WORD.findall(line)
+            for i, first in enumerate(words):
+                if not _capitalised(first):
+                    continue
+                for n in range(2, 8):
+                    seg = words[i:i + n]
+                    if len(seg) < n or not all(_capitalised(w) or w.lower() in _SMALL for w in seg):
+                        break
+                    if not _capitalised(seg[-1]):
+                        continue
+                    caps = "".join(w[0] for w in seg if _capitalised(w)).lower()
+                    every = "".join(w[0] for w in seg).lower()
+                    for a in by_initials.get(caps, set()) | by_initials.get(every, set()):
+                        found.setdefault(a, set()).add(" ".join(w.lower() for w in seg))
+    out = {}
+    for a, forms in found.items():
+        if len({f.rstrip("s") for f in forms}) == 1:
+            out.update({f: a for f in forms})
+    return out
+
+
+def acronym_tokens(question: str, forms: dict[str, str]) -> list[str]:
+    """The tokens of the acronyms whose long forms ``question`` spells out ("memorandum of understanding"
+    -> "mou")."""
+    q = f" {' '.join(re.findall(r'[a-z]+', question.lower()))} "
+    return [t for form, a in forms.items() if f" {form} " in q for t in tokenize(a)]
+
+
 class LexicalIndex:
     """BM25 over chunk search texts, plus document frequencies for answer scoring."""
 

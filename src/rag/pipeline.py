@@ -68,13 +68,22 @@ def search_text(question: str) -> str:
     return s or question
 
 
-def query_tokens(text: str) -> list[str]:
-    """The lexical search terms of a question: its own, and the name of each country it names only by an
-    adjective ("Finnish head of government" also searches "Finland"; the stemmer cannot join the two)."""
+#: Above this many characters of documents in all, acronyms are not read from them (a few seconds at
+#: the first question; see Assistant.long_forms).
+LONG_FORMS_MAX_CHARS = 5_000_000
+
+
+def query_tokens(text: str, forms: dict[str, str] | None = None) -> list[str]:
+    """The lexical search terms of a question: its own, the name of each country it names only by an
+    adjective ("Finnish head of government" also searches "Finland"; the stemmer cannot join the two),
+    and the acronym of each long form in ``forms`` (:func:`rag.lexical.long_forms`) it spells out
+    ("memorandum of understanding" also searches "MoU")."""
     from .cues import countries_named
+    from .lexical import acronym_tokens
 
     tokens = tokenize(text)
-    return tokens + [t for c in sorted(countries_named(text)) for t in tokenize(c) if t not in tokens]
+    extra = [t for c in sorted(countries_named(text)) for t in tokenize(c)] + acronym_tokens(text, forms or {})
+    return tokens + [t for t in dict.fromkeys(extra) if t not in tokens]
 
 
 class Assistant:
@@ -89,6 +98,20 @@ class Assistant:
         self._reader = None
         self._reader_loading: threading.Thread | None = None  # set by load(): the reader loading early
         self._encode = lru_cache(maxsize=1024)(self._encode_raw)  # per assistant: repeated questions are free
+        self._long_forms: dict[str, str] | None = None
+
+    @property
+    def long_forms(self) -> dict[str, str]:
+        """The acronyms the documents spell out (:func:`rag.lexical.long_forms`), read from the documents at
+        first use (about 10 ms for the default letter, 90 ms for 15 SQuAD articles); none for documents of
+        more than :data:`LONG_FORMS_MAX_CHARS` in all, or an index too large to hold them in memory."""
+        if self._long_forms is None:
+            from .lexical import long_forms
+
+            docs = self.data.docs
+            small = isinstance(docs, dict) and sum(len(d.text) for d in docs.values()) <= LONG_FORMS_MAX_CHARS
+            self._long_forms = long_forms(d.text for d in docs.values()) if small else {}
+        return self._long_forms
 
     @classmethod
     def load(cls, settings: Settings | None = None, check_fresh: bool = True, embedder=None) -> "Assistant":
@@ -181,7 +204,8 @@ class Assistant:
         q = clean_question(question, self.settings.max_question_chars)
         text = search_text(q.text)
         qvec = self._encode(text) if mode != "lexical" else None
-        return search(self.data, qvec, query_tokens(text), k, mode, self.settings.fusion, docs=docs, engine=self.engine)
+        return search(self.data, qvec, query_tokens(text, self.long_forms), k, mode, self.settings.fusion, docs=docs,
+                      engine=self.engine)
 
     def standalone(
         self, question: str, history: Sequence[tuple[str, str]] = (), answer: str | None = None, chat=None
@@ -237,7 +261,7 @@ class Assistant:
             if rewritten != q.text:
                 original, q = q.text, replace(q, text=clean_question(rewritten, self.settings.max_question_chars).text)
         text = search_text(q.text)
-        qtokens = query_tokens(text)
+        qtokens = query_tokens(text, self.long_forms)
         qvec = self._encode(text)  # also used to score sentences in lexical mode
         hits = search(self.data, qvec if mode != "lexical" else None, qtokens, k, mode, self.settings.fusion, docs=docs,
                       engine=self.engine)
