@@ -398,3 +398,9 @@ def test_real_place_label_item_is_under_its_place(real_chunks):
 def test_real_letter_keeps_its_signature_in_the_last_letter_passage(real_chunks):
     (last,) = [c for c in real_chunks if "Yours sincerely," in c.text]
     assert last.section == ("Letter",) and last.text.endswith("Yours sincerely, Ursula von der Leyen")
+
+
+def test_a_letters_signature_is_shown_and_read_but_not_searched(real_chunks):
+    (last,) = [c for c in real_chunks if "Yours sincerely," in c.text]
+    assert "Leyen" in last.text and "Leyen" not in last.search_text() and "sincerely" not in last.search_text()
+    assert last.search_text().endswith("It is only through solidarity and unity that we can achieve this.")

@@ -699,7 +699,7 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     # citation support 0.954, abstention recall 0.595, short F1 0.822, short fact 0.882. With the year,
     # count and day cues and the country search terms: R@1 0.898, accuracy 0.934, false abstention 0.005,
     # abstention recall 0.838 (out of corpus 1.000, near-miss 0.714), short F1 0.827, short fact 0.891.
-    # With dates from headings, the signature and acronyms (eighth session): R@1 0.888, accuracy 0.949,
+    # With dates from headings, the signature and acronyms (eighth session): R@1 0.898, accuracy 0.949,
     # citation support 0.964, false abstention 0.000, short F1 0.841, short fact 0.918.
     report = run_eval(real_settings, QA_PATH, rows=("hybrid",), include_langchain=False, assistant=assistant)
     assert list(report.rows) == ["hybrid"]  # no LangChain row when include_langchain=False

@@ -43,9 +43,17 @@ class Chunk:
         return len(self.text.split())
 
     def search_text(self) -> str:
-        """What is embedded and lexically indexed: the section path, then the OCR-repaired text."""
+        """What is embedded and lexically indexed: the section path, then the OCR-repaired text, without a
+        letter's closing signature ("Yours sincerely, Ursula von der Leyen"): it is quoted and read, but a
+        question that names the writer is about what she wrote, not about the signature."""
         path = self.section_path
-        return f"{path}: {search_form(self.text)}" if path else search_form(self.text)
+        body = search_form(_SIGNATURE.sub("", self.text))
+        return f"{path}: {body}" if path else body
+
+
+# a letter's complimentary close and the signature after it, at the end of a passage
+_SIGNATURE = re.compile(r"\s*\b(?:yours (?:sincerely|faithfully|truly)|sincerely(?: yours)?|(?:with )?(?:kind|best|warm)(?:est)? "
+                        r"(?:regards|wishes)|regards|respectfully(?: yours)?)\W+[^.!?]{1,80}$", re.I)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def _typed(manifest: Mapping[str, Any] | Manifest, index_dir: Path | str = "") -
 #: built by another version are stale, so `rag index` rebuilds them. Edits that change no output (a
 #: docstring, a refactor) keep it, and keep every index fresh. ``tests/test_index.py`` fails when the
 #: output changes and this does not.
-PIPELINE_VERSION = "3"
+PIPELINE_VERSION = "4"
 
 
 def _settings_fingerprint(settings: Settings) -> dict[str, Any]:
