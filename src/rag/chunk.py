@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .clean import Layout, Unit, analyse, heading_title, place_label
+from .clean import CLOSE, Layout, Unit, analyse, heading_title, place_label
 from .text import collapse_ws, search_form
 from .load import Document
 from .settings import ChunkSettings
@@ -52,8 +52,7 @@ class Chunk:
 
 
 # a letter's complimentary close and the signature after it, at the end of a passage
-_SIGNATURE = re.compile(r"\s*\b(?:yours (?:sincerely|faithfully|truly)|sincerely(?: yours)?|(?:with )?(?:kind|best|warm)(?:est)? "
-                        r"(?:regards|wishes)|regards|respectfully(?: yours)?)\W+[^.!?]{1,80}$", re.I)
+_SIGNATURE = re.compile(rf"\s*\b{CLOSE}\W+[^.!?]{{1,80}}$", re.I)
 
 
 # ---------------------------------------------------------------------------------------------

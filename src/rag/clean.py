@@ -160,9 +160,10 @@ def _marker(s: str) -> str | None:
     return None
 
 
-# a letter's complimentary close: the line after it is the signature, not a heading
-_CLOSING = re.compile(r"^(?:yours (?:sincerely|faithfully|truly)|sincerely(?: yours)?|(?:with )?(?:kind|best|warm)(?:est)? "
-                      r"(?:regards|wishes)|regards|respectfully(?: yours)?)\W*$", re.I)
+#: a letter's complimentary close ("Yours sincerely,"): the line after it is the signature, not a heading
+CLOSE = (r"(?:yours (?:sincerely|faithfully|truly)|sincerely(?: yours)?|(?:with )?(?:kind|best|warm)(?:est)? "
+         r"(?:regards|wishes)|regards|respectfully(?: yours)?)")
+_CLOSING = re.compile(rf"^{CLOSE}\W*$", re.I)
 
 
 def _looks_like_heading(ln: _Line, prev: _Line | None, nxt: _Line | None, prev_unit_closed: bool) -> bool:

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .text import fold
+from .text import MONTHS, fold
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are aren't as at be because been before being
@@ -59,7 +59,7 @@ def tokenize(text: str) -> list[str]:
 _ACRONYM = re.compile(r"\b[A-Z][A-Za-z]{2,8}\b")
 _SMALL = frozenset("of and for the on in to against de".split())
 _LONG_WORD = re.compile(r"[A-Za-z][\w'’\-]*")
-_MONTHS = frozenset("january february march april may june july august september october november december".split())
+_MONTHS = frozenset(m.lower() for m in MONTHS[3:-1].split("|"))
 
 
 def _acronyms(text: str) -> set[str]:
