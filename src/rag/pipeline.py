@@ -415,8 +415,10 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     question, saying why, unless the quoted sentences hold an answer of that kind and the reader is
     fairly sure. An answer that stands, and a country question whose reader span names no country, gets
     the one candidate of that kind in its first quoted sentence (not one the question already has) as its
-    short answer, when there is exactly one (else none). Measured on held-out data in the README ("Typed
-    cues")."""
+    short answer, when there is exactly one (else none). A question that the quoted sentences would be
+    abstained on, or a date question about a heading's subject and nothing else, is answered from that
+    heading when one above the passages read names what it asks about (:func:`_heading_answer`).
+    Measured on held-out data in the README ("Typed cues")."""
     from .answer import not_in_documents
     from .cues import evidence_gap, expected_type, holds_type, typed_answer, typed_gap, wrong_kind
     from .generate import text_without_markers
