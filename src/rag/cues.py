@@ -380,15 +380,9 @@ def complete_name(text: str, start: int, end: int, lo: int, hi: int) -> tuple[in
     return start, end
 
 
-# The words of a heading the question must name for the heading's date to answer it ("Eastern
-# Mediterranean Action Plan October 2023" answers "When was the Eastern Mediterranean action plan adopted?")
-_HEADING_STOP = frozenset("""the and for with from into about under over what which when where who whom whose how
-was were did does has have had been being this that these those its their there here are not""".split())
-
-
-def _content_words(text: str) -> set[str]:
-    return {w[:-1] if len(w) > 3 and w.endswith("s") else w
-            for w in re.findall(r"[a-z]+", text.lower()) if len(w) > 2 and w not in _HEADING_STOP}
+# A heading answers a question that names what it is about ("Eastern Mediterranean Action Plan October
+# 2023" answers "When was the Eastern Mediterranean action plan adopted?"), compared as search terms
+# (rag.lexical.tokenize: stop words dropped, words stemmed)
 
 
 def heading_answer(kind: str, heading: str, question: str, only: bool = False) -> tuple[int, int] | None:
@@ -400,8 +394,10 @@ def heading_answer(kind: str, heading: str, question: str, only: bool = False) -
     found = typed_answer(kind, heading, question)
     if found is None:
         return None
-    rest = _content_words(heading[:found[0]] + " " + heading[found[1]:])
-    asked = _content_words(question)
+    from .lexical import tokenize
+
+    rest = set(tokenize(heading[:found[0]] + " " + heading[found[1]:]))
+    asked = set(tokenize(question))
     named = rest & asked
     if only:
         return found if len(named) >= 2 and named == rest and len(asked - rest) <= 2 else None
