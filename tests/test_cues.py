@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      typed_answer, typed_gap, wrong_kind, year_gap)
+                      pair_name, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -106,6 +106,15 @@ def test_holds_type(kind, text, question, holds):
     ("In what century did it begin?", "the 1st century AD", False),
     ("In what decade did Louis XIV start his reign?", "1643", True),
     ("In what decade did the industry start?", "the 1640s", False),
+    # a quantity wants a number; a name wants no bare number
+    ("By what percentage did irregular departures from Sfax fall?", "Sfax", True),
+    ("By what percentage did arrivals fall?", "27%", False),
+    ("What share of return decisions is enforced?", "a third", False),
+    ("Which three Member States joined the Talent Partnerships?", "9", True),
+    ("Which organisation obtained the first authorisations?", "940", True),
+    ("Who signed the letter?", "1", True),
+    ("Which organisation obtained the first authorisations?", "IOM Niger", False),
+    ("How many Member States now take part, after the countries that joined?", "9", False),  # a count
 ])
 def test_wrong_kind(question, span, wrong):
     assert wrong_kind(question, span) is wrong
@@ -256,6 +265,11 @@ def test_thresholds_exist_for_every_strictness_and_grow_with_it():
      "the question asks what is not so; the sentences found say nothing of the kind"),
     ("Which Finnish head of government did von der Leyen not assure of EU backing?",
      "the question asks what is not so; the sentences found say nothing of the kind"),
+    # a legal step the quoted sentence never takes (before, "7 November": the latest round of negotiations;
+    # "15 September 2023": the day Albania's agreement was signed)
+    ("When was the Frontex status agreement with Serbia signed?", "nothing in the sentence found says when it was signed"),
+    ("When did the new Frontex status agreement with Albania enter into force?",
+     "nothing in the sentence found says when it entered into force"),
 ])
 def test_questions_the_passages_do_not_answer_are_abstained_with_the_reason(assistant, question, why):
     ans = assistant.ask(question)
@@ -303,6 +317,16 @@ def test_number_and_date_questions_the_passages_answer_still_are(assistant):
     assert assistant.ask("How many European border guards were deployed to Finland?").short_answer.text == "50"
     ans = assistant.ask("When did Egyptian officials visit Frontex's headquarters?")
     assert not ans.abstained and "October" in ans.answer
+
+
+@pytest.mark.slow
+def test_a_date_question_about_a_legal_step_gets_that_steps_date(assistant, real_text):
+    """The annex's "Signed on 24 October 2022 and entered into force on 1 April 2023": the reader's span was
+    the second date for both questions."""
+    for q, date in (("On what date was North Macedonia's Frontex Status Agreement signed?", "24 October 2022"),
+                    ("When did North Macedonia's Frontex Status Agreement enter into force?", "1 April 2023")):
+        s = assistant.ask(q).short_answer
+        assert s is not None and s.text == date and " ".join(real_text[s.start:s.end].split()) == date, q
 
 
 @pytest.mark.parametrize("kind, sentence, question, answer", [
@@ -435,3 +459,49 @@ def test_a_date_only_in_a_heading_is_quoted_from_the_heading_with_its_offsets(as
 ])
 def test_a_month_the_passages_never_mention(question, evidence, gap):
     assert month_gap(question, evidence) == (f"the passages found never mention {gap}" if gap else "")
+
+
+@pytest.mark.parametrize("question, sentence, span, pair", [
+    ("Which two countries' operational arrangement is held up as out-of-the-box thinking?",
+     "the operational arrangement between Italy and Albania.", "Albania", "Italy and Albania"),
+    ("What two women were defying the pharaoh?", "Shiphrah and Puah defied the pharaoh.", "Shiphrah", "Shiphrah and Puah"),
+    ("What two women were defying the pharaoh?", "the midwives Shiphrah and Puah, who", "Puah", "Shiphrah and Puah"),
+    # not asked for two, or not a name, or already a pair: as it was
+    ("Which country's arrangement?", "between Italy and Albania.", "Albania", "Albania"),
+    ("What two things were adopted?", "between Italy and the rest of them.", "Italy", "Italy"),
+    ("What two areas were first?", "Amsterdam and the area of West Frisia", "West Frisia", "West Frisia"),
+])
+def test_a_question_asking_for_two_gets_the_pair_of_names(question, sentence, span, pair):
+    at = sentence.index(span)
+    start, end = pair_name(question, sentence, at, at + len(span), 0, len(sentence))
+    assert sentence[start:end] == pair
+
+
+@pytest.mark.parametrize("question, evidence, gap", [
+    ("When was the Frontex status agreement with Serbia signed?", "Serbia: latest round of negotiations took place on "
+     "7 November.", "nothing in the sentence found says when it was signed"),
+    ("When did the agreement with Albania enter into force?", "Albania: Signed on 15 September 2023.",
+     "nothing in the sentence found says when it entered into force"),
+    ("On what date will the EU-Nigeria readmission agreement be signed?", "13 rounds of negotiation have taken place.",
+     "nothing in the sentence found says when it was signed"),
+    ("When did it enter into force?", "Signed on 24 October 2022 and entered into force on 1 April 2023", ""),
+    ("When was the memorandum with Tunisia signed?", "The memorandum was signed on 16 July 2023.", ""),
+    ("Who signed the letter?", "Yours sincerely, Ursula von der Leyen", ""),  # only date questions
+    ("When was the plan adopted?", "Plan of October 2023", ""),  # only the legal steps
+])
+def test_a_date_question_about_a_legal_step_needs_that_step(question, evidence, gap):
+    assert step_gap(question, evidence, "the sentence found") == gap
+
+
+@pytest.mark.parametrize("question, span, date", [
+    ("On what date was North Macedonia's Frontex Status Agreement signed?", "1 April 2023", "24 October 2022"),
+    ("When did it enter into force?", "24 October 2022", "1 April 2023"),
+    ("When did it enter into force?", "1 April 2023", "1 April 2023"),
+    ("When did the joint operation start?", "19 April 2023", "19 April 2023"),  # no legal step asked
+])
+def test_the_date_of_the_step_asked_for(question, span, date):
+    sentence = ("North Macedonia: Signed on 24 October 2022 and entered into force on 1 April 2023 Joint Operation "
+                "North Macedonia Land 2023 launched on 19 April 2023.")
+    at = sentence.index(span)
+    start, end = step_date(question, sentence, at, at + len(span))
+    assert sentence[start:end] == date

@@ -148,12 +148,27 @@ def holds_type(kind: str, text: str, question: str = "") -> bool:
     return any(m.group().lower() not in asked for m in rx.finditer(text))
 
 
+# "By what percentage ...?", "What share of ...?": a quantity, which a span without a number is not
+_QUANTITY_QUESTION = re.compile(r"\bwhat (?:percentage|percent|proportion|share|fraction|number|amount|sum)\b|"
+                                r"\bby how much\b", re.I)
+# "Who ...?", "Which country / city / organisation ...?": a name, which a bare number is not
+_NAME_QUESTION = re.compile(r"^\W*who\b|\b(?:which|what) (?:\w+ )?(?:country|countries|member states?|nations?|"
+                            r"partners?|city|cities|town|person|people|organi[sz]ations?|company|companies|"
+                            r"agency|agencies|group)\b", re.I)
+_BARE_NUMBER = re.compile(r"[\d,.%\s]+|\d[\d,.]*\s?(?:hundred|thousand|million|billion)")
+
+
 def wrong_kind(question: str, span: str) -> bool:
     """Is the reader's ``span`` the wrong kind of answer for ``question``: no amount for "How much funding
     ...?", no number but those of amounts and dates for "How many ...?" ("EUR 110 million" or "A
     roundtable" for "How many work visas ...?"; a number word such as "several" or a year-like number
-    such as "2000" kilometres may count)."""
+    such as "2000" kilometres may count), no number at all for "By what percentage ...?" ("Sfax"), a
+    bare number for "Who ...?" or "Which Member States ...?" ("9")."""
+    if _QUANTITY_QUESTION.search(question) and not _NUMBER.search(span):
+        return True
     kind = expected_type(question)
+    if kind in (None, "country") and _NAME_QUESTION.search(question) and _BARE_NUMBER.fullmatch(span.strip()):
+        return True
     if kind == "money" or (kind == "date" and _PERIOD_QUESTION.search(question)):
         return not holds_type(kind, span, question)
     return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
@@ -288,6 +303,48 @@ def negation_gap(question: str, evidence: str, where: str = "the passages found"
     return f"the question asks what is not so; {where} say nothing of the kind"
 
 
+# A date question about a legal step ("When was the agreement with Serbia signed?", "... enter into force?")
+# and what says that step happened: being negotiated, signed and in force are different facts
+_STEPS = (
+    ("was signed", re.compile(r"\bsign(?:ed|s|ing)?\b", re.I), re.compile(r"\bsign(?:ed|s|ing|ature|atures|atory)?\b", re.I)),
+    ("entered into force", re.compile(r"\b(?:enter(?:ed|s)?|come|came|comes|be|been|is|was) into force\b|\btake effect\b|"
+                            r"\btook effect\b", re.I), re.compile(r"\binto force\b|\bin force\b|\beffect\b", re.I)),
+    ("was ratified", re.compile(r"\bratifi(?:ed|es)\b|\bratify\b", re.I), re.compile(r"\bratif", re.I)),
+)
+
+
+def step_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` does not date the legal step a date question asks about when it never mentions
+    that step: "When was the agreement with Serbia signed?" quoting "latest round of negotiations took
+    place on 7 November", or "When did it enter into force?" quoting "Signed on 15 September 2023"; ""
+    otherwise (and for other questions)."""
+    if expected_type(question) != "date":
+        return ""
+    for step, asked, said in _STEPS:
+        if asked.search(question) and not said.search(evidence):
+            return f"nothing in {where} says when it {step}"
+    return ""
+
+
+def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, int]:
+    """For a date question about a legal step, the date in ``sentence`` that step's clause gives, when the
+    span ``sentence[start:end]`` is another step's: "Signed on 24 October 2022 and entered into force on
+    1 April 2023" answers "When was it signed?" with 24 October 2022, not 1 April 2023. A date's clause
+    runs from the end of the date before it (or the sentence's start) to the date. Otherwise unchanged."""
+    steps = [said for _, asked, said in _STEPS if asked.search(question)]
+    if not steps or expected_type(question) != "date":
+        return start, end
+    said = steps[0]
+    dates, last = [], 0
+    for m in CANDIDATE_TYPES[0][1].finditer(sentence):
+        dates.append((m.start(), m.end(), bool(said.search(sentence[last:m.start()]))))
+        last = m.end()
+    if any(a <= start < b and ok for a, b, ok in dates):
+        return start, end
+    right = [(a, b) for a, b, ok in dates if ok]
+    return right[0] if len(right) == 1 else (start, end)
+
+
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
     """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
     whatever the reader found: a year the question names that they never mention, or that the quoted
@@ -299,7 +356,7 @@ def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str
     sentences) answer with nothing in the negative (:func:`negation_gap`). "" when none of these."""
     if quoted is None:
         return (year_gap(question, evidence) or month_gap(question, evidence) or place_gap(question, evidence)
-                or negation_gap(question, evidence))
+                or negation_gap(question, evidence) or step_gap(question, evidence))
     return (year_gap(question, quoted, "the sentences found") or month_gap(question, evidence)
             or place_gap(question, evidence) or negation_gap(question, quoted, "the sentences found"))
 
@@ -377,6 +434,25 @@ def complete_name(text: str, start: int, end: int, lo: int, hi: int) -> tuple[in
         if not before or (not m.group(2) and before == ["of"]):
             break  # not the sentence's first word ("Then Anne Frank"), nor "Interior" of "Minister of Interior X"
         start = lo + m.start()
+    return start, end
+
+
+# "Which two countries' arrangement ...?", "What two women ...?": a question that asks for two
+_TWO = re.compile(r"\b(?:what|which|the) two\b", re.I)
+
+
+def pair_name(question: str, text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
+    """For a question that asks for two (``_TWO``), a name span ``text[start:end]`` widened to the pair
+    it is one half of, within ``text[lo:hi]`` (its sentence): "Albania" -> "Italy and Albania", "Puah" ->
+    "Shiphrah and Puah" (each half a whole name, :func:`complete_name`). Otherwise unchanged."""
+    span = text[start:end]
+    if not _TWO.search(question) or " and " in span or "," in span or not span.split() \
+            or not all(_name_word(w) for w in span.split()):
+        return start, end
+    if (m := re.search(r"(\S+) and $", text[lo:start])) and _name_word(m.group(1)):
+        return complete_name(text, lo + m.start(1), lo + m.end(1), lo, hi)[0], end
+    if (m := re.match(r" and (\S+?)[,.;:)]?(?:\s|$)", text[end:hi])) and _name_word(m.group(1)):
+        return start, complete_name(text, end + m.start(1), end + m.end(1), lo, hi)[1]
     return start, end
 
 

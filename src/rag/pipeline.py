@@ -388,7 +388,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     questions that raised answer accuracy (curated third 0.905 -> 0.919) and short answers (SQuAD
     held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three). A span that
     cuts a proper name is completed to the whole name (:func:`rag.cues.complete_name`)."""
-    from .cues import complete_name
+    from .cues import complete_name, pair_name
     from .text import collapse_ws
 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
@@ -399,6 +399,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     doc = hits[best.rank].chunk.doc_id
     original = data.docs[doc].text
     start, end = complete_name(original, best.start, best.end, scored[i].start, scored[i].end)
+    start, end = pair_name(question, original, start, end, scored[i].start, scored[i].end)
     text = collapse_ws(original[start:end])
     if not text or len(text.split()) > SHORT_MAX_WORDS:
         return scored, None
@@ -418,9 +419,12 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     short answer, when there is exactly one (else none). A question that the quoted sentences would be
     abstained on, or a date question about a heading's subject and nothing else, is answered from that
     heading when one above the passages read names what it asks about (:func:`_heading_answer`).
+    A date question about a legal step (signed, in force, ratified) whose first quoted sentence never
+    takes that step is abstained on, and a short answer that dates another step of that sentence moves to
+    the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`).
     Measured on held-out data in the README ("Typed cues")."""
     from .answer import not_in_documents
-    from .cues import evidence_gap, expected_type, holds_type, typed_answer, typed_gap, wrong_kind
+    from .cues import evidence_gap, expected_type, holds_type, step_date, step_gap, typed_answer, typed_gap, wrong_kind
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -435,7 +439,12 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     # quotes hold no number
     said = text_without_markers(composed.answer)
     quoted = "\n".join([said] + [f"{c.title}\n{c.section}" for c in composed.citations])  # with the passages' heads
+    first = scored[0]  # compose quotes it first (a reader's short answer is in it)
+    doc = hits[first.hit_rank].chunk.doc_id
+    sentence = data.docs[doc].text[first.start:first.end]
     why = evidence_gap(text, cited_text(composed.citations), quoted)
+    if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
+        why = step_gap(text, sentence, "the sentence found")
     if not why and short is None and kind is not None:
         why = typed_gap(text, said, answerable, strictness)
         if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:
@@ -450,11 +459,14 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     # its sentence names exactly one other. Otherwise the reader's span stands: the list is not every country
     # ever ("Dutch Republic"), and for numbers and dates overriding the reader lost SQuAD held-out EM/F1
     # (0.227/0.363 -> 0.221/0.356).
+    if short is not None and kind == "date" and first.start <= short.start < first.end:
+        # "When was it signed?" answered with the date it "entered into force on", in "Signed on X and ..."
+        start, end = step_date(text, sentence, short.start - first.start, short.end - first.start)
+        moved = collapse_ws(sentence[start:end])
+        if moved != short.text and moved in composed.answer.split("[")[0]:
+            short = replace(short, text=moved, start=first.start + start, end=first.start + end)
     if short is not None and (kind != "country" or holds_type(kind, short.text, text)):
         return composed, short
-    first = scored[0]  # compose quotes it first
-    doc = hits[first.hit_rank].chunk.doc_id
-    sentence = data.docs[doc].text[first.start:first.end]
     found = typed_answer(kind, sentence, text)
     span = "" if found is None else collapse_ws(sentence[found[0]:found[1]])
     if not span or span not in composed.answer.split("[")[0]:  # none, or trimmed out of the quoted sentence
