@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      pair_name, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
+                      name_gap, pair_name, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -505,3 +505,32 @@ def test_the_date_of_the_step_asked_for(question, span, date):
     at = sentence.index(span)
     start, end = step_date(question, sentence, at, at + len(span))
     assert sentence[start:end] == date
+
+
+@pytest.mark.parametrize("question, quoted, gap", [
+    ("Which three Member States announced they were joining the Talent Partnerships?",
+     "Three more Member States announced they were joining Talent Partnerships, bring the total to 9.", True),
+    ("What is the name of the Tunisian President who signed the Memorandum of Understanding with the EU?",
+     "Work on the implementation of the EU-Tunisia Memorandum of Understanding continues.", True),
+    ("In which city will the conference take place?", "The Conference will be organised in November by Denmark.", False),
+    ("In which city will the conference take place?", "The Conference will be organised in November.", True),
+    ("Who wrote about the distillation of sea water?", "He also describes the distillation of sea-water.", False),  # not "who"
+    ("How many Member States joined?", "Three more Member States joined.", False),  # a number question
+])
+def test_a_question_a_proper_name_answers_needs_a_name_in_the_quotes(question, quoted, gap):
+    assert bool(name_gap(question, quoted)) is gap
+
+
+@pytest.mark.parametrize("question, sentence, place", [
+    ("Where was the Talent Partnership roundtable with Egypt held on 7 June?",
+     "A roundtable on the Talent Partnership was successfully conducted on 7 June in Cairo.", "Cairo"),
+    ("Where can one find the formerly Huguenot farms in South Africa?",
+     "Many of the farms in the Western Cape province in South Africa still bear French names.", "Western Cape"),
+    ("Jean De Rely's scriptures were first published in what city?", "They were published in Paris in 1544.", "Paris"),
+    ("Where was the meeting held?", "It was held in Cairo and then in Rabat.", None),  # two places
+    ("Where was the meeting held?", "It was held in December.", None),  # a month is no place
+    ("Who held the meeting?", "It was held in Cairo.", None),  # not a where question
+])
+def test_a_where_question_gets_the_one_place_its_sentence_names(question, sentence, place):
+    found = place_answer(question, sentence)
+    assert (None if found is None else sentence[found[0]:found[1]]) == place

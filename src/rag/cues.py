@@ -345,6 +345,33 @@ def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, 
     return right[0] if len(right) == 1 else (start, end)
 
 
+# "What is the name of the EU Return Coordinator?", "In which city ...?", "Which three Member States ...?":
+# questions a proper name answers
+_PROPER_QUESTION = re.compile(r"\bwhat (?:is|was|are|were) the names? of\b|\b(?:which|what) (?:\w+ )?(?:city|cities|"
+                              r"towns?|country|countries|member states?|nations?|organi[sz]ations?|company|companies|"
+                              r"agency|agencies|president|minister|commissioner|university)\b", re.I)
+# a capitalised word inside a sentence (not its first word)
+_INNER_CAPITAL = re.compile(r"(?<=[\w,;:()’'\"] )[A-Z][\w'’\-]*")
+
+
+def name_gap(question: str, quoted: str, where: str = "the sentences found") -> str:
+    """Why ``quoted`` sentences do not answer a question a proper name answers when they hold no
+    capitalised word (but their first words, months and the question's own words): "Which three Member
+    States joined?" quoting "Three more Member States announced they were joining Talent Partnerships";
+    "" otherwise. Not amount, number or date questions, nor "Who ...?" (answered by "physicians" too)."""
+    from .lexical import tokenize
+
+    if not _PROPER_QUESTION.search(question) or expected_type(question) in _NAMED:
+        return ""
+    asked = set(tokenize(question))
+    months = {m.lower() for m in MONTH[3:-1].split("|")}
+    for m in _INNER_CAPITAL.finditer(quoted):
+        words = tokenize(m.group())
+        if m.group().lower() not in months and words and words[0] not in asked:
+            return ""
+    return f"{where} name no one of the kind asked for"
+
+
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
     """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
     whatever the reader found: a year the question names that they never mention, or that the quoted
@@ -387,6 +414,30 @@ def answer_candidates(sentence: str, types: Sequence[tuple[str, re.Pattern]] = C
             taken.append((s, e))
             out.append((kind, s, e))
     return out
+
+
+# "Where ...?", "In which city ...?" and the names a sentence places things at ("in Cairo", "at the Cape of
+# Good Hope")
+_WHERE_QUESTION = re.compile(r"^\W*where\b|\b(?:in|at) (?:which|what) (?:city|town|place|region|location)\b", re.I)
+_PLACE = re.compile(r"\b(?:in|at|near|from|to)\s+(?:the\s+)?([A-Z][\w'’\-]*(?:\s+(?:of\s+)?[A-Z][\w'’\-]*)*)")
+
+
+def place_answer(question: str, sentence: str) -> tuple[int, int] | None:
+    """(start, end) in ``sentence`` of the one place it puts something at ("in Cairo" for "Where was the
+    roundtable held on 7 June?"), a name the question does not already hold, for a "Where ...?" question;
+    None otherwise, or when the sentence names none or more than one."""
+    from .lexical import tokenize
+
+    if not _WHERE_QUESTION.search(question):
+        return None
+    asked = set(tokenize(question))
+    found = []
+    for m in _PLACE.finditer(sentence):
+        words = m.group(1).split()
+        if not _name_word(words[0]) or not _name_word(words[-1]) or set(tokenize(m.group(1))) <= asked:
+            continue
+        found.append(m.span(1))
+    return found[0] if len(found) == 1 else None
 
 
 # A short answer that cuts a proper name ("Butterfly Hill" of "Julia Butterfly Hill", "Nantes" of "Edict

@@ -421,10 +421,13 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     heading when one above the passages read names what it asks about (:func:`_heading_answer`).
     A date question about a legal step (signed, in force, ratified) whose first quoted sentence never
     takes that step is abstained on, and a short answer that dates another step of that sentence moves to
-    the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`).
+    the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`). Without a short answer,
+    a question a proper name answers ("Which three Member States ...?") whose quotes name no one is
+    abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one place its first
+    quoted sentence names (:func:`rag.cues.place_answer`).
     Measured on held-out data in the README ("Typed cues")."""
     from .answer import not_in_documents
-    from .cues import evidence_gap, expected_type, holds_type, step_date, step_gap, typed_answer, typed_gap, wrong_kind
+    from .cues import evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -445,6 +448,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     why = evidence_gap(text, cited_text(composed.citations), quoted)
     if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
         why = step_gap(text, sentence, "the sentence found")
+    if not why and short is None:  # "What is the name of the EU Return Coordinator?" quoting no name
+        why = name_gap(text, said)
     if not why and short is None and kind is not None:
         why = typed_gap(text, said, answerable, strictness)
         if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:
@@ -452,6 +457,10 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     if why:
         return replace(composed, answer="", abstained=True, message=not_in_documents(question, why), citations=()), None
     if kind is None:
+        if short is None and (found := place_answer(text, sentence)) is not None:  # "Where ...?": "in Cairo"
+            span = collapse_ws(sentence[found[0]:found[1]])
+            if span in composed.answer.split("[")[0]:
+                return composed, ShortAnswer(span, doc, first.start + found[0], first.start + found[1], answerable, "cue")
         return composed, short
     if kind == "date" and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable, only=True)) is not None:
         return headed  # about the heading's subject and nothing else: its date, not one of the text below it
