@@ -268,6 +268,21 @@ def year_gap(question: str, evidence: str, where: str = "the passages found") ->
     return f"{where} never mention {' or '.join(missing)}" if missing else ""
 
 
+# a name with its number: "Phase I", "Louis XIII", "Article 5"
+_NUMBERED = re.compile(r"\b([A-Z][a-z]+) (X{0,3}(?:IX|IV|V?I{0,3})|\d{1,2})\b(?![.,]\d)")
+
+
+def numbered_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` that mentions a name the question numbers only with other numbers does not answer
+    it ("How much was Phase I worth?" quoting "Phase III (EUR 40 million)"); "" otherwise."""
+    for m in _NUMBERED.finditer(question):
+        name, number = m.groups()
+        if number and not re.search(rf"\b{name} {number}\b", evidence) \
+                and re.search(rf"\b{name} (?:[IVX]+|\d{{1,2}})\b(?![.,]\d)", evidence):
+            return f"{where} never mention {name} {number}"
+    return ""
+
+
 # a month a question names ("in July 2023"; not "May", which may be the verb)
 _MONTH_NAMED = re.compile(r"\b(January|February|March|April|June|July|August|September|October|November|December)\b")
 
@@ -354,8 +369,8 @@ _PROPER_QUESTION = re.compile(r"\bwhat (?:is|was|are|were) the names? of\b|\b(?:
 _INNER_CAPITAL = re.compile(r"(?<=[\w,;:()’'\"] )[A-Z][\w'’\-]*")
 
 
-def name_gap(question: str, quoted: str, where: str = "the sentences found") -> str:
-    """Why ``quoted`` sentences do not answer a question a proper name answers when they hold no
+def name_gap(question: str, quoted: str, where: str = "the sentence found") -> str:
+    """Why ``quoted`` sentences (the first quoted one, in rag.pipeline) do not answer a question a proper name answers when they hold no
     capitalised word (but their first words, months and the question's own words): "Which three Member
     States joined?" quoting "Three more Member States announced they were joining Talent Partnerships";
     "" otherwise. Not amount, number or date questions, nor "Who ...?" (answered by "physicians" too)."""
@@ -369,7 +384,7 @@ def name_gap(question: str, quoted: str, where: str = "the sentences found") -> 
         words = tokenize(m.group())
         if m.group().lower() not in months and words and words[0] not in asked:
             return ""
-    return f"{where} name no one of the kind asked for"
+    return f"no name in {where} answers it"
 
 
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
@@ -380,12 +395,16 @@ def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str
     elsewhere; :func:`year_gap`); or a month the question names that they never mention
     (:func:`month_gap`); or a country an amount, number or date question asks about that they
     never name (:func:`place_gap`); or a question about what is not so that they (or the quoted
-    sentences) answer with nothing in the negative (:func:`negation_gap`). "" when none of these."""
+    sentences) answer with nothing in the negative (:func:`negation_gap`); or a numbered name ("Phase I")
+    they (or the quoted sentences) mention only with other numbers (:func:`numbered_gap`); without
+    ``quoted`` (a generated answer's cited passages), a legal step a date question asks about that they
+    never take (:func:`step_gap`). "" when none of these."""
     if quoted is None:
-        return (year_gap(question, evidence) or month_gap(question, evidence) or place_gap(question, evidence)
-                or negation_gap(question, evidence) or step_gap(question, evidence))
-    return (year_gap(question, quoted, "the sentences found") or month_gap(question, evidence)
-            or place_gap(question, evidence) or negation_gap(question, quoted, "the sentences found"))
+        return (year_gap(question, evidence) or numbered_gap(question, evidence) or month_gap(question, evidence)
+                or place_gap(question, evidence) or negation_gap(question, evidence) or step_gap(question, evidence))
+    return (year_gap(question, quoted, "the sentences found") or numbered_gap(question, quoted, "the sentences found")
+            or month_gap(question, evidence) or place_gap(question, evidence)
+            or negation_gap(question, quoted, "the sentences found"))
 
 
 def typed_answer(kind: str, sentence: str, question: str) -> tuple[int, int] | None:

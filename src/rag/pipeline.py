@@ -422,7 +422,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     A date question about a legal step (signed, in force, ratified) whose first quoted sentence never
     takes that step is abstained on, and a short answer that dates another step of that sentence moves to
     the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`). Without a short answer,
-    a question a proper name answers ("Which three Member States ...?") whose quotes name no one is
+    a question a proper name answers ("Which three Member States ...?") whose first quoted sentence names no one is
     abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one place its first
     quoted sentence names (:func:`rag.cues.place_answer`).
     Measured on held-out data in the README ("Typed cues")."""
@@ -448,8 +448,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     why = evidence_gap(text, cited_text(composed.citations), quoted)
     if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
         why = step_gap(text, sentence, "the sentence found")
-    if not why and short is None:  # "What is the name of the EU Return Coordinator?" quoting no name
-        why = name_gap(text, said)
+    if not why and short is None:  # "Which three Member States ...?" quoting "Three more Member States ..."
+        why = name_gap(text, sentence, "the sentence found")
     if not why and short is None and kind is not None:
         why = typed_gap(text, said, answerable, strictness)
         if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:
