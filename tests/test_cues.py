@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      name_gap, numbered_gap, pair_name, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
+                      name_gap, numbered_gap, ordinal_gap, pair_name, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -20,6 +20,7 @@ from rag.settings import STRICTNESS
     ("How much will the European Centre against Migrant Smuggling at Europol cost per year?", "money"),
     ("What is the budget of Mauritania's border action?", "money"),
     ("What was the total Frontex budget for the year 2022?", "money"),
+    ("What is the value of the contract for border surveillance at Türkiye's eastern border?", "money"),
     ("How much rain does the Amazon receive?", "number"),
     ("When was the memorandum with Tunisia signed?", "date"),
     ("In what year did the Huguenots flee France?", "date"),
@@ -115,6 +116,11 @@ def test_holds_type(kind, text, question, holds):
     ("Who signed the letter?", "1", True),
     ("Which organisation obtained the first authorisations?", "IOM Niger", False),
     ("How many Member States now take part, after the countries that joined?", "9", False),  # a count
+    # "On what date ...?" wants a day: not a month, not a phrase (OCR's "I December" is 1 December)
+    ("On what date will the first boat be handed over?", "December", True),
+    ("On what date was it signed?", "16 July 2023", False),
+    ("On which day did Commissioner Johansson host the meeting?", "I December", False),
+    ("What is the value of the contract?", "signed by the end of 2023", True),
 ])
 def test_wrong_kind(question, span, wrong):
     assert wrong_kind(question, span) is wrong
@@ -550,3 +556,14 @@ def test_a_where_question_gets_the_one_place_its_sentence_names(question, senten
 ])
 def test_a_numbered_name_the_passages_number_otherwise(question, evidence, gap):
     assert numbered_gap(question, evidence) == gap
+
+
+@pytest.mark.parametrize("question, evidence, gap", [
+    ("When did the first High Level Dialogue on migration and security with Türkiye take place?",
+     "A second High Level Dialogue on migration and security with Tiirkiye took place on 23 November.",
+     "the passages found never mention the first High Level Dialogue"),
+    ("When did the second High Level Dialogue take place?", "A second High Level Dialogue took place on 23 November.", ""),
+    ("What was the first step?", "The plan took place on 23 November.", ""),  # no other ordinal
+])
+def test_an_ordinal_the_passages_give_otherwise(question, evidence, gap):
+    assert ordinal_gap(question, evidence) == gap

@@ -42,7 +42,7 @@ _MONEY_QUESTION = re.compile(r"\bhow much (?:\w+ ){0,2}?(?:money|funding|budget)
                              r"\bhow much (?:\w+ ){0,10}?(?:cost|costs|pay|paid|spend|spent|worth|invest|invested|"
                              r"allocate|allocated|earmark|earmarked)\b|"
                              r"\bwhat (?:is|was|are|were|will be) the (?:total |annual |overall )?(?:\w+ )?"
-                             r"(?:budget|cost|price|funding)\b", re.I)
+                             r"(?:budget|cost|price|funding|value)\b", re.I)
 # "Which country ...?", "With which Balkan partner ...?", "Which Member State ...?" (one, not "which countries")
 _COUNTRY_QUESTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:country|member state|nation|neighbou?r|partner)\b", re.I)
 _NUMBER_QUESTION = re.compile(r"\bhow (?:many|much|long|old|far|large|big|high|tall)\b|"
@@ -95,7 +95,8 @@ _CURRENCY = re.compile(rf"{CANDIDATE_TYPES[1][1].pattern}|(?:EUR|USD|GBP|US\$|\$
 _MONEY = re.compile(rf"{_CURRENCY.pattern}|\b\d[\d,.]*\s?(?:million|billion|trillion|bn)\b")
 _CANDIDATE = {"money": _MONEY, "number": _NUMBER, "date": _DATE, "country": _COUNTRY}
 # what answers "On what date ...?": a date ("16 July 2023") or a weekday ("on Thursdays")
-_DAY_OR_DATE = re.compile(rf"{CANDIDATE_TYPES[0][1].pattern}|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?\b")
+_DAY_OR_DATE = re.compile(rf"{CANDIDATE_TYPES[0][1].pattern}|\b(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?\b|"
+                          rf"\bI {MONTH}\b")  # "I December": OCR's 1
 #: how a kind is named in an abstention message
 _NAMED = {"money": "amount", "number": "number", "date": "date"}
 
@@ -168,6 +169,8 @@ def wrong_kind(question: str, span: str) -> bool:
         return True
     kind = expected_type(question)
     if kind in (None, "country") and _NAME_QUESTION.search(question) and _BARE_NUMBER.fullmatch(span.strip()):
+        return True
+    if kind == "date" and _DAY_QUESTION.search(question) and not _DAY_OR_DATE.search(span):
         return True
     if kind == "money" or (kind == "date" and _PERIOD_QUESTION.search(question)):
         return not holds_type(kind, span, question)
@@ -280,6 +283,21 @@ def numbered_gap(question: str, evidence: str, where: str = "the passages found"
         if number and not re.search(rf"\b{name} {number}\b", evidence) \
                 and re.search(rf"\b{name} (?:[IVX]+|\d{{1,2}})\b(?![.,]\d)", evidence):
             return f"{where} never mention {name} {number}"
+    return ""
+
+
+# an ordinal and what it numbers: "the first High Level Dialogue"
+_ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth)"
+
+
+def ordinal_gap(question: str, evidence: str, where: str = "the passages found") -> str:
+    """Why ``evidence`` that numbers what the question numbers only with other ordinals does not answer it
+    ("When did the first High Level Dialogue take place?" quoting "A second High Level Dialogue ... took
+    place on 23 November"); "" otherwise."""
+    for m in re.finditer(rf"\b((?i:{_ORDINAL})) (\w+)((?: [A-Z][\w\-]*)*)", question):
+        ordinal, what, rest = m.groups()
+        if not re.search(rf"\b{ordinal} {what}\b", evidence, re.I) and re.search(rf"\b{_ORDINAL} {what}\b", evidence, re.I):
+            return f"{where} never mention the {ordinal.lower()} {what}{rest}"
     return ""
 
 
@@ -396,13 +414,15 @@ def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str
     (:func:`month_gap`); or a country an amount, number or date question asks about that they
     never name (:func:`place_gap`); or a question about what is not so that they (or the quoted
     sentences) answer with nothing in the negative (:func:`negation_gap`); or a numbered name ("Phase I")
-    they (or the quoted sentences) mention only with other numbers (:func:`numbered_gap`); without
+    they (or the quoted sentences) mention only with other numbers (:func:`numbered_gap`); or, in the
+    quoted sentences, an ordinal's "first High Level Dialogue" numbered otherwise (:func:`ordinal_gap`); without
     ``quoted`` (a generated answer's cited passages), a legal step a date question asks about that they
     never take (:func:`step_gap`). "" when none of these."""
     if quoted is None:
         return (year_gap(question, evidence) or numbered_gap(question, evidence) or month_gap(question, evidence)
                 or place_gap(question, evidence) or negation_gap(question, evidence) or step_gap(question, evidence))
     return (year_gap(question, quoted, "the sentences found") or numbered_gap(question, quoted, "the sentences found")
+            or ordinal_gap(question, quoted, "the sentences found")
             or month_gap(question, evidence) or place_gap(question, evidence)
             or negation_gap(question, quoted, "the sentences found"))
 
