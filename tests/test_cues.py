@@ -133,6 +133,11 @@ def test_typed_gap_reasons_and_thresholds():
     assert typed_gap(q, "50 border guards were deployed.", 0.35, "balanced") == "no number in the passages clearly answers it"
     assert typed_gap(q, "50 border guards were deployed.", 0.35, "lenient") == ""
     assert typed_gap("How much funding does it get?", "50 guards went.", 0.9, "balanced") == "no passage gives the amount asked for"
+    # "several", "a single" count nothing exactly: no number without the reader's span
+    assert typed_gap("How many Europol Operational Taskforces have been set up?", "A number of Europol Operational "
+                     "Taskforces have been deployed with several Member States.", 0.9, "balanced") == \
+        "no passage gives the number asked for"
+    assert typed_gap("How many Taskforces were set up?", "Several of the 12 Taskforces were set up.", 0.9, "balanced") == ""
     # other questions are left to the reader, however unsure it is
     assert typed_gap("Which country received boats?", "Nothing here.", 0.01, "strict") == ""
 

@@ -177,14 +177,20 @@ def wrong_kind(question: str, span: str) -> bool:
     return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
 
 
+# number words that count nothing exactly: "several strands", "a number of", "a single Centre"
+_VAGUE = re.compile(r"several|few|many|single|nothing|none|dozens|hundreds|thousands|millions|billions", re.I)
+
+
 def typed_gap(question: str, answer_text: str, answerable: float, strictness: str) -> str:
     """Why an answer without a confident short answer does not answer an amount, number or date question
     ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
-    kind, or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
+    kind (for "How many ...?", no count but vague ones such as "several" or "a single"), or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
     kind = expected_type(question)
     if kind not in _NAMED:  # None, or a country question: those are not abstained on (not measured to pay)
         return ""
-    if not holds_type(kind, answer_text, question):
+    if not holds_type(kind, answer_text, question) or (
+            kind == "number" and _COUNT_QUESTION.search(question)
+            and all(_VAGUE.fullmatch(c) for c in _counts(answer_text, question, keep_years=False))):
         return f"no passage gives the {_NAMED[kind]} asked for"
     if answerable < TYPED_MIN_ANSWERABLE[strictness]:
         return f"no {_NAMED[kind]} in the passages clearly answers it"
