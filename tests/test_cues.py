@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      name_gap, numbered_gap, ordinal_gap, pair_name, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
+                      name_gap, numbered_gap, ordinal_gap, pair_name, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -572,3 +572,16 @@ def test_a_numbered_name_the_passages_number_otherwise(question, evidence, gap):
 ])
 def test_an_ordinal_the_passages_give_otherwise(question, evidence, gap):
     assert ordinal_gap(question, evidence) == gap
+
+
+@pytest.mark.parametrize("question, sentence, gap", [
+    ("When did the Council formally adopt the Pact on Migration and Asylum?", "Agreement on the key planks of the Pact by "
+     "the end of this year will allow essential proposals to be in law before the elections.", True),
+    ("What was decided at the 12 December Rome conference?", "Member States will hold a joint conference in Rome on "
+     "12 December for the signature of the MoU.", True),
+    ("When was the decision adopted?", "The decision was adopted in October 2023 and will be implemented in 2024.", False),
+    ("When will the conference be held?", "Member States will hold a joint conference in Rome on 12 December.", False),
+    ("What did Thoreau claim about the majority?", "Government may express the will of the majority.", False),  # a noun
+])
+def test_a_question_about_the_past_is_not_answered_by_what_is_to_come(question, sentence, gap):
+    assert bool(tense_gap(question, sentence)) is gap

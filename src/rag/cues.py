@@ -365,6 +365,27 @@ def step_gap(question: str, evidence: str, where: str = "the passages found") ->
     return ""
 
 
+# A question about the past ("When did the Council adopt the Pact?", "What was decided at ...?"), and a
+# sentence that speaks only of what is to come ("... by the end of this year will allow ...")
+_PAST_QUESTION = re.compile(r"\b(?:did|was|were|had)\b", re.I)
+_NOT_PAST = re.compile(r"\b(?:will|would|is|are|does|do|can|has|have)\b", re.I)
+_FUTURE = re.compile(r"(?<!the )(?<!a )(?<!own )(?<!political )\b(?:will|shall)\b(?! of\b)|\bto be followed\b|"
+                     r"\b(?:expected|planned|scheduled|foreseen) (?:to|for|in|by)\b|\bupcoming\b|\btbc\b", re.I)
+_PAST = re.compile(r"\b(?:was|were|had|did|took|began|led|made|held|met|gave|went|came|became)\b|"
+                   r"\b(?<!be )(?<!been )\w{3,}ed\b", re.I)
+
+
+def tense_gap(question: str, sentence: str, where: str = "the sentence found") -> str:
+    """Why a ``sentence`` that speaks only of what is to come (a future, "to be followed", "expected to",
+    "tbc"; no past tense) does not answer a question about the past ("When did the Council formally adopt
+    the Pact?" quoting "Agreement ... by the end of this year will allow ..."); "" otherwise."""
+    if not _PAST_QUESTION.search(question) or _NOT_PAST.search(question):
+        return ""
+    if _FUTURE.search(sentence) and not _PAST.search(sentence):
+        return f"{where} speaks of what is still to come"
+    return ""
+
+
 def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, int]:
     """For a date question about a legal step, the date in ``sentence`` that step's clause gives, when the
     span ``sentence[start:end]`` is another step's: "Signed on 24 October 2022 and entered into force on

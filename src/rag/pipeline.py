@@ -424,10 +424,11 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`). Without a short answer,
     a question a proper name answers ("Which three Member States ...?") whose first quoted sentence names no one is
     abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one place its first
-    quoted sentence names (:func:`rag.cues.place_answer`).
+    quoted sentence names (:func:`rag.cues.place_answer`). A question about the past whose first quoted
+    sentence speaks only of what is to come is abstained on (:func:`rag.cues.tense_gap`).
     Measured on held-out data in the README ("Typed cues")."""
     from .answer import not_in_documents
-    from .cues import evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind
+    from .cues import evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap, tense_gap, typed_answer, typed_gap, wrong_kind
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -446,6 +447,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     doc = hits[first.hit_rank].chunk.doc_id
     sentence = data.docs[doc].text[first.start:first.end]
     why = evidence_gap(text, cited_text(composed.citations), quoted)
+    if not why:  # "When did the Council adopt the Pact?" quoting "... by the end of this year will allow ..."
+        why = tense_gap(text, sentence)
     if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
         why = step_gap(text, sentence, "the sentence found")
     if not why and short is None:  # "Which three Member States ...?" quoting "Three more Member States ..."
