@@ -700,7 +700,9 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     # count and day cues and the country search terms: R@1 0.898, accuracy 0.934, false abstention 0.005,
     # abstention recall 0.838 (out of corpus 1.000, near-miss 0.714), short F1 0.827, short fact 0.891.
     # With dates from headings, the signature and acronyms (eighth session): R@1 0.898, accuracy 0.949,
-    # citation support 0.964, false abstention 0.000, short F1 0.841, short fact 0.918.
+    # citation support 0.964, false abstention 0.000, short F1 0.841, short fact 0.918. With the legal-step,
+    # name, numbered-name, ordinal, tense and vague-count cues (ninth session): abstention recall 0.919
+    # (near-miss 0.857), false abstention 0.010, the rest unchanged.
     report = run_eval(real_settings, QA_PATH, rows=("hybrid",), include_langchain=False, assistant=assistant)
     assert list(report.rows) == ["hybrid"]  # no LangChain row when include_langchain=False
     row = report.rows["hybrid"]
@@ -711,6 +713,6 @@ def test_regression_guard_hybrid_on_the_curated_set(real_settings, assistant):
     assert row["answer_accuracy"] >= 0.93, measured
     assert row["citation_support"] >= 0.93, measured
     assert row["false_abstention"] <= 0.02, measured
-    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.8, row
-    assert row["abstention_out-of-corpus"] >= 0.85 and row["abstention_near-miss"] >= 0.6, row
+    assert row["abstention_off-topic"] >= 0.9 and row["abstention_recall"] >= 0.88, row
+    assert row["abstention_out-of-corpus"] >= 0.85 and row["abstention_near-miss"] >= 0.8, row
     assert row["short_f1"] >= 0.81 and row["short_fact"] >= 0.88 and row["short_offsets_ok"] == 1.0, row
