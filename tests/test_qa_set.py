@@ -291,3 +291,22 @@ def test_question_is_paraphrased(item):
     for ev in evidences(item):
         shared = shared_ngrams(item["question"], ev)
         assert not shared, f"question copies {NGRAM}-gram(s) from evidence: {sorted(shared)}"
+
+
+PROBES = sorted((REPO / "eval" / "probes").glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", PROBES, ids=[p.name for p in PROBES])
+def test_probe_sets_quote_the_document(path):
+    """eval/probes/: unique ids, known kinds, answers inside their evidence and evidence verbatim in the
+    document (whitespace-insensitive); unanswerable items carry no answer and say which kind they are."""
+    flat = " ".join(CORPUS_PATH.read_text(encoding="utf-8").split())
+    items = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(items) >= 90 and len({i["id"] for i in items}) == len(items)
+    for i in items:
+        assert i["kind"] in KINDS and i["question"].strip(), i["id"]
+        answer, evidence = " ".join(i["answer"].split()), " ".join(i["evidence"].split())
+        if i["kind"] == "unanswerable":
+            assert not answer and i["unanswerable_type"] in ("near-miss", "off-topic", "out-of-corpus"), i["id"]
+        else:
+            assert answer and answer in evidence and evidence in flat, i["id"]
