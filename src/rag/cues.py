@@ -184,7 +184,8 @@ _VAGUE = re.compile(r"several|few|many|single|nothing|none|dozens|hundreds|thous
 def typed_gap(question: str, answer_text: str, answerable: float, strictness: str) -> str:
     """Why an answer without a confident short answer does not answer an amount, number or date question
     ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
-    kind (for "How many ...?", no count but vague ones such as "several" or "a single"), or the reader's ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
+    kind (for "How many ...?", no count but vague ones such as "several" or "a single"), or the reader's
+    ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
     kind = expected_type(question)
     if kind not in _NAMED:  # None, or a country question: those are not abstained on (not measured to pay)
         return ""
@@ -302,7 +303,8 @@ def ordinal_gap(question: str, evidence: str, where: str = "the passages found")
     place on 23 November"); "" otherwise."""
     for m in re.finditer(rf"\b((?i:{_ORDINAL})) (\w+)((?: [A-Z][\w\-]*)*)", question):
         ordinal, what, rest = m.groups()
-        if not re.search(rf"\b{ordinal} {what}\b", evidence, re.I) and re.search(rf"\b{_ORDINAL} {what}\b", evidence, re.I):
+        if not re.search(rf"\b{ordinal} {what}\b", evidence, re.I) \
+                and re.search(rf"\b{_ORDINAL} {what}\b", evidence, re.I):
             return f"{where} never mention the {ordinal.lower()} {what}{rest}"
     return ""
 
@@ -415,10 +417,11 @@ _INNER_CAPITAL = re.compile(r"(?<=[\w,;:()’'\"] )[A-Z][\w'’\-]*")
 
 
 def name_gap(question: str, quoted: str, where: str = "the sentence found") -> str:
-    """Why ``quoted`` sentences (the first quoted one, in rag.pipeline) do not answer a question a proper name answers when they hold no
-    capitalised word (but their first words, months and the question's own words): "Which three Member
-    States joined?" quoting "Three more Member States announced they were joining Talent Partnerships";
-    "" otherwise. Not amount, number or date questions, nor "Who ...?" (answered by "physicians" too)."""
+    """Why ``quoted`` sentences (rag.pipeline gives the first quoted one) do not answer a question a
+    proper name answers when they hold no capitalised word (but their first words, months and the
+    question's own words): "Which three Member States joined?" quoting "Three more Member States
+    announced they were joining Talent Partnerships"; "" otherwise. Not amount, number or date
+    questions, nor "Who ...?" (answered by "physicians" too)."""
     from .lexical import tokenize
 
     if not _PROPER_QUESTION.search(question) or expected_type(question) in _NAMED:
@@ -442,7 +445,7 @@ def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str
     never name (:func:`place_gap`); or a question about what is not so that they (or the quoted
     sentences) answer with nothing in the negative (:func:`negation_gap`); or a numbered name ("Phase I")
     they (or the quoted sentences) mention only with other numbers (:func:`numbered_gap`); or, in the
-    quoted sentences, an ordinal's "first High Level Dialogue" numbered otherwise (:func:`ordinal_gap`); without
+    quoted sentences, a "first High Level Dialogue" numbered otherwise (:func:`ordinal_gap`); without
     ``quoted`` (a generated answer's cited passages), a legal step a date question asks about that they
     never take (:func:`step_gap`). "" when none of these."""
     if quoted is None:

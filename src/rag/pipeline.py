@@ -422,13 +422,14 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     A date question about a legal step (signed, in force, ratified) whose first quoted sentence never
     takes that step is abstained on, and a short answer that dates another step of that sentence moves to
     the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`). Without a short answer,
-    a question a proper name answers ("Which three Member States ...?") whose first quoted sentence names no one is
-    abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one place its first
-    quoted sentence names (:func:`rag.cues.place_answer`). A question about the past whose first quoted
+    a question a proper name answers ("Which three Member States ...?") whose first quoted sentence
+    names no one is abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one
+    place its first quoted sentence names (:func:`rag.cues.place_answer`). A question about the past whose first quoted
     sentence speaks only of what is to come is abstained on (:func:`rag.cues.tense_gap`).
     Measured on held-out data in the README ("Typed cues")."""
     from .answer import not_in_documents
-    from .cues import evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap, tense_gap, typed_answer, typed_gap, wrong_kind
+    from .cues import (evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap,
+                       tense_gap, typed_answer, typed_gap, wrong_kind)
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -467,16 +468,16 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
         return composed, short
     if kind == "date" and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable, only=True)) is not None:
         return headed  # about the heading's subject and nothing else: its date, not one of the text below it
-    # A country question answered "EU Agencies": the reader's span names no country of rag.text's list, and
-    # its sentence names exactly one other. Otherwise the reader's span stands: the list is not every country
-    # ever ("Dutch Republic"), and for numbers and dates overriding the reader lost SQuAD held-out EM/F1
-    # (0.227/0.363 -> 0.221/0.356).
     if short is not None and kind == "date" and first.start <= short.start < first.end:
         # "When was it signed?" answered with the date it "entered into force on", in "Signed on X and ..."
         start, end = step_date(text, sentence, short.start - first.start, short.end - first.start)
         moved = collapse_ws(sentence[start:end])
         if moved != short.text and moved in composed.answer.split("[")[0]:
             short = replace(short, text=moved, start=first.start + start, end=first.start + end)
+    # A country question answered "EU Agencies": the reader's span names no country of rag.text's list, and
+    # its sentence names exactly one other. Otherwise the reader's span stands: the list is not every country
+    # ever ("Dutch Republic"), and for numbers and dates overriding the reader lost SQuAD held-out EM/F1
+    # (0.227/0.363 -> 0.221/0.356).
     if short is not None and (kind != "country" or holds_type(kind, short.text, text)):
         return composed, short
     found = typed_answer(kind, sentence, text)
