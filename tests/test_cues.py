@@ -21,6 +21,7 @@ from rag.settings import STRICTNESS
     ("What is the budget of Mauritania's border action?", "money"),
     ("What was the total Frontex budget for the year 2022?", "money"),
     ("What is the value of the contract for border surveillance at Türkiye's eastern border?", "money"),
+    ("What is Frontex's annual budget for 2024?", "money"),
     ("How much rain does the Amazon receive?", "number"),
     ("When was the memorandum with Tunisia signed?", "date"),
     ("In what year did the Huguenots flee France?", "date"),

@@ -41,7 +41,7 @@ _NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|tw
 _MONEY_QUESTION = re.compile(r"\bhow much (?:\w+ ){0,2}?(?:money|funding|budget)\b|"
                              r"\bhow much (?:\w+ ){0,10}?(?:cost|costs|pay|paid|spend|spent|worth|invest|invested|"
                              r"allocate|allocated|earmark|earmarked)\b|"
-                             r"\bwhat (?:is|was|are|were|will be) the (?:total |annual |overall )?(?:\w+ )?"
+                             r"\bwhat (?:is|was|are|were|will be) (?:the|its|their|\w+['’]s?) (?:total |annual |overall )?(?:\w+ )?"
                              r"(?:budget|cost|price|funding|value)\b", re.I)
 # "Which country ...?", "With which Balkan partner ...?", "Which Member State ...?" (one, not "which countries")
 _COUNTRY_QUESTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:country|member state|nation|neighbou?r|partner)\b", re.I)
