@@ -34,6 +34,7 @@ from .text import COUNTRY_NAMES, collapse_ws
 TYPED_MIN_ANSWERABLE = {"lenient": 0.3, "balanced": 0.4, "strict": 0.5}
 
 MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
+_MONTH_WORDS = frozenset(m.lower() for m in MONTH[3:-1].split("|"))  # "january", ..., "december"
 _NUMBER_WORDS = (r"(?:one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty|thirty|forty|"
                  r"fifty|sixty|hundreds?|thousands?|millions?|billions?|dozens?|half|double|twice|triple|several|"
                  r"few|many|single|third|quarter|infinite|infinitely|nothing|none)")
@@ -427,10 +428,9 @@ def name_gap(question: str, quoted: str, where: str = "the sentence found") -> s
     if not _PROPER_QUESTION.search(question) or expected_type(question) in _NAMED:
         return ""
     asked = set(tokenize(question))
-    months = {m.lower() for m in MONTH[3:-1].split("|")}
     for m in _INNER_CAPITAL.finditer(quoted):
         words = tokenize(m.group())
-        if m.group().lower() not in months and words and words[0] not in asked:
+        if m.group().lower() not in _MONTH_WORDS and words and words[0] not in asked:
             return ""
     return f"no name in {where} answers it"
 
@@ -516,7 +516,7 @@ _TITLES = frozenset("""king queen duke duchess prince princess count countess ea
 president vice-president prime minister ministers commissioner commissioners archeologist archaeologist general
 admiral pope saint st. dr. mr. mrs. ms. professor bishop emperor empress chancellor governor senator judge
 justice""".split())
-_NOT_NAME = _TITLES | frozenset(m.lower() for m in MONTH[3:-1].split("|")) | frozenset(
+_NOT_NAME = _TITLES | _MONTH_WORDS | frozenset(
     """the a an in on at by for from it this that these those its his her their our as of and or but when while
     after before during with to into upon since under over one two three four five six seven eight nine ten
     eleven twelve hundred thousand million billion""".split())
