@@ -3,7 +3,7 @@ abstention they lead to through the assistant."""
 
 import pytest
 
-from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
+from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, counted_words, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
                       name_gap, numbered_gap, ordinal_gap, pair_name, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
@@ -143,6 +143,31 @@ def test_typed_gap_reasons_and_thresholds():
     assert typed_gap("Which country received boats?", "Nothing here.", 0.01, "strict") == ""
 
 
+@pytest.mark.parametrize("question, quoted, gap", [
+    # the only count counts something else: vessels are not interceptions
+    ("How many interceptions at sea did the Libyan coast guard carry out in 2023?",
+     "Five Search and Rescue vessels have been handed over to the Libyan Coast Guard.",
+     "the sentences found count no interceptions"),
+    ("How many interceptions did the coast guard make?", "It made 73 185 interceptions.", ""),
+    ("How many European border guards were deployed?", "50 border guards are deployed.", ""),  # the noun, stemmed
+    ("How many times did the group meet in 2023?", "Three meetings were held.", ""),  # a unit left unnamed
+    ("How many of them were relocated?", "3 500 were relocated.", ""),  # no noun asked
+    ("How many settlers original settled in Manakintown?", "390 settlers arrived in Manakintown.", ""),  # one word is enough
+])
+def test_a_count_question_needs_its_noun_in_the_quote(question, quoted, gap):
+    assert typed_gap(question, quoted, 0.9, "balanced") == gap
+
+
+def test_what_a_count_question_counts():
+    assert counted_words("How many European border guards were deployed to Finland?") == "European border guards"
+    assert counted_words("How many interceptions at sea did they make?") == "interceptions"
+    assert counted_words("How many countries?") == "countries"
+    assert counted_words("How many Huguenots chose to stay in France?") == "Huguenots chose"  # any of them will do
+    assert counted_words("How many times did it meet?") == "" and counted_words("How much money?") == ""
+    assert counted_words("How many people live in Alsace?") == ""  # a unit sentences need not name
+    assert counted_words("How many euros were paid?") == ""  # an amount, not a count
+
+
 def test_countries_are_named_by_name_adjective_or_other_name():
     assert countries_named("the Libyan coast guard, Moroccan and Egyptian officials") == {"Libya", "Morocco", "Egypt"}
     assert countries_named("need for TR to ensure") == {"Türkiye", "Turkey"}  # a country's names go together
@@ -254,8 +279,10 @@ def test_thresholds_exist_for_every_strictness_and_grow_with_it():
     ("How much EU budget money has been earmarked specifically for Finland's border security?",
      "no passage gives the amount asked for"),
     # curated q125: the reader's span was "EUR 110 million" (Egypt's border budget): an amount is not a count,
-    # and the quoted sentence's other numbers are years
-    ("How many interceptions at sea did the Libyan coast guard carry out in 2023?", "no passage gives the number asked for"),
+    # and the quoted sentence's other numbers are years; since the 2026-12-07 reader the quote is "Five Search
+    # and Rescue vessels have been handed over to the Libyan Coast Guard": a count, but of vessels
+    ("How many interceptions at sea did the Libyan coast guard carry out in 2023?",
+     "the sentences found count no interceptions"),
     # curated q038 and q105: "a single European Centre", "in 2024 date tbc"
     ("How much will the European Centre against Migrant Smuggling at Europol cost per year?",
      "no passage gives the amount asked for"),
@@ -512,6 +539,9 @@ def test_a_date_question_about_a_legal_step_needs_that_step(question, evidence, 
     ("On what date was North Macedonia's Frontex Status Agreement signed?", "1 April 2023", "24 October 2022"),
     ("When did it enter into force?", "24 October 2022", "1 April 2023"),
     ("When did it enter into force?", "1 April 2023", "1 April 2023"),
+    # a span over two steps' dates is cut to the asked step's
+    ("On what date was it signed?", "24 October 2022 and entered into force on 1 April 2023", "24 October 2022"),
+    ("When did it enter into force?", "24 October 2022 and entered into force on 1 April 2023", "1 April 2023"),
     ("When did the joint operation start?", "19 April 2023", "19 April 2023"),  # no legal step asked
 ])
 def test_the_date_of_the_step_asked_for(question, span, date):

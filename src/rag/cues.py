@@ -178,6 +178,24 @@ def wrong_kind(question: str, span: str) -> bool:
     return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
 
 
+# "How many interceptions at sea did ...?" -> "interceptions": up to three words after "how many", to a verb,
+# a preposition or the question mark ("How many European border guards were ..." -> "European border guards")
+_COUNTED = re.compile(r"\bhow many ((?:[\w\-]+ ){0,2}?[\w\-]+?)(?: (?:did|do|does|were|was|are|is|have|has|had|will|"
+                      r"would|can|could|in|of|to|on|at|for|from|with|by|under|per)\b|\?|$)", re.I)
+# units a sentence counts without naming them ("three meetings" answers "How many times ...?")
+_UNNAMED_UNITS = {"times", "people", "persons"}
+
+
+def counted_words(question: str) -> str:
+    """What a "How many ...?" question counts, as it says it ("interceptions", "European border guards"; a
+    main verb may come along: "people live"), or "" (not a count question, or one with a unit that a
+    sentence need not name, such as "times" or "people")."""
+    m = _COUNTED.search(question) if _COUNT_QUESTION.search(question) else None
+    if not m or any(w.lower() in _UNNAMED_UNITS for w in m.group(1).split()):
+        return ""
+    return m.group(1)
+
+
 # number words that count nothing exactly: "several strands", "a number of", "a single Centre"
 _VAGUE = re.compile(r"several|few|many|single|nothing|none|dozens|hundreds|thousands|millions|billions", re.I)
 
@@ -186,7 +204,9 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
     """Why an answer without a confident short answer does not answer an amount, number or date question
     ("" when it may stand): the quoted ``answer_text`` (citation markers removed) holds no answer of that
     kind (for "How many ...?", no count but vague ones such as "several" or "a single"), or the reader's
-    ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``."""
+    ``answerable`` probability is under :data:`TYPED_MIN_ANSWERABLE` for ``strictness``, or the quoted
+    sentences name nothing a "How many ...?" question counts (:func:`counted_words`: "How many
+    interceptions ...?" quoting "Five Search and Rescue vessels have been handed over")."""
     kind = expected_type(question)
     if kind not in _NAMED:  # None, or a country question: those are not abstained on (not measured to pay)
         return ""
@@ -196,6 +216,12 @@ def typed_gap(question: str, answer_text: str, answerable: float, strictness: st
         return f"no passage gives the {_NAMED[kind]} asked for"
     if answerable < TYPED_MIN_ANSWERABLE[strictness]:
         return f"no {_NAMED[kind]} in the passages clearly answers it"
+    from .lexical import tokenize
+
+    counted = counted_words(question) if kind == "number" else ""
+    stems = set(tokenize(counted))
+    if stems and not stems & set(tokenize(answer_text)):  # none of its words: it counts something else
+        return f"the sentences found count no {counted}"
     return ""
 
 
@@ -391,9 +417,10 @@ def tense_gap(question: str, sentence: str, where: str = "the sentence found") -
 
 def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, int]:
     """For a date question about a legal step, the date in ``sentence`` that step's clause gives, when the
-    span ``sentence[start:end]`` is another step's: "Signed on 24 October 2022 and entered into force on
-    1 April 2023" answers "When was it signed?" with 24 October 2022, not 1 April 2023. A date's clause
-    runs from the end of the date before it (or the sentence's start) to the date. Otherwise unchanged."""
+    span ``sentence[start:end]`` is another step's or runs over several steps' dates: "Signed on 24 October
+    2022 and entered into force on 1 April 2023" answers "When was it signed?" with 24 October 2022, not
+    1 April 2023 nor the whole clause. A date's clause runs from the end of the date before it (or the
+    sentence's start) to the date. Otherwise unchanged."""
     steps = [said for _, asked, said in _STEPS if asked.search(question)]
     if not steps or expected_type(question) != "date":
         return start, end
@@ -402,7 +429,8 @@ def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, 
     for m in CANDIDATE_TYPES[0][1].finditer(sentence):
         dates.append((m.start(), m.end(), bool(said.search(sentence[last:m.start()]))))
         last = m.end()
-    if any(a <= start < b and ok for a, b, ok in dates):
+    inside = [ok for a, b, ok in dates if start < b and a < end]  # the dates the span touches
+    if inside == [True]:
         return start, end
     right = [(a, b) for a, b, ok in dates if ok]
     return right[0] if len(right) == 1 else (start, end)
