@@ -1079,6 +1079,23 @@ def example_counts(examples: Sequence[Example]) -> dict[str, int]:
 _COUNT = {2: "Two", 3: "Three", 4: "Four"}
 
 
+def _reproduce_intro(continued: dict, pretrained: bool, soup_seeds: Sequence[int] | None) -> list[str]:
+    """The model card's words before the commands: what runs make the shipped model, and how long."""
+    cpu = " (CPU only; ~15 pairs/s on 2 cores with AVX-512 bfloat16 here, 3,185 steps of 16,"
+    if continued:
+        return ["Two runs from the bundled MiniLM that differ only in their seed (CPU only; ~15 pairs/s on 2 cores with"
+                " AVX-512 bfloat16 here, 3,185 steps of 16, about 55 minutes each), the mean of their weights (a uniform"
+                " \"model soup\", Wortsman et al. 2022), the continuation on the default corpus's questions (~20 minutes)"
+                + (", the mean of the continued and the soup's weights," if continued.get("wise") else ",")]
+    if pretrained:
+        return ["Cloze pre-training (1 epoch, ~25 minutes), then one fine-tuning run from it" + cpu, "about 55 minutes),"]
+    if soup_seeds:
+        return [f"{_COUNT.get(len(soup_seeds), len(soup_seeds))} runs from the bundled MiniLM that differ only in their seed" + cpu,
+                "about 55 minutes each), the mean of their weights (a uniform \"model soup\", Wortsman et al. 2022: one"
+                " model's cost when answering),"]
+    return ["One run from the bundled MiniLM" + cpu, "about 55 minutes),"]
+
+
 def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], held_titles: Iterable[str],
                train_cfg: TrainConfig = TrainConfig(), pretrain_counts: dict[str, int] | None = None,
                soup_runs: Sequence[dict] | None = None, continued: dict | None = None) -> Path:
@@ -1156,18 +1173,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
             "",
         ]),
         "## Reproduce",
-        ("Two runs from the bundled MiniLM that differ only in their seed (CPU only; ~15 pairs/s on 2 cores with"
-         " AVX-512 bfloat16 here, 3,185 steps of 16, about 55 minutes each), the mean of their weights (a uniform"
-         " \"model soup\", Wortsman et al. 2022), the continuation on the default corpus's questions (~20 minutes)"
-         + (", the mean of the continued and the soup's weights," if cont.get("wise") else ",")
-         if continued else
-         "Cloze pre-training (1 epoch, ~25 minutes), then one fine-tuning run from it" if pretrain_counts
-         else f"{_COUNT.get(len(soup_seeds), len(soup_seeds))} runs from the bundled MiniLM that differ only in their seed" if soup_seeds
-         else "One run from the bundled MiniLM") + ("" if continued else
-                                                     " (CPU only; ~15 pairs/s on 2 cores with AVX-512 bfloat16 here, 3,185 steps of 16,"),
-        *([] if continued else [
-            "about 55 minutes" + (" each), the mean of their weights (a uniform \"model soup\", Wortsman et al. 2022: one"
-                                  " model's cost when answering)," if soup_seeds else "),")]),
+        *_reproduce_intro(cont, bool(pretrain_counts), soup_seeds),
         "then calibration (~5 minutes on an idle machine):",
         "```bash",
         *(recipe_continued(cont) if continued else RECIPE_PRETRAINED if pretrain_counts
