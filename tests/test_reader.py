@@ -49,7 +49,7 @@ def artifact_copy(tmp_path) -> Path:
 @pytest.mark.parametrize("name", ["reader.onnx", "tokenizer.json", "reader.json"])
 def test_missing_file_is_one_clear_error(artifact_copy, tmp_path, name):
     (artifact_copy / name).unlink()
-    with pytest.raises(ReaderUnavailable, match=rf"reader file missing: .*{name}.*rag.reader_train.*RAG_VERIFIER=off"):
+    with pytest.raises(ReaderUnavailable, match=rf"reader file missing: .*{name}; restore it with `git checkout -- .*reader`, or rebuild it with python -m rag.reader_train .*RAG_VERIFIER=off"):
         Reader.load(tmp_path / "cache", artifact_copy)
 
 
@@ -293,6 +293,10 @@ def test_a_soup_is_the_mean_of_its_runs_weights_and_exports(tmp_path):
     assert not torch.equal(wa["qa_outputs.weight"], wb["qa_outputs.weight"])  # the two runs do differ
     assert (tmp_path / "s" / "reader.onnx").stat().st_size > 0
     assert json.loads((tmp_path / "s" / "soup.json").read_text())["of"] == [str(a), str(b)]
+    # a model folder itself (a continued run's base/) counts as well as a run folder
+    assert main(["soup", str(tmp_path / "s2"), "--of", str(a / "model"), str(b)]) == 0
+    for k, v in load_file(str(tmp_path / "s2" / "model" / "model.safetensors")).items():
+        torch.testing.assert_close(v, ws[k])
     with pytest.raises(ValueError, match="not the same architecture"):
         soup([a / "model", tiny(tmp_path / "c", 3, hidden=16) / "model"], tmp_path / "bad")
     with pytest.raises(SystemExit):

@@ -47,9 +47,11 @@ def test_the_card_of_a_continued_reader_gives_every_command(tmp_path):
     assert "| continuation examples | count |" in card and "| train probe pos | 150 |" in card
     assert "--seed 13 --bf16" in card and "--seed 14 --bf16" in card  # the two-seed soup it continues
     assert "soup /tmp/reader --of /tmp/reader13 /tmp/reader14" in card
-    assert ("train /tmp/reader-doc --base /tmp/reader/model --extra-qa eval/probes/p1-dev.jsonl "
+    assert ("train /tmp/reader-doc --base /tmp/reader-soup --extra-qa eval/probes/p1-dev.jsonl "
             "eval/probes/p2-dev.jsonl --replay 7000 --epochs 2 --lr 3e-05 --seed 13 --bf16") in card
-    assert "calibrate /tmp/reader-doc" in card and "calibrate /tmp/reader " not in card
+    # the soup is calibrated into an artifact folder to start from; the continuation is what ships
+    assert "calibrate /tmp/reader --dest /tmp/reader-soup" in card
+    assert card.count("calibrate /tmp/reader-doc   #") == 1 and "reader-wise" not in card
     assert "`eval/probes/p3-test.jsonl` and `p5-test.jsonl` are never trained on" in card
     assert "7000 SQuAD training examples" in card
 
@@ -78,9 +80,10 @@ def test_the_card_of_a_wise_mean_says_so_and_gives_its_soup_step(tmp_path):
     metrics = json.loads((ARTIFACT_DIR / "metrics.json").read_text())
     cont = {"extra_qa": ["eval/probes/p1-dev.jsonl"], "replay": 7000, "epochs": 2.0, "lr": 3e-5, "seed": 13, "wise": True}
     card = write_card(tmp_path, metrics, cfg, {"train probe pos": 150}, ["Huguenot"], continued=cont).read_text()
-    assert "soup /tmp/reader-wise --of /tmp/reader /tmp/reader-doc" in card
+    assert "calibrate /tmp/reader --dest /tmp/reader-soup" in card and "--base /tmp/reader-soup " in card
+    assert "soup /tmp/reader-wise --of /tmp/reader-doc/base /tmp/reader-doc" in card
     assert "calibrate /tmp/reader-wise" in card and "calibrate /tmp/reader-doc" not in card
-    assert "WiSE-FT" in card and "mean of that run's and the soup's" in card
+    assert "WiSE-FT" in card and "mean of that run's and the float16 soup's" in card
 
 
 def test_calibrate_reads_a_wise_soup_as_a_continuation(tmp_path, monkeypatch):

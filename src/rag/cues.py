@@ -1,6 +1,6 @@
 """Typed cues for the answer stage: what kind of answer a question expects (an amount of money, a
 number, a date, a country) and whether a quoted text holds one. The pipeline uses them after the
-reader (README, "Typed cues"):
+reader (README, How it works 6, "typed cues"):
 
 - when the reader found no confident short answer to an amount, number or date question, it abstains
   unless the quoted sentences hold an answer of that kind and the reader is fairly sure
@@ -29,7 +29,7 @@ from .text import COUNTRY_NAMES, collapse_ws
 
 #: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
 #: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
-#: four held-out SQuAD articles and the held-out third of eval/qa.jsonl, README "Typed cues"); like the
+#: four held-out SQuAD articles and the held-out third of eval/qa.jsonl, README, How it works 6, "typed cues"); like the
 #: reader's own thresholds it belongs to the shipped model and is re-chosen when the reader is retrained.
 TYPED_MIN_ANSWERABLE = {"lenient": 0.3, "balanced": 0.4, "strict": 0.5}
 
@@ -299,7 +299,7 @@ def year_gap(question: str, evidence: str, where: str = "the passages found") ->
     with those section paths and titles) that never mentions a year the question names does not answer it
     ("" when it mentions every one, or the question names none): "What did the 2020 Pact propose ...?"
     quoting a passage about today's Pact. Any kind of question: SQuAD 2.0's unanswerable questions often
-    swap a year (measured in the README, "Typed cues"). ``where`` names the evidence in the reason."""
+    swap a year (measured in the README, How it works 6). ``where`` names the evidence in the reason."""
     said = set(_YEAR.findall(evidence))
     missing = [y for y in dict.fromkeys(_YEAR.findall(question)) if y not in said]
     return f"{where} never mention {' or '.join(missing)}" if missing else ""
@@ -363,7 +363,7 @@ _WHY = re.compile(r"^\W*why\b", re.I)
 def negation_gap(question: str, evidence: str, where: str = "the passages found") -> str:
     """Why ``evidence`` that says nothing in the negative does not answer a question about what is not so
     ("What do coastal beroids not have ...?" quoting a sentence about what they have; "" otherwise).
-    SQuAD 2.0's unanswerable questions often insert a negation (README, "Typed cues"). Not "why"
+    SQuAD 2.0's unanswerable questions often insert a negation (README, How it works 6, "typed cues"). Not "why"
     questions, whose answers are reasons stated positively. ``where`` names the evidence in the reason."""
     q = _NOT_NEGATED.sub(" ", question)
     if _WHY.match(q) or not _NEGATED.search(q) or _NEGATIVE.search(evidence):

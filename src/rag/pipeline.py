@@ -426,7 +426,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     names no one is abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one
     place its first quoted sentence names (:func:`rag.cues.place_answer`). A question about the past whose first quoted
     sentence speaks only of what is to come is abstained on (:func:`rag.cues.tense_gap`).
-    Measured on held-out data in the README ("Typed cues")."""
+    Measured on held-out data in the README (How it works 6, "typed cues")."""
     from .answer import not_in_documents
     from .cues import (evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap,
                        tense_gap, typed_answer, typed_gap, wrong_kind)

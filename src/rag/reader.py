@@ -32,7 +32,13 @@ log = logging.getLogger(__name__)
 ARTIFACT_DIR = Path(__file__).parent / "models" / "reader"
 MAX_QUESTION_TOKENS = 64  # longer questions are cut before reading (the passage needs the room)
 SPAN_CONF = ("exact", "overlap")
-REBUILD = "python -m rag.reader_train (see src/rag/models/reader/MODEL_CARD.md)"
+
+
+def _remedy(artifact_dir: Path) -> str:
+    """What to do about a missing or corrupt reader file: the shipped files come with the repository, so
+    restore them; retraining is the model card's recipe (an hour or more, never done at set-up)."""
+    return (f"restore it with `git checkout -- {artifact_dir}`, or rebuild it with python -m rag.reader_train "
+            f"as {artifact_dir / 'MODEL_CARD.md'} says (Reproduce); RAG_VERIFIER=off answers without the reader")
 
 
 @dataclass(frozen=True)
@@ -70,7 +76,7 @@ class ReaderConfig:
             if cfg.span_conf not in SPAN_CONF:
                 raise ValueError(f"span_conf must be one of {SPAN_CONF}, got {cfg.span_conf!r}")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ReaderUnavailable(f"reader.json is damaged ({exc!r}); rebuild it with {REBUILD}") from exc
+            raise ReaderUnavailable(f"reader.json is damaged ({exc!r})") from exc
         return cfg
 
     def answerable(self, margin: float, cos: float = 0.0) -> float:
@@ -163,25 +169,27 @@ class Reader:
         onnx_path, tok_path = artifact_dir / "reader.onnx", artifact_dir / "tokenizer.json"
         for p in (cfg_path, onnx_path, tok_path):
             if not p.is_file():
-                raise ReaderUnavailable(f"reader file missing: {p}; rebuild it with {REBUILD}, or set RAG_VERIFIER=off")
+                raise ReaderUnavailable(f"reader file missing: {p}; {_remedy(artifact_dir)}")
         try:
             cfg = ReaderConfig.from_json(json.loads(cfg_path.read_text(encoding="utf-8")))
+        except ReaderUnavailable as exc:  # a field missing or of the wrong kind
+            raise ReaderUnavailable(f"{exc}: {cfg_path}; {_remedy(artifact_dir)}") from exc
         except ValueError as exc:
-            raise ReaderUnavailable(f"{cfg_path} is not valid JSON ({exc}); rebuild it with {REBUILD}") from exc
+            raise ReaderUnavailable(f"{cfg_path} is not valid JSON ({exc}); {_remedy(artifact_dir)}") from exc
         if sha256_file(tok_path) != cfg.sha256.get("tokenizer.json"):
             raise ReaderUnavailable(f"reader file corrupt (sha256 differs from reader.json): {tok_path}; "
-                                    f"restore it from git or rebuild with {REBUILD}")
+                                    f"{_remedy(artifact_dir)}")
         want = cfg.sha256.get("reader.fp32.onnx", "")
         expanded = Path(cache_dir) / "reader" / want[:16] / "reader.onnx"
         if not (expanded.is_file() and sha256_file(expanded) == want):
             if sha256_file(onnx_path) != cfg.sha256.get("reader.onnx"):
                 raise ReaderUnavailable(f"reader file corrupt (sha256 differs from reader.json): {onnx_path}; "
-                                        f"restore it from git or rebuild with {REBUILD}")
+                                        f"{_remedy(artifact_dir)}")
             _expand(onnx_path, expanded)
             if sha256_file(expanded) != want:
                 expanded.unlink(missing_ok=True)
                 raise ReaderUnavailable(f"expanding {onnx_path} gave a model whose sha256 differs from reader.json; "
-                                        f"rebuild it with {REBUILD}")
+                                        f"{_remedy(artifact_dir)}")
         return cls(cfg, expanded, tok_path)
 
     def threshold(self, strictness: str) -> float:

@@ -1043,10 +1043,12 @@ def recipe_continued(train_cfg: dict) -> tuple[str, ...]:
     extra = " ".join(Path(x).as_posix() for x in train_cfg.get("extra_qa") or [])
     return (
         *soup_cmds,
-        f"OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader-doc --base /tmp/reader/model "
+        ".venv/bin/python -m rag.reader_train calibrate /tmp/reader --dest /tmp/reader-soup"
+        "   # the soup as shipped: float16 weights in reader.onnx",
+        f"OMP_NUM_THREADS=2 .venv/bin/python -m rag.reader_train train /tmp/reader-doc --base /tmp/reader-soup "
         f"--extra-qa {extra} --replay {train_cfg['replay']} --epochs {train_cfg['epochs']:g} --lr {train_cfg['lr']:g} "
-        f"--seed {train_cfg['seed']} --bf16",
-        *([".venv/bin/python -m rag.reader_train soup /tmp/reader-wise --of /tmp/reader /tmp/reader-doc"
+        f"--seed {train_cfg['seed']} --bf16   # starts from those weights, read back into /tmp/reader-doc/base",
+        *([".venv/bin/python -m rag.reader_train soup /tmp/reader-wise --of /tmp/reader-doc/base /tmp/reader-doc"
            "   # the mean of the continued weights and those it started from"] if train_cfg.get("wise") else []),
         f".venv/bin/python -m rag.reader_train calibrate /tmp/reader-{'wise' if train_cfg.get('wise') else 'doc'}"
         "   # held-out probes -> reader.json, metrics.json, this card",
@@ -1185,8 +1187,10 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         "",
         *([f"**As run (2026-12-07):** the shipped weights continue the two-seed soup shipped on 2026-12-06 (seeds"
            " 13 and 14; taken back from its float16 `reader.onnx` with `onnx_to_hf`, so rounded to float16) in one"
-           " uninterrupted run, with the command above"
-           + (", and the shipped weights are the mean of that run's and the soup's." if cont.get("wise") else ".")
+           " uninterrupted run, with the command above (its `--base` was the artifact folder `src/rag/models/reader`,"
+           " which then held the soup)"
+           + (", and the shipped weights are the mean of that run's and the float16 soup's it started from."
+              if cont.get("wise") else ".")
            + " bfloat16"]
           if continued else
           [f"**As run (2026-12-06):** the shipped weights are the mean of {_COUNT.get(len(soup_seeds), len(soup_seeds)).lower()} uninterrupted runs, seeds {seeds}.",
@@ -1194,8 +1198,8 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
           if soup_seeds else
           ["**As run (2026-12-06):** the shipped weights are this one run, uninterrupted (seed 13). bfloat16"]),
         "autocast makes the weights depend slightly on the CPU's matrix kernels, so another machine reproduces the",
-        "recipe and the figures to within noise, not bit for bit. `--base DIR` continues from a model folder;",
-        "`onnx_to_hf` turns a shipped `reader.onnx` back into one.",
+        "recipe and the figures to within noise, not bit for bit. `--base DIR` continues from a model folder, or from",
+        "an artifact folder (its `reader.onnx` read back into a model folder with `onnx_to_hf`).",
         "",
         "## Limitations (read before trusting it)",
         f"- Near-misses are hard for it: AUC of the span margin, answerable vs SQuAD near-miss, "
@@ -1246,7 +1250,11 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
             "  to be about as good as the soup on new questions, not better. It ships because it passed the rule set",
             "  before it was scored (test sets no worse, held-out SQuAD short F1 no worse, out of corpus at least 0.95)",
             "  and knows the default corpus's dev questions; it abstains falsely more often on held-out SQuAD (0.061",
-            "  against 0.052 through the assistant). Averaging both seeds' continuations was not measured.",
+            "  against 0.052 through the assistant).",
+            "- Tried and not kept (2026-12-07, later): averaging both seeds' continuations with the soup (half the soup,",
+            "  a quarter each continuation; calibrated the same way), judged by the same rule written before its",
+            "  figures were seen: p3/p5 abstention 0.76/0.80 and short-fact 0.96/0.923 (the same), held-out SQuAD F1",
+            "  0.346 (0.344), but p5 false abstention 0.031 (0.015) and `eval/qa.jsonl` abstention 0.919 (0.946).",
         ]),
         "- Short answers are given only from the confidence threshold below (see the metrics for how often).",
         "",
@@ -1257,19 +1265,22 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
         + ", ".join(f"{k} {v:.0%}" for k, v in STRICTNESS_FALSE_ABSTENTION.items()) + "): "
         + ", ".join(f"`{k}` {v:.4f}" for k, v in cfg["thresholds"].items()) + ".",
         f"- A span is a short answer from confidence {cfg['short_min_conf']} (the lowest from which the spans given",
-        f"  average F1 ≥ {SHORT_MIN_F1} on held-out answerable questions of each source), if it has at most 12 words and sits in one sentence. Confidence "
+        f"  average F1 ≥ {SHORT_MIN_F1}, there and from every higher confidence, on the held-out answerable questions of each",
+        "  source that the `balanced` threshold answers), if it has at most 12 words, sits in one sentence and the question",
+        "  does not ask for a reason or a description (\"Why ...?\", \"How does ...?\", \"Describe ...\"). Confidence "
         f"(`span_conf` = `{cfg.get('span_conf', 'exact')}`): `exact` is the",
         "  probability of the span itself, `overlap` that of the spans agreeing with it (token F1 ≥ 0.5); the",
         "  one whose short answers score the higher mean F1 on the held-out answerable probes is chosen.",
         f"- Early exit: the first passage is read alone, and the others only if its margin is under "
         f"{cfg.get('exit_margin')} (the lowest margin from which the best span was elsewhere for at most "
         f"{EXIT_MAX_CHANGED:.0%} of held-out questions that exit; the figures above read all passages).",
-        "- Not in reader.json: the typed cues of `rag.cues` (README, \"Typed cues\") use this model's answerable",
+        "- Not in reader.json: the typed cues of `rag.cues` (README, How it works 6, \"typed cues\") use this model's answerable",
         "  probability too. An amount, number or date question without a confident short answer is answered only",
         "  from answerable "
         + " / ".join(f"{v}" for v in TYPED_MIN_ANSWERABLE.values()) + " (" + " / ".join(TYPED_MIN_ANSWERABLE)
         + "; `TYPED_MIN_ANSWERABLE`, chosen on the",
-        "  same held-out data through the assistant); re-choose them when the model is retrained.",
+        "  same held-out data through the assistant), or from a section heading above the passages read that names",
+        "  what it asks about and holds one answer of that kind; re-choose them when the model is retrained.",
         "",
         "## Held-out metrics (through retrieval: the assistant's real path)",
         "```json",
@@ -1312,7 +1323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cloze", type=int, default=22000, help="pretrain: how many cloze examples")
     p.add_argument("--pretrained", type=Path, help="calibrate: the pretrain run the model started from (for the card)")
     p.add_argument("--of", type=Path, nargs="+", metavar="RUN",
-                   help="soup: the train runs whose models are averaged (RUN_DIR/model each)")
+                   help="soup: the train runs whose models are averaged (RUN_DIR/model each), or model folders")
     p.add_argument("--epochs", type=float, default=TrainConfig.epochs)
     p.add_argument("--lr", type=float, default=TrainConfig.lr)
     p.add_argument("--max-steps", type=int, default=None)
@@ -1334,7 +1345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.step == "soup":
         if not a.of or len(a.of) < 2:
             p.error("soup needs --of RUN RUN [RUN ...]: two or more train runs")
-        model_dir = soup([r / "model" for r in a.of], a.run)
+        # a train run (its model/), or a model folder itself (a continued run's base/: the weights it started from)
+        model_dir = soup([r if (r / "model.safetensors").is_file() else r / "model" for r in a.of], a.run)
         (a.run / "soup.json").write_text(json.dumps({"of": [str(r) for r in a.of]}, indent=2) + "\n", encoding="utf-8")
         export_onnx(model_dir, a.run / "reader.onnx")
         say(f"exported {a.run / 'reader.onnx'}, the mean of {len(a.of)} runs' weights")
