@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, counted_words, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      name_gap, numbered_gap, ordinal_gap, pair_name, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
+                      list_name, name_gap, numbered_gap, ordinal_gap, pair_name, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -371,6 +371,15 @@ def test_a_date_question_about_a_legal_step_gets_that_steps_date(assistant, real
         assert s is not None and s.text == date and " ".join(real_text[s.start:s.end].split()) == date, q
 
 
+@pytest.mark.slow
+def test_a_question_asking_for_several_countries_gets_the_whole_list(assistant, real_text):
+    """The reader's span was the list's last two ("Pakistan and Bangladesh"): as a short answer, a part of the
+    list that reads as the whole."""
+    s = assistant.ask("Which countries have Talent Partnerships?").short_answer
+    want = "Morocco, Tunisia, Egypt, Pakistan and Bangladesh"
+    assert s is not None and s.text == want and " ".join(real_text[s.start:s.end].split()) == want
+
+
 @pytest.mark.parametrize("kind, sentence, question, answer", [
     ("number", "Readmission Agreements (RA): 18 Readmission agreements with Albania, Armenia.",
      "How many formal readmission agreements does the EU have?", "18"),
@@ -517,6 +526,29 @@ def test_a_question_asking_for_two_gets_the_pair_of_names(question, sentence, sp
     at = sentence.index(span)
     start, end = pair_name(question, sentence, at, at + len(span), 0, len(sentence))
     assert sentence[start:end] == pair
+
+
+@pytest.mark.parametrize("question, sentence, span, whole", [
+    # the letter: a part of the list would mislead
+    ("Which countries have Talent Partnerships?", "Mutually beneficial Talent Partnerships launched with Morocco, "
+     "Tunisia, Egypt, Pakistan and Bangladesh to address EU labour shortages.", "Pakistan and Bangladesh",
+     "Morocco, Tunisia, Egypt, Pakistan and Bangladesh"),
+    ("Which countries were visited after the peak?", "visited Mauritania, Senegal, Cote d'Ivoire, The Gambia and "
+     "Guinea.", "Mauritania", "Mauritania, Senegal, Cote d'Ivoire, The Gambia and Guinea"),
+    ("With which countries are there arrangements?", "And 6 with Afghanistan, Bangladesh, Guinea, Côte d'Ivoire.",
+     "Bangladesh", "Afghanistan, Bangladesh, Guinea, Côte d'Ivoire"),  # no full stop taken along
+    ("What Irish cities had Huguenot mayors?", "mayors in Dublin, Cork, Youghal and Waterford in the 1600s.", "Dublin",
+     "Dublin, Cork, Youghal and Waterford"),  # SQuAD's gold answer
+    # asked for one, or for two, or not a list of names: as it was
+    ("Which central European country had a Calvinist ruler?", "England, Switzerland and Prussia.", "Prussia", "Prussia"),
+    ("Which two countries signed it?", "Italy, Albania and Greece.", "Albania", "Albania"),
+    ("Which cities met?", "In January, Paris and Rome met.", "Rome", "Paris and Rome"),  # not the month
+    ("Which organisations fund it?", "trade unions, banks and the EU.", "the EU", "the EU"),
+])
+def test_a_question_asking_for_several_gets_the_whole_list_of_names(question, sentence, span, whole):
+    at = sentence.index(span)
+    start, end = list_name(question, sentence, at, at + len(span), 0, len(sentence))
+    assert sentence[start:end] == whole
 
 
 @pytest.mark.parametrize("question, evidence, gap", [

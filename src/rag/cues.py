@@ -604,6 +604,38 @@ def pair_name(question: str, text: str, start: int, end: int, lo: int, hi: int) 
     return start, end
 
 
+# "Which countries ...?", "What Irish cities ...?": a question that asks for several of a kind (a list)
+_SEVERAL = re.compile(r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?:countries|member states|states|cities|towns|"
+                      r"nations|partners|regions|islands|companies|organi[sz]ations|agencies|universities|"
+                      r"provinces|colonies)\b", re.I)
+# one item of a list of names: capitalised words, with "of", "de", "von", ... or "d'Ivoire" inside
+_ITEM = r"[A-Z][\w'’.\-]*(?:\s+(?:(?:of|de|da|del|di|du|von|van|der|la|le|the)\s+)?(?:[A-Z][\w'’.\-]*|[dl]['’][A-Z][\w\-]*))*"
+_BEFORE_ITEM = re.compile(rf"({_ITEM})(?:,\s+|,?\s+and\s+)$")
+_AFTER_ITEM = re.compile(rf"(?:,\s+(?:and\s+)?|,?\s+and\s+)({_ITEM})")
+
+
+def _is_item(words: str) -> bool:
+    """Is ``words`` one name of a list: its first and other capitalised words name words (no title, month,
+    number word or possessive)?"""
+    ws = [w for w in re.sub(r"^The\s+(?=[A-Z])", "", words).split() if w[:1].isupper()]  # "The Gambia"
+    return bool(ws) and words[:1].isupper() and all(_name_word(w) for w in ws)
+
+
+def list_name(question: str, text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
+    """For a question that asks for several of a kind (``_SEVERAL``; not "Which two ...?": :func:`pair_name`),
+    a name span ``text[start:end]`` that is part of a list of names widened to the whole list, within
+    ``text[lo:hi]`` (its sentence): "Pakistan and Bangladesh" -> "Morocco, Tunisia, Egypt, Pakistan and
+    Bangladesh" for "Which countries have Talent Partnerships?" (the part of a list would mislead), "Dublin"
+    -> "Dublin, Cork, Youghal and Waterford". Otherwise unchanged."""
+    if not _SEVERAL.search(question) or _TWO.search(question) or not _is_item(text[start:end].split(",")[0]):
+        return start, end
+    while (m := _BEFORE_ITEM.search(text[lo:start])) and _is_item(m.group(1)):
+        start = lo + m.start(1)
+    while (m := _AFTER_ITEM.match(text[end:hi])) and _is_item(item := m.group(1).rstrip(_TRAIL)):
+        end += m.start(1) + len(item)
+    return start, end
+
+
 # A heading answers a question that names what it is about ("Eastern Mediterranean Action Plan October
 # 2023" answers "When was the Eastern Mediterranean action plan adopted?"), compared as search terms
 # (rag.lexical.tokenize: stop words dropped, words stemmed)

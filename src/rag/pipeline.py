@@ -388,7 +388,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     questions that raised answer accuracy (curated third 0.905 -> 0.919) and short answers (SQuAD
     held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three). A span that
     cuts a proper name is completed to the whole name (:func:`rag.cues.complete_name`)."""
-    from .cues import complete_name, pair_name
+    from .cues import complete_name, list_name, pair_name
     from .text import collapse_ws
 
     if best.conf < min_conf or _LONG_QUESTION.search(question):
@@ -400,6 +400,7 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     original = data.docs[doc].text
     start, end = complete_name(original, best.start, best.end, scored[i].start, scored[i].end)
     start, end = pair_name(question, original, start, end, scored[i].start, scored[i].end)
+    start, end = list_name(question, original, start, end, scored[i].start, scored[i].end)
     text = collapse_ws(original[start:end])
     if not text or len(text.split()) > SHORT_MAX_WORDS:
         return scored, None
