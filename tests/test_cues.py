@@ -4,7 +4,7 @@ abstention they lead to through the assistant."""
 import pytest
 
 from rag.cues import (TYPED_MIN_ANSWERABLE, complete_name, counted_words, countries_named, heading_answer, month_gap, evidence_gap, expected_type, holds_type, negation_gap, place_gap,
-                      list_name, name_gap, numbered_gap, ordinal_gap, pair_name, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
+                      list_name, name_gap, numbered_gap, ordinal_gap, pair_name, person_gap, tense_gap, place_answer, step_date, step_gap, typed_answer, typed_gap, wrong_kind, year_gap)
 from rag.settings import STRICTNESS
 
 
@@ -312,6 +312,8 @@ def test_thresholds_exist_for_every_strictness_and_grow_with_it():
     # curated q195: a question a proper name answers, quoting "Three more Member States announced ..."
     ("Which three Member States announced they were joining the Talent Partnerships?",
      "no name in the sentence found answers it"),
+    # dev probe p2: who holds a post, quoting "... the operational arrangement between Italy and Albania."
+    ("Who is the Italian prime minister behind the Italy-Albania arrangement?", "no name in the sentence found answers it"),
 ])
 def test_questions_the_passages_do_not_answer_are_abstained_with_the_reason(assistant, question, why):
     ans = assistant.ask(question)
@@ -597,6 +599,23 @@ def test_the_date_of_the_step_asked_for(question, span, date):
 ])
 def test_a_question_a_proper_name_answers_needs_a_name_in_the_quotes(question, quoted, gap):
     assert bool(name_gap(question, quoted)) is gap
+
+
+@pytest.mark.parametrize("question, gap", [
+    # dev probes p2 and p4: the letter names none of them; the reader found no name it trusts
+    ("Who is the Italian prime minister behind the Italy-Albania arrangement?", True),
+    ("What is the name of the EU Return Coordinator?", True),
+    ("Who chaired the Frontex High-Level Round Table on Returns on 28 November?", True),
+    ("Who is the current Executive Director of Frontex?", True),
+    ("Who was the chairman of the House Committee on Energy and Commerce?", True),
+    # not who holds a post: a group or a thing may answer
+    ("Who is behind the irregular crossings at the Finnish border?", False),
+    ("Who gets priority access to Frontex charter flights for return?", False),
+    ("What is the name of the programme under which vessels were handed over?", False),
+    ("Who were the Huguenots?", False),
+])
+def test_a_question_about_who_holds_a_post_wants_a_name(question, gap):
+    assert bool(person_gap(question)) is gap
 
 
 @pytest.mark.parametrize("question, sentence, place", [

@@ -463,6 +463,23 @@ def name_gap(question: str, quoted: str, where: str = "the sentence found") -> s
     return f"no name in {where} answers it"
 
 
+# "Who is the president of Tunisia ...?", "What is the name of the EU Return Coordinator?", "Who chaired ...?":
+# a question whose answer is a person's name
+_PERSON_QUESTION = re.compile(
+    r"^\W*(?:(?:who (?:is|was|are|were)|what (?:is|was) the name of) (?:the|its|their) (?:[\w\-]+ ){0,3}?"
+    r"(?:president|prime minister|minister|coordinator|director|commissioner|head|chair(?:man|woman|person)?|leader|"
+    r"king|queen|mayor|secretary|ambassador|ceo|founder|governor|emperor|pope|bishop)s?\b|"
+    r"who (?:chaired|chairs|presided|presides)\b)", re.I)
+
+
+def person_gap(question: str, where: str = "the sentence found") -> str:
+    """Why an answer without a confident short answer does not answer a question about who holds a post
+    (``_PERSON_QUESTION``: "Who is the Italian prime minister behind ...?", "What is the name of the EU
+    Return Coordinator?", "Who chaired ...?"): the answer is a name, and the reader found none it trusts in
+    the passages (rag.pipeline asks only then); "" for other questions."""
+    return f"no name in {where} answers it" if _PERSON_QUESTION.search(question) else ""
+
+
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
     """Why the cited passages (``evidence``: text, section paths and titles) cannot answer ``question``
     whatever the reader found: a year the question names that they never mention, or that the quoted

@@ -429,8 +429,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     sentence speaks only of what is to come is abstained on (:func:`rag.cues.tense_gap`).
     Measured on held-out data in the README (How it works 6, "typed cues")."""
     from .answer import not_in_documents
-    from .cues import (evidence_gap, expected_type, holds_type, name_gap, place_answer, step_date, step_gap,
-                       tense_gap, typed_answer, typed_gap, wrong_kind)
+    from .cues import (evidence_gap, expected_type, holds_type, name_gap, person_gap, place_answer, step_date,
+                       step_gap, tense_gap, typed_answer, typed_gap, wrong_kind)
     from .generate import text_without_markers
     from .text import collapse_ws
 
@@ -454,7 +454,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
         why = step_gap(text, sentence, "the sentence found")
     if not why and short is None:  # "Which three Member States ...?" quoting "Three more Member States ..."
-        why = name_gap(text, sentence, "the sentence found")
+        why = name_gap(text, sentence, "the sentence found") or person_gap(text)
     if not why and short is None and kind is not None:
         why = typed_gap(text, said, answerable, strictness)
         if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:
