@@ -83,7 +83,7 @@ def test_the_card_of_a_wise_mean_says_so_and_gives_its_soup_step(tmp_path):
     assert "calibrate /tmp/reader --dest /tmp/reader-soup" in card and "--base /tmp/reader-soup " in card
     assert "soup /tmp/reader-wise --of /tmp/reader-doc/base /tmp/reader-doc" in card
     assert "calibrate /tmp/reader-wise" in card and "calibrate /tmp/reader-doc" not in card
-    assert "WiSE-FT" in card and "mean of that run's and the float16 soup's" in card
+    assert "WiSE-FT" in card and "mean of that run's weights and those it started from (the float16 soup)" in card
 
 
 def test_calibrate_reads_a_wise_soup_as_a_continuation(tmp_path, monkeypatch):

@@ -464,20 +464,34 @@ def name_gap(question: str, quoted: str, where: str = "the sentence found") -> s
 
 
 # "Who is the president of Tunisia ...?", "What is the name of the EU Return Coordinator?", "Who chaired ...?":
-# a question whose answer is a person's name
+# a question whose answer is a person's name (not "the president's plan", "the head office", "the partners of
+# the head of ...")
 _PERSON_QUESTION = re.compile(
-    r"^\W*(?:(?:who (?:is|was|are|were)|what (?:is|was) the name of) (?:the|its|their) (?:[\w\-]+ ){0,3}?"
+    r"^\W*(?:(?:who (?:is|was|are|were)|what (?:is|was) the name of) (?:the|its|their) "
+    r"(?:(?!(?:of|whose|which|that|who|for|in|on)\b)[\w'’\-]+ ){0,3}?"
     r"(?:president|prime minister|minister|coordinator|director|commissioner|head|chair(?:man|woman|person)?|leader|"
-    r"king|queen|mayor|secretary|ambassador|ceo|founder|governor|emperor|pope|bishop)s?\b|"
+    r"king|queen|mayor|secretary|ambassador|ceo|founder|governor|emperor|pope|bishop)s?\b(?!['’]|[ ]+office)|"
     r"who (?:chaired|chairs|presided|presides)\b)", re.I)
+# a person named with a title ("Prime Minister Orpo", "Commissioner Johansson", "Mr Smith")
+_TITLED_NAME = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|Sir|Dame|Lord|Lady|President|Vice-President|Prime Minister|Minister|"
+                          r"Commissioner|Chancellor|Secretary|King|Queen|Pope|Governor|Mayor|Director|"
+                          r"Chair(?:man|woman|person)?)\.?[ ]+([A-Z][\w'’\-]+)")
 
 
-def person_gap(question: str, where: str = "the sentence found") -> str:
-    """Why an answer without a confident short answer does not answer a question about who holds a post
-    (``_PERSON_QUESTION``: "Who is the Italian prime minister behind ...?", "What is the name of the EU
-    Return Coordinator?", "Who chaired ...?"): the answer is a name, and the reader found none it trusts in
-    the passages (rag.pipeline asks only then); "" for other questions."""
-    return f"no name in {where} answers it" if _PERSON_QUESTION.search(question) else ""
+def person_gap(question: str, sentence: str) -> str:
+    """Why an answer without a confident short answer (rag.pipeline asks only then) does not answer a
+    question about who holds a post (``_PERSON_QUESTION``: "Who is the Italian prime minister behind ...?",
+    "What is the name of the EU Return Coordinator?", "Who chaired ...?"): the answer is a name, the reader
+    trusts none in the passages, and ``sentence`` (the first quoted one) names no one with a title ("Prime
+    Minister Orpo") but whom the question names; "" otherwise."""
+    if not _PERSON_QUESTION.search(question):
+        return ""
+    from .lexical import tokenize
+
+    asked = set(tokenize(question))
+    if any(_name_word(m.group(1)) and not set(tokenize(m.group(1))) <= asked for m in _TITLED_NAME.finditer(sentence)):
+        return ""
+    return "the reader found no name that answers it"
 
 
 def evidence_gap(question: str, evidence: str, quoted: str | None = None) -> str:
@@ -604,6 +618,8 @@ def complete_name(text: str, start: int, end: int, lo: int, hi: int) -> tuple[in
 
 # "Which two countries' arrangement ...?", "What two women ...?": a question that asks for two
 _TWO = re.compile(r"\b(?:what|which|the) two\b", re.I)
+#: at most this many further names join a short answer's list (:func:`list_name`)
+SHORT_LIST_ITEMS = 12
 
 
 def pair_name(question: str, text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
@@ -621,31 +637,68 @@ def pair_name(question: str, text: str, start: int, end: int, lo: int, hi: int) 
     return start, end
 
 
-# "Which countries ...?", "What Irish cities ...?": a question that asks for several of a kind (a list)
-_SEVERAL = re.compile(r"\b(?:which|what)\s+(?:[\w\-]+\s+){0,3}?(?:countries|member states|states|cities|towns|"
+# "Which countries ...?", "What Irish cities ...?": a question that asks for several of a kind (a list); the
+# words between are adjectives ("Irish", "North African", "three"), not a verb or "of" ("What did the Member
+# States agree?", "Which of the countries ...?")
+_SEVERAL = re.compile(r"\b(?:which|what)\s+(?:(?!(?:is|are|was|were|did|do|does|has|have|had|will|would|can|could|"
+                      r"should|of|the|a|an)\b)[\w\-]+\s+){0,3}?(?:countries|member states|states|cities|towns|"
                       r"nations|partners|regions|islands|companies|organi[sz]ations|agencies|universities|"
                       r"provinces|colonies)\b", re.I)
-# one item of a list of names: capitalised words, with "of", "de", "von", ... or "d'Ivoire" inside
-_ITEM = r"[A-Z][\w'’.\-]*(?:\s+(?:(?:of|de|da|del|di|du|von|van|der|la|le|the)\s+)?(?:[A-Z][\w'’.\-]*|[dl]['’][A-Z][\w\-]*))*"
-_BEFORE_ITEM = re.compile(rf"({_ITEM})(?:,\s+|,?\s+and\s+)$")
-_AFTER_ITEM = re.compile(rf"(?:,\s+(?:and\s+)?|,?\s+and\s+)({_ITEM})")
+# one item of a list of names, on one line: capitalised words, with "of", "de", "von", ... or "d'Ivoire" inside
+_PARTICLES = frozenset("of de da del di du von van der la le the".split())
+_ITEM = (r"[A-Z][\w'’.\-]*(?:[ ]+(?:(?:of|de|da|del|di|du|von|van|der|la|le|the)[ ]+)?"
+         r"(?:[A-Z][\w'’.\-]*|[dl]['’][A-Z][\w\-]*))*")
+_BEFORE_ITEM = re.compile(rf"({_ITEM})(,[ ]+|,?[ ]+and[ ]+)$")
+_AFTER_ITEM = re.compile(rf"(,[ ]+(?:and[ ]+)?|,?[ ]+and[ ]+)({_ITEM})")
+# capitalised words that open a sentence or a clause without naming anything
+_OPENERS = frozenset("""however meanwhile moreover furthermore therefore thus also still yet instead indeed
+    nevertheless nonetheless overall recently currently today finally first firstly second secondly third
+    additionally similarly likewise accordingly consequently hence besides otherwise then now here there
+    since while although though unless once because""".split())
 
 
 def _is_item(words: str) -> bool:
-    """Is ``words`` one name of a list: its first and other capitalised words name words (no title, month,
-    number word or possessive)?"""
-    ws = [w for w in re.sub(r"^The\s+(?=[A-Z])", "", words).split() if w[:1].isupper()]  # "The Gambia"
-    return bool(ws) and words[:1].isupper() and all(_name_word(w) for w in ws)
+    """Is ``words`` one name of a list: name words (no title, month, number word or possessive; "The Gambia"
+    and "Côte d'Ivoire" are names), with only particles such as "of" between them?"""
+    ws = words.split()
+    if ws[:1] == ["The"] and len(ws) > 1:
+        ws = ws[1:]
+    return bool(ws) and ws[0].lower() not in _OPENERS and all(
+        _name_word(w) or w in _PARTICLES or re.fullmatch(r"[dl]['’][A-Z][\w\-]*", w) for w in ws) \
+        and _name_word(ws[0])
 
 
 def list_name(question: str, text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
     """For a question that asks for several of a kind (``_SEVERAL``; not "Which two ...?": :func:`pair_name`),
-    a name span ``text[start:end]`` that is part of a list of names widened to the whole list, within
-    ``text[lo:hi]`` (its sentence): "Pakistan and Bangladesh" -> "Morocco, Tunisia, Egypt, Pakistan and
-    Bangladesh" for "Which countries have Talent Partnerships?" (the part of a list would mislead), "Dublin"
-    -> "Dublin, Cork, Youghal and Waterford". Otherwise unchanged."""
-    if not _SEVERAL.search(question) or _TWO.search(question) or not _is_item(text[start:end].split(",")[0]):
+    a name span ``text[start:end]`` that is part of a list of names ("A, B and C", on one line) widened to
+    the whole list, within ``text[lo:hi]`` (its sentence): "Pakistan and Bangladesh" -> "Morocco, Tunisia,
+    Egypt, Pakistan and Bangladesh" for "Which countries have Talent Partnerships?" (the part of a list
+    would read as the whole), "Dublin" -> "Dublin, Cork, Youghal and Waterford". The list ends at the item
+    after its "and"; a possessive's "'s" is left out ("... and Spain's partners" -> "... and Spain"). At
+    most SHORT_LIST_ITEMS items are added (a longer list stays a sentence: rag.pipeline gives no short
+    answer over 12 words). Otherwise unchanged."""
+    if not _SEVERAL.search(question) or _TWO.search(question) \
+            or not all(_is_item(x) for x in re.split(r",[ ]+(?:and[ ]+)?|[ ]+and[ ]+", text[start:end])):
         return start, end
+    closed = bool(re.search(r"[ ]and[ ]", text[start:end]))  # "Pakistan and Bangladesh": the list's end
+    for _ in range(SHORT_LIST_ITEMS):
+        m = _BEFORE_ITEM.search(text[lo:start])
+        # the item's last words that are a name ("In Italy, Greece and Spain": "Italy")
+        words = list(re.finditer(r"\S+", m.group(1))) if m else []
+        first = next((w for w in words if _is_item(m.group(1)[w.start():])), None)
+        if first is None:
+            break
+        start = lo + m.start(1) + first.start()
+        if first is not words[0]:  # the words before it are no name: the list starts here
+            break
+    for _ in range(SHORT_LIST_ITEMS):
+        m = _AFTER_ITEM.match(text[end:hi]) if not closed else None
+        item = re.sub(r"['’]s$", "", m.group(2).rstrip(_TRAIL)) if m else ""
+        if not item or not _is_item(item):
+            break
+        end += m.start(2) + len(item)
+        closed = "and" in m.group(1)
+    return start, end
     while (m := _BEFORE_ITEM.search(text[lo:start])) and _is_item(m.group(1)):
         start = lo + m.start(1)
     while (m := _AFTER_ITEM.match(text[end:hi])) and _is_item(item := m.group(1).rstrip(_TRAIL)):

@@ -387,7 +387,9 @@ def _pin_span(data: IndexData, hits: Sequence[Hit], scored: list[Scored], best, 
     answer. The reader's sentence goes first even when the sentence scorer ranked it lower: on held-out
     questions that raised answer accuracy (curated third 0.905 -> 0.919) and short answers (SQuAD
     held-out articles, HasAns F1 0.343 -> 0.355) over asking the two to agree (top three). A span that
-    cuts a proper name is completed to the whole name (:func:`rag.cues.complete_name`)."""
+    cuts a proper name is completed to the whole name (:func:`rag.cues.complete_name`), and a name of a
+    pair or list the question asks for becomes the pair or the list (:func:`rag.cues.pair_name`,
+    :func:`rag.cues.list_name`)."""
     from .cues import complete_name, list_name, pair_name
     from .text import collapse_ws
 
@@ -424,7 +426,8 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     takes that step is abstained on, and a short answer that dates another step of that sentence moves to
     the step's own date (:func:`rag.cues.step_gap`, :func:`rag.cues.step_date`). Without a short answer,
     a question a proper name answers ("Which three Member States ...?") whose first quoted sentence
-    names no one is abstained on (:func:`rag.cues.name_gap`), and a "Where ...?" question gets the one
+    names no one is abstained on (:func:`rag.cues.name_gap`), and so is a question about who holds a post
+    when that sentence names no one with a title (:func:`rag.cues.person_gap`), and a "Where ...?" question gets the one
     place its first quoted sentence names (:func:`rag.cues.place_answer`). A question about the past whose first quoted
     sentence speaks only of what is to come is abstained on (:func:`rag.cues.tense_gap`).
     Measured on held-out data in the README (How it works 6, "typed cues")."""
@@ -454,7 +457,7 @@ def _typed_check(data: IndexData, hits: Sequence[Hit], scored: Sequence[Scored],
     if not why and kind == "date":  # "When was it signed?" answered from "negotiations took place on 7 November"
         why = step_gap(text, sentence, "the sentence found")
     if not why and short is None:  # "Which three Member States ...?" quoting "Three more Member States ..."
-        why = name_gap(text, sentence, "the sentence found") or person_gap(text)
+        why = name_gap(text, sentence, "the sentence found") or person_gap(text, sentence)
     if not why and short is None and kind is not None:
         why = typed_gap(text, said, answerable, strictness)
         if why and (headed := _heading_answer(data, hits[:read_k], kind, text, answerable)) is not None:

@@ -1189,7 +1189,7 @@ def write_card(dest: Path, metrics: dict, cfg: dict, counts: dict[str, int], hel
            " 13 and 14; taken back from its float16 `reader.onnx` with `onnx_to_hf`, so rounded to float16) in one"
            " uninterrupted run, with the command above (its `--base` was the artifact folder `src/rag/models/reader`,"
            " which then held the soup)"
-           + (", and the shipped weights are the mean of that run's and the float16 soup's it started from."
+           + (", and the shipped weights are the mean of that run's weights and those it started from (the float16 soup)."
               if cont.get("wise") else ".")
            + " bfloat16"]
           if continued else
