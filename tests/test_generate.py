@@ -285,6 +285,7 @@ def test_refusal_abstains_and_still_returns_the_passages(assistant, finland, rep
 @pytest.mark.parametrize("question,reply", [
     ("What is the capital of France?", "Paris is the capital of France [1]."),
     ("Who painted the Mona Lisa?", "Leonardo da Vinci painted the Mona Lisa [1]."),
+    ("What is the capital of France?", "Paris is the capital of France."),  # citing nothing does not get it through
 ])
 def test_an_off_topic_answer_the_model_makes_up_is_withheld(assistant, question, reply):
     ans = assistant.ask(question, k=K, answer="llm", chat=fake(reply))

@@ -350,6 +350,8 @@ class Assistant:
         why: str | None = None  # withheld when set ("" = no reason to give)
         if reading is not None and reading.answerable < self.reader.threshold(strictness):
             why = ""
+        elif reading is None and extractive.abstained and extractive.answerable is not None:
+            why = ""  # it cites none of the passages, and they do not answer: the model's own words
         elif reading is not None and (gap := evidence_gap(asked, cited_text(v.citations))):
             why = gap  # as for extractive answers: a year, a country or a negation the cited passages lack
         elif reading is not None and short is None:
