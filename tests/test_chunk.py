@@ -3,11 +3,13 @@ documents, and specific expectations on the real corpus."""
 
 from __future__ import annotations
 
+import re
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from conftest import SMALL_CHUNKS
 from rag.chunk import NEXT_STEPS, Chunk, chunk_document, chunk_documents, split_sentences
@@ -286,6 +288,11 @@ def documents(draw):
 @given(documents(), st.sampled_from([ChunkSettings(), ChunkSettings(15, 30, 5), ChunkSettings(5, 12, 1)]))
 def test_chunking_properties_on_generated_documents(generated, chunk_settings):
     text, expected_sentences = generated
+    # a short line that is no sentence and stands on three or more pages is a running header by design
+    # (clean._mark_furniture) and is skipped: generated documents where that happens test something else
+    lines = Counter(collapse_ws(ln).lower() for ln in re.split(r"[\n\f]", text)
+                    if ln.strip() and len(ln) <= 80 and not ln.strip().endswith((".", "!", "?")))
+    assume(max(lines.values(), default=0) < 3)
     d = doc(text)
     chunks = chunk_document(d, chunk_settings)
     spans = [(c.start, c.end) for c in chunks]
