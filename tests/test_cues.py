@@ -117,6 +117,11 @@ def test_holds_type(kind, text, question, holds):
     ("Who signed the letter?", "1", True),
     ("Which organisation obtained the first authorisations?", "IOM Niger", False),
     ("How many Member States now take part, after the countries that joined?", "9", False),  # a count
+    # a city, a country or an agency is a proper name (curated q143, dev probe p043)
+    ("In which city will the conference be held?", "progress made", True),
+    ("Which two countries' operational arrangement is held up as an example?", "third", True),
+    ("In which city will the conference be held?", "Copenhagen", False),
+    ("Which group has two layers of cells?", "cnidarians", False),  # a group need not be a name (SQuAD)
     # "On what date ...?" wants a day: not a month, not a phrase (OCR's "I December" is 1 December)
     ("On what date will the first boat be handed over?", "December", True),
     ("On what date was it signed?", "16 July 2023", False),

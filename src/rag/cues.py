@@ -158,6 +158,10 @@ _NAME_QUESTION = re.compile(r"^\W*who\b|\b(?:which|what) (?:\w+ )?(?:country|cou
                             r"partners?|city|cities|town|person|people|organi[sz]ations?|company|companies|"
                             r"agency|agencies|group)\b", re.I)
 _BARE_NUMBER = re.compile(r"[\d,.%\s]+|\d[\d,.]*\s?(?:hundred|thousand|million|billion)")
+# "Which city ...?", "Which two countries' ...?", "Which agency ...?": a proper name, which holds a capital
+# letter (not "Which group ...?": "cnidarians"; not "Who ...?": "physicians")
+_PROPER_NAME_QUESTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:country|countries|member states?|nations?|city|"
+                                   r"cities|towns?|company|companies|agency|agencies)\b", re.I)
 
 
 def wrong_kind(question: str, span: str) -> bool:
@@ -165,12 +169,15 @@ def wrong_kind(question: str, span: str) -> bool:
     ...?", no number but those of amounts and dates for "How many ...?" ("EUR 110 million" or "A
     roundtable" for "How many work visas ...?"; a number word such as "several" or a year-like number
     such as "2000" kilometres may count), no number at all for "By what percentage ...?" ("Sfax"), a
-    bare number for "Who ...?" or "Which Member States ...?" ("9")."""
+    bare number for "Who ...?" or "Which Member States ...?" ("9"), no capital letter for "Which city /
+    country / agency ...?" ("progress made")."""
     if _QUANTITY_QUESTION.search(question) and not _NUMBER.search(span):
         return True
     kind = expected_type(question)
     if kind in (None, "country") and _NAME_QUESTION.search(question) and _BARE_NUMBER.fullmatch(span.strip()):
         return True
+    if kind in (None, "country") and _PROPER_NAME_QUESTION.search(question) and not re.search(r"[A-Z]", span):
+        return True  # "third" for "Which two countries' ...?", "progress made" for "In which city ...?"
     if kind == "date" and _DAY_QUESTION.search(question) and not _DAY_OR_DATE.search(span):
         return True
     if kind == "money" or (kind == "date" and _PERIOD_QUESTION.search(question)):
