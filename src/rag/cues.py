@@ -706,11 +706,6 @@ def list_name(question: str, text: str, start: int, end: int, lo: int, hi: int) 
         end += m.start(2) + len(item)
         closed = "and" in m.group(1)
     return start, end
-    while (m := _BEFORE_ITEM.search(text[lo:start])) and _is_item(m.group(1)):
-        start = lo + m.start(1)
-    while (m := _AFTER_ITEM.match(text[end:hi])) and _is_item(item := m.group(1).rstrip(_TRAIL)):
-        end += m.start(1) + len(item)
-    return start, end
 
 
 # A heading answers a question that names what it is about ("Eastern Mediterranean Action Plan October
