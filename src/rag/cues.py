@@ -158,10 +158,11 @@ _NAME_QUESTION = re.compile(r"^\W*who\b|\b(?:which|what) (?:\w+ )?(?:country|cou
                             r"partners?|city|cities|town|person|people|organi[sz]ations?|company|companies|"
                             r"agency|agencies|group)\b", re.I)
 _BARE_NUMBER = re.compile(r"[\d,.%\s]+|\d[\d,.]*\s?(?:hundred|thousand|million|billion)")
+# places and bodies a proper name answers for ("Which city ...?", "Which agency ...?")
+_PLACES_AND_BODIES = r"city|cities|towns?|country|countries|member states?|nations?|company|companies|agency|agencies"
 # "Which city ...?", "Which two countries' ...?", "Which agency ...?": a proper name, which holds a capital
 # letter (not "Which group ...?": "cnidarians"; not "Who ...?": "physicians")
-_PROPER_NAME_QUESTION = re.compile(r"\b(?:which|what) (?:\w+ )?(?:country|countries|member states?|nations?|city|"
-                                   r"cities|towns?|company|companies|agency|agencies)\b", re.I)
+_PROPER_NAME_QUESTION = re.compile(rf"\b(?:which|what) (?:\w+ )?(?:{_PLACES_AND_BODIES})\b", re.I)
 
 
 def wrong_kind(question: str, span: str) -> bool:
@@ -445,9 +446,8 @@ def step_date(question: str, sentence: str, start: int, end: int) -> tuple[int, 
 
 # "What is the name of the EU Return Coordinator?", "In which city ...?", "Which three Member States ...?":
 # questions a proper name answers
-_PROPER_QUESTION = re.compile(r"\bwhat (?:is|was|are|were) the names? of\b|\b(?:which|what) (?:\w+ )?(?:city|cities|"
-                              r"towns?|country|countries|member states?|nations?|organi[sz]ations?|company|companies|"
-                              r"agency|agencies|president|minister|commissioner|university)\b", re.I)
+_PROPER_QUESTION = re.compile(rf"\bwhat (?:is|was|are|were) the names? of\b|\b(?:which|what) (?:\w+ )?(?:{_PLACES_AND_BODIES}|"
+                              r"organi[sz]ations?|president|minister|commissioner|university)\b", re.I)
 # a capitalised word inside a sentence (not its first word)
 _INNER_CAPITAL = re.compile(r"(?<=[\w,;:()’'\"] )[A-Z][\w'’\-]*")
 
