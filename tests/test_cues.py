@@ -127,6 +127,12 @@ def test_holds_type(kind, text, question, holds):
     ("On what date was it signed?", "16 July 2023", False),
     ("On which day did Commissioner Johansson host the meeting?", "I December", False),
     ("What is the value of the contract?", "signed by the end of 2023", True),
+    # a country or a region alone does not say when (dev probe u048); an era or an event may (SQuAD)
+    ("When is the Frontex Liaison Officer expected to take up the post in Islamabad?", "Pakistan", True),
+    ("When did arrivals fall by a quarter?", "the Western Balkans", True),
+    ("When did the earliest examples of civil disobedience occur?", "Roman Empire", False),
+    ("Where and when did the investigation of the plague begin?", "Hong Kong", False),
+    ("Which country signed it when the talks ended?", "Pakistan", False),
 ])
 def test_wrong_kind(question, span, wrong):
     assert wrong_kind(question, span) is wrong

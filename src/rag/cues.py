@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .text import COUNTRY_NAMES, collapse_ws
+from .text import COUNTRY_NAMES, PLACES, collapse_ws
 
 #: The answerable probability (rag.reader) an amount, number or date question needs, per strictness,
 #: when the reader found no confident short answer in the passages. Chosen on the reader's held-out data (the
@@ -171,7 +171,8 @@ def wrong_kind(question: str, span: str) -> bool:
     roundtable" for "How many work visas ...?"; a number word such as "several" or a year-like number
     such as "2000" kilometres may count), no number at all for "By what percentage ...?" ("Sfax"), a
     bare number for "Who ...?" or "Which Member States ...?" ("9"), no capital letter for "Which city /
-    country / agency ...?" ("progress made")."""
+    country / agency ...?" ("progress made"), a country or a region alone for "When ...?" or "In what year
+    ...?" ("Pakistan")."""
     if _QUANTITY_QUESTION.search(question) and not _NUMBER.search(span):
         return True
     kind = expected_type(question)
@@ -181,6 +182,8 @@ def wrong_kind(question: str, span: str) -> bool:
         return True  # "third" for "Which two countries' ...?", "progress made" for "In which city ...?"
     if kind == "date" and _DAY_QUESTION.search(question) and not _DAY_OR_DATE.search(span):
         return True
+    if _DATE_QUESTION.search(question) and re.sub(r"^the\s+", "", span.strip(" .,;:()").lower()) in PLACES:
+        return True  # "Pakistan" for "When is the Liaison Officer expected to take up the post in Islamabad?"
     if kind == "money" or (kind == "date" and _PERIOD_QUESTION.search(question)):
         return not holds_type(kind, span, question)
     return kind == "number" and bool(_COUNT_QUESTION.search(question)) and not _counts(span, question, keep_years=True)
